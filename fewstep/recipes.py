@@ -1,0 +1,98 @@
+"""The paper's recipes: the one place where their numbers live.
+
+A recipe is (N, n, rho, k, time_rho): N model evaluations, a base Karras list of n sigmas with
+exponent rho, the schedule ending at the timestep of the k-th base sigma, and N+1 timesteps spaced
+with exponent time_rho between the first base sigma and that end (see ``schedule.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FreeUSetting:
+    """FreeU v1 values (b1, b2, s1, s2) and the 1-based schedule steps they are active in."""
+
+    b1: float
+    b2: float
+    s1: float
+    s2: float
+    first_step: int
+    last_step: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One row of the paper's recipe table."""
+
+    name: str
+    steps: int  # N, number of model evaluations
+    base_steps: int  # n, length of the base Karras list
+    base_rho: float  # rho of the base Karras list
+    end_index: int  # k, the schedule stops at the timestep of base sigma k
+    solver: str  # "dpmpp_1s" or "dpmpp_2m"
+    freeu: tuple[FreeUSetting, ...] = ()
+    time_rho: float = 1.2
+    resolution: int = 512
+
+
+PAPER_FREEU = (1.1, 1.1, 0.9, 0.2)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("SD1.5 5-step", 5, 8, 5.0, 6, "dpmpp_1s", (FreeUSetting(*PAPER_FREEU, 1, -1),)),
+        Recipe("SD1.5 6-step", 6, 8, 5.0, 6, "dpmpp_1s", (FreeUSetting(*PAPER_FREEU, 1, -1),)),
+        Recipe("SD1.5 8-step", 8, 12, 7.0, 9, "dpmpp_2m"),
+        # Reference code: step 1 off, steps 2-4 paper values, step 5 off, step 6 (1.3, 1.4, 0.9, 0.2).
+        Recipe(
+            "SDXL 6-step", 6, 8, 5.0, 6, "dpmpp_1s",
+            (FreeUSetting(*PAPER_FREEU, 2, 4), FreeUSetting(1.3, 1.4, 0.9, 0.2, 6, 6)),
+            resolution=1024,
+        ),
+        Recipe("SDXL 8-step", 8, 12, 12.0, 10, "dpmpp_2m", resolution=1024),
+    )
+}
+
+CUSTOM = "custom"
+RECIPE_CHOICES = [*RECIPES, CUSTOM]
+
+# Ranges of the custom parameters, shared by the node widgets and the validation.
+STEPS_RANGE = (1, 100)
+BASE_STEPS_RANGE = (2, 200)
+RHO_RANGE = (0.1, 50.0)
+END_INDEX_RANGE = (1, 199)
+TIME_RHO_RANGE = (0.1, 10.0)
+DENOISE_RANGE = (0.01, 1.0)
+
+DEFAULT_CUSTOM = RECIPES["SD1.5 5-step"]
+
+
+def recipe_for_step_count(steps: int) -> Recipe:
+    """The recipe family used by the ``fewstep`` KSampler scheduler, which only knows a step count.
+
+    Up to 7 steps: the 5/6-step family (n=8, rho=5, k=6); from 8 steps: the SD1.5 8-step family
+    (n=12, rho=7, k=9). The SDXL 8-step recipe (rho=12, k=10) is available through FewStepSigmas.
+    """
+    family = RECIPES["SD1.5 6-step"] if steps < 8 else RECIPES["SD1.5 8-step"]
+    return Recipe(f"fewstep {steps}-step", steps, family.base_steps, family.base_rho,
+                  family.end_index, family.solver, time_rho=family.time_rho)
+
+
+def check_custom_parameters(steps: int, base_steps: int, base_rho: float, end_index: int,
+                            time_rho: float, denoise: float = 1.0) -> str | None:
+    """Return a message naming the first bad parameter and its allowed range, or None if all are valid."""
+    checks = (
+        ("steps", steps, *STEPS_RANGE),
+        ("base_steps", base_steps, *BASE_STEPS_RANGE),
+        ("base_rho", base_rho, *RHO_RANGE),
+        ("end_index", end_index, 1, base_steps - 1),
+        ("time_rho", time_rho, *TIME_RHO_RANGE),
+        ("denoise", denoise, *DENOISE_RANGE),
+    )
+    for name, value, low, high in checks:
+        if not (low <= value <= high):
+            extra = " (it must be below base_steps)" if name == "end_index" else ""
+            return f"{name} = {value} is out of range: allowed {low} to {high}{extra}"
+    return None

@@ -1,0 +1,73 @@
+"""The paper's early-stopping "custom time schedule" (RECIPES.md, "The schedule").
+
+All functions work on a model's own table of discrete sigmas (``sigma_table[t]`` for t = 0..T-1,
+increasing), so they follow patched or v-prediction discrete models. Maths is done in float64 and
+the schedule is returned in float32, as ComfyUI's schedulers return it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .recipes import Recipe
+
+
+def standard_sigma_table(timesteps: int = 1000) -> torch.Tensor:
+    """Sigmas of the discrete VP schedule used by SD1.x and SDXL ("scaled linear" betas)."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, timesteps, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    return ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
+    """n sigmas from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (Karras et al.)."""
+    ramp = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+    max_inv, min_inv = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (max_inv + ramp * (min_inv - max_inv)) ** rho
+
+
+def continuous_timestep(sigma: torch.Tensor, sigma_table: torch.Tensor) -> torch.Tensor:
+    """Fractional timestep of each sigma: linear interpolation in log-sigma between table entries."""
+    log_table = sigma_table.to(torch.float64).log()
+    log_sigma = torch.as_tensor(sigma, dtype=torch.float64).log()
+    log_sigma = log_sigma.clamp(log_table[0], log_table[-1])
+    low = (torch.searchsorted(log_table, log_sigma, right=True) - 1).clamp(0, len(log_table) - 2)
+    fraction = (log_sigma - log_table[low]) / (log_table[low + 1] - log_table[low])
+    return low.to(torch.float64) + fraction
+
+
+def sigma_at_timestep(timestep: torch.Tensor, sigma_table: torch.Tensor) -> torch.Tensor:
+    """Sigma of a fractional timestep, interpolating alphas_cumprod linearly as the reference does."""
+    alphas_cumprod = 1.0 / (1.0 + sigma_table.to(torch.float64) ** 2)
+    t = torch.as_tensor(timestep, dtype=torch.float64).clamp(0, len(sigma_table) - 1)
+    low = t.floor().long()
+    high = t.ceil().long()
+    ac = alphas_cumprod[low] + (t - low) * (alphas_cumprod[high] - alphas_cumprod[low])
+    return ((1.0 - ac) / ac).sqrt()
+
+
+def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_rho: float,
+                   end_index: int, time_rho: float = 1.2, denoise: float = 1.0) -> torch.Tensor:
+    """The N+1 sigmas of the early-stopping schedule; the last one is above zero (NFE = N).
+
+    ``denoise`` < 1 (img2img) starts lower in timestep space: t_start' = t_end + denoise *
+    (t_start - t_end), and the same N steps are spaced with ``time_rho`` between t_start' and t_end.
+    """
+    if not 1 <= end_index < base_steps:
+        raise ValueError(f"end_index = {end_index} must be between 1 and base_steps - 1 = {base_steps - 1}")
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise = {denoise} must be in (0, 1]")
+    table = sigma_table.to(torch.float64)
+    base = karras_sigmas(base_steps, float(table[0]), float(table[-1]), base_rho)
+    t_start, t_end = continuous_timestep(base[[0, end_index]], table).tolist()
+    t_start = t_end + denoise * (t_start - t_end)
+    ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    start_inv, end_inv = t_start ** (1.0 / time_rho), t_end ** (1.0 / time_rho)
+    timesteps = (start_inv + ramp * (end_inv - start_inv)) ** time_rho
+    return sigma_at_timestep(timesteps, table).to(torch.float32)
+
+
+def recipe_sigmas(recipe: Recipe, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:
+    """The schedule of a named recipe (see ``recipes.RECIPES``) on a model's sigma table."""
+    return fewstep_sigmas(sigma_table, recipe.steps, recipe.base_steps, recipe.base_rho,
+                          recipe.end_index, recipe.time_rho, denoise)

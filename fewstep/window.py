@@ -1,0 +1,60 @@
+"""When a timed patch is active: a window of schedule steps and a window of sigmas.
+
+Steps are 1-based; a negative step counts from the end (-1 is the last step). A model evaluation
+at sigma belongs to the step whose interval starts at it; a final denoising evaluation at the last
+sigma belongs to the last step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STEP_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Window:
+    """Active for steps first_step..last_step (inclusive) and sigmas in [sigma_low, sigma_high]."""
+
+    first_step: int = 1
+    last_step: int = -1
+    sigma_high: float = float("inf")
+    sigma_low: float = 0.0
+
+    @property
+    def every_step(self) -> bool:
+        """True when the step part of the window covers any schedule, so no schedule is needed."""
+        return self.first_step == 1 and self.last_step == -1
+
+    def steps(self, total_steps: int) -> range:
+        """The 1-based steps of a ``total_steps`` schedule this window covers (maybe empty)."""
+        first, last = (s if s > 0 else total_steps + 1 + s for s in (self.first_step, self.last_step))
+        return range(max(first, 1), min(last, total_steps) + 1)
+
+    def active(self, sigma: float, schedule: list[float] | None) -> bool:
+        """Whether an evaluation at ``sigma`` on ``schedule`` (descending sigmas) is in the window."""
+        if not self.sigma_low <= sigma <= self.sigma_high:
+            return False
+        if self.every_step:
+            return True
+        if schedule is None:
+            raise RuntimeError(
+                "Timed FreeU: a step window (first_step/last_step) needs the sampling schedule, which "
+                "this ComfyUI version passes to model patches only through the Few-Step DPM++ Sampler. "
+                "Use that sampler, or leave first_step=1, last_step=-1 and use start_percent/end_percent.")
+        total_steps = len(schedule) - 1
+        return step_of_sigma(sigma, schedule) in self.steps(total_steps)
+
+
+def step_of_sigma(sigma: float, schedule: list[float]) -> int:
+    """1-based step of an evaluation at ``sigma``: 1 + the number of later schedule sigmas it has reached."""
+    reached = sum(1 for s in schedule[1:] if s >= sigma * (1.0 - 1e-4))
+    return min(reached + 1, max(len(schedule) - 1, 1))
+
+
+def check_step(name: str, value: int) -> str | None:
+    """Message for a step input that is 0 or beyond the limit, else None."""
+    if value == 0 or abs(value) > STEP_LIMIT:
+        return (f"{name} = {value} is out of range: allowed 1 to {STEP_LIMIT} (counted from the start) "
+                f"or -1 to -{STEP_LIMIT} (counted from the end, -1 = last step)")
+    return None

@@ -1,0 +1,17 @@
+"""ComfyUI node classes of the pack; the maths they call lives in ../fewstep."""
+
+from .freeu import TimedFreeU
+from .sampler import FewStepDPMPPSampler
+from .sigmas import FewStepSigmas
+
+NODE_CLASS_MAPPINGS = {
+    "FewStepSigmas": FewStepSigmas,
+    "FewStepDPMPPSampler": FewStepDPMPPSampler,
+    "TimedFreeU": TimedFreeU,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FewStepSigmas": "Few-Step Sigmas",
+    "FewStepDPMPPSampler": "Few-Step DPM++ Sampler",
+    "TimedFreeU": "Timed FreeU",
+}

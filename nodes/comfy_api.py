@@ -1,0 +1,125 @@
+"""Everything that touches ComfyUI's globals or differs between ComfyUI versions.
+
+PINNED (March 2024) and CURRENT (v0.3.64+) differ in how schedulers are registered, how a model's
+``model_sampling`` is looked up and whether model patches see the schedule. This module is the only
+place that knows; registration here is idempotent, in place and leaves other packs' names alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import torch
+
+import comfy.k_diffusion.sampling as k_diffusion_sampling
+import comfy.model_sampling
+import comfy.samplers
+
+from ..fewstep.recipes import recipe_for_step_count
+from ..fewstep.schedule import recipe_sigmas
+from ..fewstep.solvers import FINISH_LAST_SIGMA, sample_fewstep
+
+log = logging.getLogger("ComfyUI-FewStep")
+
+SAMPLER_NAMES = {"fewstep_dpmpp_1s": "dpmpp_1s", "fewstep_dpmpp_2m": "dpmpp_2m"}
+SCHEDULER_NAME = "fewstep"
+SCHEDULE_KEY = "sample_sigmas"  # where CURRENT puts the schedule in transformer_options
+
+
+def model_sampling_of(model) -> object:
+    """The patched model_sampling of a ModelPatcher, in both ComfyUI versions."""
+    if hasattr(model, "get_model_object"):
+        return model.get_model_object("model_sampling")
+    return model.object_patches.get("model_sampling", model.model.model_sampling)
+
+
+def discrete_sigma_table(model_sampling) -> torch.Tensor:
+    """The model's table of discrete sigmas, or a clear error for models the schedule does not fit."""
+    ms = comfy.model_sampling
+    excluded = tuple(getattr(ms, name) for name in ("CONST", "EDM", "StableCascadeSampling") if hasattr(ms, name))
+    if not isinstance(model_sampling, ms.ModelSamplingDiscrete) or isinstance(model_sampling, excluded):
+        kind = ", ".join(base.__name__ for base in type(model_sampling).__bases__) or type(model_sampling).__name__
+        raise ValueError(
+            "Few-Step schedules are built on the discrete 1000-step noise schedule of SD1.x / SD2.x / SDXL "
+            f"(eps or v-prediction) models; this model uses {kind} (flow-matching or continuous models "
+            "such as SD3, Flux or Stable Cascade are not supported).")
+    return model_sampling.sigmas.detach().to("cpu", torch.float64)
+
+
+def unet_model_channels(model) -> int:
+    """model_channels of a UNet model, or a clear error for models without a UNet decoder."""
+    unet_config = getattr(model.model.model_config, "unet_config", {}) or {}
+    if "model_channels" not in unet_config or not hasattr(model.model.diffusion_model, "output_blocks"):
+        raise ValueError(
+            f"Timed FreeU applies to UNet models only (SD1.x, SD2.x, SDXL); this model "
+            f"({type(model.model).__name__}) has no UNet decoder.")
+    return int(unet_config["model_channels"])
+
+
+def schedule_of(transformer_options: dict) -> list[float] | None:
+    """The sampling schedule passed to model patches, if the sampler passed one."""
+    schedule = transformer_options.get(SCHEDULE_KEY)
+    return None if schedule is None else [float(s) for s in schedule]
+
+
+def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                         solver="dpmpp_1s", finish=FINISH_LAST_SIGMA):
+    """Run the few-step solver with the schedule visible to model patches (PINNED does not pass it)."""
+    extra_args = dict(extra_args or {})
+    model_options = dict(extra_args.get("model_options") or {})  # never mutate the patcher's own dict
+    transformer_options = dict(model_options.get("transformer_options") or {})
+    transformer_options[SCHEDULE_KEY] = sigmas
+    model_options["transformer_options"] = transformer_options
+    extra_args["model_options"] = model_options
+    return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish)
+
+
+def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:
+    """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (see recipes.py)."""
+    return recipe_sigmas(recipe_for_step_count(steps), discrete_sigma_table(model_sampling))
+
+
+def _append_once(lists, name: str) -> None:
+    """Append ``name`` in place to each distinct list object that lacks it."""
+    seen = set()
+    for names in lists:
+        if names is None or id(names) in seen:
+            continue
+        seen.add(id(names))
+        if name not in names:
+            names.append(name)
+
+
+def _register_pinned_scheduler() -> None:
+    """PINNED has a fixed if/elif: wrap the module function once (callers look it up at call time)."""
+    if getattr(comfy.samplers, "_fewstep_scheduler_wrapped", False):
+        return
+    original = comfy.samplers.calculate_sigmas_scheduler
+
+    def calculate_sigmas_scheduler(model, scheduler_name, steps):
+        if scheduler_name == SCHEDULER_NAME:
+            return fewstep_scheduler(model.model_sampling, steps)
+        return original(model, scheduler_name, steps)
+
+    comfy.samplers.calculate_sigmas_scheduler = calculate_sigmas_scheduler
+    comfy.samplers._fewstep_scheduler_wrapped = True
+
+
+def register() -> None:
+    """Add our sampler and scheduler names to KSampler's dropdowns; safe to call any number of times."""
+    samplers = comfy.samplers
+    ksampler_class = getattr(samplers, "KSampler", None)
+    for name, solver in SAMPLER_NAMES.items():
+        setattr(k_diffusion_sampling, "sample_" + name, partial(sample_with_schedule, solver=solver))
+        _append_once((getattr(samplers, "KSAMPLER_NAMES", None), samplers.SAMPLER_NAMES,
+                      getattr(ksampler_class, "SAMPLERS", None)), name)
+
+    handlers = getattr(samplers, "SCHEDULER_HANDLERS", None)
+    if handlers is not None:  # CURRENT
+        if SCHEDULER_NAME not in handlers:
+            handlers[SCHEDULER_NAME] = samplers.SchedulerHandler(fewstep_scheduler)
+    else:  # PINNED
+        _register_pinned_scheduler()
+    _append_once((samplers.SCHEDULER_NAMES, getattr(ksampler_class, "SCHEDULERS", None)), SCHEDULER_NAME)
+    log.debug("registered samplers %s and scheduler %s", list(SAMPLER_NAMES), SCHEDULER_NAME)

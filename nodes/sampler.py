@@ -1,0 +1,38 @@
+"""Few-Step DPM++ Sampler: the paper's DPM++1S / DPM++2M as a SAMPLER for SamplerCustom."""
+
+from __future__ import annotations
+
+import comfy.samplers
+
+from ..fewstep.solvers import FINISHES, SOLVERS
+from .comfy_api import sample_with_schedule
+
+
+class FewStepDPMPPSampler:
+    DESCRIPTION = (
+        "DPM++1S (first order) or DPM++2M (second order) exactly as in the paper, for schedules that end "
+        "above zero such as Few-Step Sigmas. Passes the schedule to model patches, so Timed FreeU's step "
+        "window works on every ComfyUI version.")
+    CATEGORY = "sampling/custom_sampling/samplers"
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "solver": (list(SOLVERS), {"default": SOLVERS[0], "tooltip": (
+                "dpmpp_1s: x' = (s'/s) x + (1 - s'/s) D (the 5- and 6-step recipes). dpmpp_2m: second "
+                "order from the second step on, also on the last step (the 8-step recipes).")}),
+            "finish": (list(FINISHES), {"default": FINISHES[0], "tooltip": (
+                "last_sigma: return the latent at the last sigma, as the paper decodes it (N model "
+                "evaluations for N+1 sigmas). denoised: one more evaluation at the last sigma and return its "
+                "denoised prediction (N+1 evaluations). SamplerCustom's denoised_output gives the previous "
+                "step's prediction at no cost.")}),
+        }}
+
+    def get_sampler(self, solver, finish):
+        if solver not in SOLVERS:
+            raise ValueError(f"Few-Step DPM++ Sampler: solver = {solver!r} is not one of {list(SOLVERS)}")
+        if finish not in FINISHES:
+            raise ValueError(f"Few-Step DPM++ Sampler: finish = {finish!r} is not one of {list(FINISHES)}")
+        return (comfy.samplers.KSAMPLER(sample_with_schedule, extra_options={"solver": solver, "finish": finish}),)

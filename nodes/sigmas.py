@@ -1,0 +1,72 @@
+"""Few-Step Sigmas: the paper's early-stopping schedule for the connected model."""
+
+from __future__ import annotations
+
+from ..fewstep import recipes
+from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES
+from ..fewstep.schedule import fewstep_sigmas, recipe_sigmas
+from .comfy_api import discrete_sigma_table, model_sampling_of
+
+
+class FewStepSigmas:
+    DESCRIPTION = (
+        "The early-stopping schedule of 'Hyperparameters are all you need' (arXiv 2510.02390): N+1 sigmas "
+        "spaced in timestep space, ending at a small non-zero sigma, so N model evaluations. Use with "
+        "Few-Step DPM++ Sampler in SamplerCustom. Named recipes reproduce the paper; 'custom' uses the "
+        "parameters below.")
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    RETURN_TYPES = ("SIGMAS",)
+    OUTPUT_TOOLTIPS = ("N+1 sigmas, descending, the last one above zero (no zero appended).",)
+    FUNCTION = "get_sigmas"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        c = DEFAULT_CUSTOM
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The schedule uses this model's own discrete noise schedule."}),
+            "recipe": (RECIPE_CHOICES, {"default": RECIPE_CHOICES[0], "tooltip": (
+                "A recipe of the paper (SD1.5 at 512x512, SDXL at 1024x1024), or 'custom' to use the "
+                "parameters below. Named recipes ignore them.")}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": recipes.DENOISE_RANGE[0], "max": recipes.DENOISE_RANGE[1],
+                                  "step": 0.01, "tooltip": (
+                "img2img strength. Below 1 the schedule starts lower in timestep space: "
+                "t_start = t_end + denoise * (999 - t_end), still N steps ending at the same sigma.")}),
+            "steps": ("INT", {"default": c.steps, "min": recipes.STEPS_RANGE[0], "max": recipes.STEPS_RANGE[1],
+                              "tooltip": "custom: N, the number of model evaluations."}),
+            "base_steps": ("INT", {"default": c.base_steps, "min": recipes.BASE_STEPS_RANGE[0],
+                                   "max": recipes.BASE_STEPS_RANGE[1],
+                                   "tooltip": "custom: n, length of the base Karras list that sets the end point."}),
+            "base_rho": ("FLOAT", {"default": c.base_rho, "min": recipes.RHO_RANGE[0], "max": recipes.RHO_RANGE[1],
+                                   "step": 0.1, "tooltip": "custom: rho of the base Karras list."}),
+            "end_index": ("INT", {"default": c.end_index, "min": recipes.END_INDEX_RANGE[0],
+                                  "max": recipes.END_INDEX_RANGE[1], "tooltip": (
+                "custom: k, the schedule stops at the timestep of base sigma k (1 to base_steps - 1); "
+                "larger k stops at a lower sigma.")}),
+            "time_rho": ("FLOAT", {"default": c.time_rho, "min": recipes.TIME_RHO_RANGE[0],
+                                   "max": recipes.TIME_RHO_RANGE[1], "step": 0.05,
+                                   "tooltip": "custom: exponent of the Karras spacing in timestep space (paper: 1.2)."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, recipe, steps, base_steps, base_rho, end_index, time_rho, denoise):
+        return _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise) or True
+
+    def get_sigmas(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho):
+        message = _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise)
+        if message:
+            raise ValueError(f"Few-Step Sigmas: {message}")
+        table = discrete_sigma_table(model_sampling_of(model))
+        if recipe == CUSTOM:
+            return (fewstep_sigmas(table, steps, base_steps, base_rho, end_index, time_rho, denoise),)
+        return (recipe_sigmas(RECIPES[recipe], table, denoise),)
+
+
+def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise) -> str | None:
+    """Message for a bad input (named, with its allowed range), or None."""
+    if recipe not in RECIPE_CHOICES:
+        return f"recipe = {recipe!r} is not one of {RECIPE_CHOICES}"
+    if recipe != CUSTOM:
+        steps, base_steps, base_rho, end_index, time_rho = (
+            DEFAULT_CUSTOM.steps, DEFAULT_CUSTOM.base_steps, DEFAULT_CUSTOM.base_rho,
+            DEFAULT_CUSTOM.end_index, DEFAULT_CUSTOM.time_rho)
+    return recipes.check_custom_parameters(steps, base_steps, base_rho, end_index, time_rho, denoise)

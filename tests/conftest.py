@@ -1,0 +1,102 @@
+"""Test setup: a REAL ComfyUI (COMFYUI_PATH, or the PINNED runtime) with this pack loaded by its own loader."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))  # the plain maths package `fewstep` for the pure tests
+
+from comfyui_runtime import comfyui_path  # noqa: E402
+
+COMFY = comfyui_path()
+sys.path.insert(0, str(COMFY))
+
+
+def _run(result):
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI's modules, with core extras and this pack loaded through ComfyUI's own loader."""
+    from comfy.cli_args import args
+
+    if not torch.cuda.is_available():
+        args.cpu = True  # a CUDA build of torch on a machine without a GPU
+    import comfy.model_management  # noqa: F401  (sets up devices from comfy.cli_args)
+    import comfy.samplers
+    import nodes
+    from comfy_extras import nodes_custom_sampler, nodes_freelunch, nodes_model_advanced
+
+    assert _run(nodes.load_custom_node(str(REPO))), "ComfyUI failed to load the pack"
+    pack = _loaded_pack()
+    return SimpleNamespace(
+        path=COMFY, nodes=nodes, samplers=comfy.samplers, pack=pack, run=_run,
+        current=hasattr(comfy.samplers, "SCHEDULER_HANDLERS"),
+        custom_sampler=nodes_custom_sampler, freelunch=nodes_freelunch, model_advanced=nodes_model_advanced,
+    )
+
+
+def _loaded_pack():
+    """The module ComfyUI's loader made of this repository (its name differs between versions)."""
+    init = REPO / "__init__.py"
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == init:
+            return module
+    raise AssertionError("the pack's module is not in sys.modules")
+
+
+TINY_UNET = dict(
+    use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
+    adm_in_channels=None, in_channels=4, model_channels=32, num_res_blocks=[1, 1, 1],
+    transformer_depth=[1, 1, 1], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1],
+    channel_mult=[1, 2, 4], transformer_depth_middle=1, use_linear_in_transformer=False,
+    context_dim=32, num_heads=4, num_head_channels=-1,
+)
+
+
+def build_tiny_sd15(seed: int = 0):
+    """A real SD1.5-architecture UNet (model_channels 32, ~4M parameters) from ComfyUI's classes."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = dict(TINY_UNET)
+    config["num_res_blocks"] = list(config["num_res_blocks"])
+    model = comfy.supported_models.SD15(config).get_model({})
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            std = 0.02 if parameter.dim() > 1 else 0.01
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    model.eval().requires_grad_(False)
+    return comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
+                                            comfy.model_management.unet_offload_device())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(comfy):
+    return build_tiny_sd15()
+
+
+def conditioning(seed: int, tokens: int = 8):
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY_UNET["context_dim"], generator=generator), {}]]
+
+
+@pytest.fixture(scope="session")
+def conds():
+    return conditioning(1), conditioning(2)
+
+
+def latent(size: int = 16, batch: int = 1):
+    return {"samples": torch.zeros(batch, 4, size, size)}
