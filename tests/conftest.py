@@ -40,7 +40,7 @@ def comfy():
     assert _run(nodes.load_custom_node(str(REPO))), "ComfyUI failed to load the pack"
     pack = _loaded_pack()
     return SimpleNamespace(
-        path=COMFY, nodes=nodes, samplers=comfy.samplers, pack=pack, run=_run,
+        path=COMFY, pack_dir=REPO, nodes=nodes, samplers=comfy.samplers, pack=pack, run=_run,
         current=hasattr(comfy.samplers, "SCHEDULER_HANDLERS"),
         custom_sampler=nodes_custom_sampler, freelunch=nodes_freelunch, model_advanced=nodes_model_advanced,
     )
@@ -76,8 +76,8 @@ def build_tiny_sd15(seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            std = 0.02 if parameter.dim() > 1 else 0.01
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+            fan_in = parameter[0].numel() if parameter.dim() > 1 else 100
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * fan_in ** -0.5)
     model.eval().requires_grad_(False)
     return comfy.model_patcher.ModelPatcher(model, comfy.model_management.get_torch_device(),
                                             comfy.model_management.unet_offload_device())

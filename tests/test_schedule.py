@@ -1,0 +1,128 @@
+"""Every recipe's sigmas against an independent float64 derivation from RECIPES.md."""
+
+import numpy as np
+import pytest
+import torch
+
+from fewstep.recipes import RECIPES, check_custom_parameters, recipe_for_step_count
+from fewstep.schedule import (continuous_timestep, fewstep_sigmas, recipe_sigmas, sigma_at_timestep,
+                              standard_sigma_table)
+
+# Straight from RECIPES.md, in numpy, without the project's code.
+BETAS = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000) ** 2
+AC = np.cumprod(1.0 - BETAS)
+SIGMAS = np.sqrt((1.0 - AC) / AC)
+
+
+def reference_schedule(N, n, rho, k, time_rho=1.2, denoise=1.0):
+    smin, smax = SIGMAS[0], SIGMAS[-1]
+    base = [(smax ** (1 / rho) + i / (n - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for i in range(n)]
+    log_table = np.log(SIGMAS)
+    t_of = lambda s: np.interp(np.log(s), log_table, np.arange(1000.0))  # noqa: E731
+    t_start, t_end = t_of(base[0]), t_of(base[k])
+    t_start = t_end + denoise * (t_start - t_end)
+    c = [(t_start ** (1 / time_rho) + j / N * (t_end ** (1 / time_rho) - t_start ** (1 / time_rho))) ** time_rho
+         for j in range(N + 1)]
+    out = []
+    for cj in np.clip(c, 0, 999):
+        lo, hi = int(np.floor(cj)), int(np.ceil(cj))
+        ac = AC[lo] + (cj - lo) * (AC[hi] - AC[lo])
+        out.append(np.sqrt((1 - ac) / ac))
+    return np.array(out)
+
+
+# Printed by reference_schedule above for each recipe (sanity pins; the SD1.5 5-step row is RECIPES.md's).
+PINNED_VALUES = {
+    "SD1.5 5-step": [14.6146, 4.51885, 1.96154, 1.00098, 0.501515, 0.132002],
+    "SD1.5 6-step": [14.6146, 5.34094, 2.52301, 1.38770, 0.805211, 0.437411, 0.132002],
+    "SD1.5 8-step": [14.6146, 6.71213, 3.60755, 2.17235, 1.40447, 0.936609, 0.616868, 0.372532, 0.147151],
+    "SDXL 6-step": [14.6146, 5.34094, 2.52301, 1.38770, 0.805211, 0.437411, 0.132002],
+    "SDXL 8-step": [14.6146, 6.54807, 3.46724, 2.06714, 1.32383, 0.871056, 0.559670, 0.317065, 0.0599527],
+}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_matches_independent_derivation(name):
+    r = RECIPES[name]
+    ours = recipe_sigmas(r, standard_sigma_table()).double().numpy()
+    expected = reference_schedule(r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho)
+    assert ours.shape == (r.steps + 1,)
+    np.testing.assert_allclose(ours, expected, rtol=2e-6)
+    np.testing.assert_allclose(ours, PINNED_VALUES[name], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_from_float32_model_table(name):
+    """ComfyUI stores its sigma table in float32; the schedule must not care."""
+    r = RECIPES[name]
+    ours = recipe_sigmas(r, standard_sigma_table().float()).double().numpy()
+    np.testing.assert_allclose(ours, reference_schedule(r.steps, r.base_steps, r.base_rho, r.end_index), rtol=1e-5)
+
+
+def test_schedule_shape_and_order():
+    for r in RECIPES.values():
+        s = recipe_sigmas(r, standard_sigma_table())
+        assert s.dtype == torch.float32
+        assert torch.all(s[1:] < s[:-1]) and s[-1] > 0  # descending, no zero appended: NFE = N
+        assert abs(float(s[0]) - SIGMAS[-1]) < 1e-4
+
+
+def test_table_matches_recipes_md():
+    table = standard_sigma_table()
+    assert abs(float(table[0]) - 0.0291672) < 1e-6 and abs(float(table[-1]) - 14.6146) < 1e-4
+
+
+def test_timestep_round_trip():
+    table = standard_sigma_table()
+    # log-sigma interpolation inverted against the reference's alphas_cumprod interpolation: equal at integers
+    ints = torch.tensor([0.0, 17.0, 500.0, 999.0], dtype=torch.float64)
+    assert torch.allclose(continuous_timestep(sigma_at_timestep(ints, table), table), ints, atol=1e-9)
+    # between integers, alphas_cumprod (ours, the reference's) and log-sigma (ComfyUI's) interpolation
+    # differ by about 0.2% from t ~ 3 up (RECIPES.md, step 4; measured: 0.32% at t = 3, 0.05% at t = 10)
+    grid = torch.linspace(3.0, 999.0, 20001, dtype=torch.float64)
+    log_sigma = np.interp(grid.numpy(), np.arange(1000.0), np.log(SIGMAS))
+    gap = np.abs(sigma_at_timestep(grid, table).numpy() / np.exp(log_sigma) - 1.0)
+    assert 1e-4 < gap.max() < 3.5e-3
+
+
+@pytest.mark.parametrize("denoise", [0.3, 0.55, 0.8])
+def test_denoise_starts_lower_in_timestep_space(denoise):
+    r = RECIPES["SD1.5 5-step"]
+    ours = recipe_sigmas(r, standard_sigma_table(), denoise=denoise).double().numpy()
+    full = recipe_sigmas(r, standard_sigma_table()).double().numpy()
+    np.testing.assert_allclose(ours, reference_schedule(5, 8, 5.0, 6, denoise=denoise), rtol=2e-6)
+    assert len(ours) == len(full) and ours[0] < full[0] and abs(ours[-1] - full[-1]) < 1e-6
+    log_table = np.log(SIGMAS)
+    t_end = np.interp(np.log(full[-1]), log_table, np.arange(1000.0))
+    t_start = np.interp(np.log(ours[0]), log_table, np.arange(1000.0))
+    assert abs((t_start - t_end) / (999 - t_end) - denoise) < 2e-3
+
+
+def test_custom_parameters_equal_named_recipe():
+    r = RECIPES["SD1.5 8-step"]
+    table = standard_sigma_table()
+    assert torch.equal(fewstep_sigmas(table, 8, 12, 7.0, 9, 1.2), recipe_sigmas(r, table))
+
+
+def test_scheduler_family_by_step_count():
+    assert recipe_for_step_count(5).base_rho == 5.0 and recipe_for_step_count(7).end_index == 6
+    assert recipe_for_step_count(8).base_rho == 7.0 and recipe_for_step_count(20).end_index == 9
+    table = standard_sigma_table()
+    assert torch.equal(recipe_sigmas(recipe_for_step_count(6), table), recipe_sigmas(RECIPES["SD1.5 6-step"], table))
+
+
+@pytest.mark.parametrize("args, name", [
+    ((0, 8, 5.0, 6, 1.2), "steps"), ((5, 1, 5.0, 6, 1.2), "base_steps"), ((5, 8, 0.0, 6, 1.2), "base_rho"),
+    ((5, 8, 5.0, 8, 1.2), "end_index"), ((5, 8, 5.0, 0, 1.2), "end_index"), ((5, 8, 5.0, 6, 0.0), "time_rho"),
+])
+def test_bad_custom_parameters_are_named(args, name):
+    message = check_custom_parameters(*args)
+    assert message.startswith(name + " = ") and "allowed" in message
+    if name == "end_index":
+        with pytest.raises(ValueError, match="end_index"):
+            fewstep_sigmas(standard_sigma_table(), *args)
+
+
+def test_good_custom_parameters_pass():
+    assert check_custom_parameters(5, 8, 5.0, 7, 1.2, 1.0) is None
+    assert "denoise" in check_custom_parameters(5, 8, 5.0, 6, 1.2, 0.0)

@@ -1,0 +1,42 @@
+"""Step and sigma windows of timed patches."""
+
+import pytest
+
+from fewstep.window import Window, check_step, step_of_sigma
+
+SCHEDULE = [14.6, 4.5, 1.96, 1.0, 0.5, 0.13]  # five steps
+
+
+def test_steps_resolution():
+    assert list(Window(1, -1).steps(5)) == [1, 2, 3, 4, 5]
+    assert list(Window(2, 4).steps(5)) == [2, 3, 4]
+    assert list(Window(-3, -1).steps(5)) == [3, 4, 5]  # the last three steps
+    assert list(Window(6, 6).steps(6)) == [6]
+    assert list(Window(7, 9).steps(6)) == []
+    assert list(Window(4, 2).steps(6)) == []
+
+
+def test_step_of_sigma():
+    assert [step_of_sigma(s, SCHEDULE) for s in SCHEDULE] == [1, 2, 3, 4, 5, 5]  # final denoise: last step
+    assert step_of_sigma(14.6 * (1 + 1e-6), SCHEDULE) == 1
+    assert step_of_sigma(4.5 * (1 - 1e-6), SCHEDULE) == 2  # float32 round-off of the same sigma
+    assert step_of_sigma(3.0, SCHEDULE) == 2  # an intermediate evaluation inside step 2
+
+
+def test_active():
+    w = Window(2, 3)
+    assert [w.active(s, SCHEDULE) for s in SCHEDULE[:-1]] == [False, True, True, False, False]
+    assert [Window(1, -1, sigma_high=2.0, sigma_low=0.6).active(s, SCHEDULE) for s in SCHEDULE[:-1]] == \
+        [False, False, True, True, False]
+
+
+def test_step_window_without_schedule_is_a_clear_error():
+    assert Window().active(1.0, None)  # the default window needs no schedule
+    with pytest.raises(RuntimeError, match="Few-Step DPM\\+\\+ Sampler"):
+        Window(2, 3).active(1.0, None)
+
+
+def test_check_step():
+    assert check_step("first_step", 0).startswith("first_step = 0 is out of range")
+    assert "last_step = 101" in check_step("last_step", 101)
+    assert check_step("first_step", -3) is None
