@@ -184,7 +184,7 @@ def test_sampler_reports_every_step_to_comfyui(comfy, tiny_model, conds):
 
     seen = []
     hook = utils.PROGRESS_BAR_HOOK
-    utils.set_progress_bar_global_hook(lambda value, total, preview, *rest: seen.append((value, total)))
+    utils.set_progress_bar_global_hook(lambda value, total, preview, *rest, **kwargs: seen.append((value, total)))
     try:
         sample(comfy, tiny_model, fewstep_sampler(comfy), sigmas(comfy, tiny_model, "SD1.5 5-step"), conds)
     finally:
