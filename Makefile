@@ -15,7 +15,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 bench-freeu: $(VENV)/.installed
-	$(PY) benchmarks/freeu_speed.py
+	$(PY) benchmarks/freeu_speed.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .comfyui

@@ -53,8 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--latent", type=int, default=32, help="latent size of the UNet evaluation (64 = 512x512)")
+    parser.add_argument("--latent", type=int, default=None,
+                        help="latent size of the UNet evaluation (default 64 = 512x512 on a GPU, 16 on CPU)")
     args = parser.parse_args()
+    args.latent = args.latent or (64 if args.device == "cuda" else 16)
 
     from comfy.cli_args import args as comfy_args
     if args.device == "cpu":
