@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--latent", type=int, default=None,
                         help="latent size of the UNet evaluation (default 64 = 512x512 on a GPU, 16 on CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.latent = args.latent or (64 if args.device == "cuda" else 16)
 
     from comfy.cli_args import args as comfy_args
