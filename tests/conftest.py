@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,14 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))  # the plain maths package `fewstep` for the pure tests
 
-from comfyui_runtime import comfyui_path  # noqa: E402
+from comfyui_runtime import comfyui_path, load_pack, run_maybe_async  # noqa: E402
 
 COMFY = comfyui_path()
 sys.path.insert(0, str(COMFY))
-
-
-def _run(result):
-    return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
 @pytest.fixture(scope="session")
@@ -37,22 +31,12 @@ def comfy():
     import nodes
     from comfy_extras import nodes_custom_sampler, nodes_freelunch, nodes_model_advanced
 
-    assert _run(nodes.load_custom_node(str(REPO))), "ComfyUI failed to load the pack"
-    pack = _loaded_pack()
+    pack = load_pack()
     return SimpleNamespace(
-        path=COMFY, pack_dir=REPO, nodes=nodes, samplers=comfy.samplers, pack=pack, run=_run,
+        path=COMFY, pack_dir=REPO, nodes=nodes, samplers=comfy.samplers, pack=pack, run=run_maybe_async,
         current=hasattr(comfy.samplers, "SCHEDULER_HANDLERS"),
         custom_sampler=nodes_custom_sampler, freelunch=nodes_freelunch, model_advanced=nodes_model_advanced,
     )
-
-
-def _loaded_pack():
-    """The module ComfyUI's loader made of this repository (its name differs between versions)."""
-    init = REPO / "__init__.py"
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == init:
-            return module
-    raise AssertionError("the pack's module is not in sys.modules")
 
 
 TINY_UNET = dict(
