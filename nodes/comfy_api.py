@@ -60,7 +60,7 @@ def unet_model_channels(model) -> int:
 def schedule_of(transformer_options: dict) -> list[float] | None:
     """The sampling schedule passed to model patches, if the sampler passed one."""
     schedule = transformer_options.get(SCHEDULE_KEY)
-    return None if schedule is None else [float(s) for s in schedule]
+    return None if schedule is None else torch.as_tensor(schedule).tolist()  # one device sync, not one per sigma
 
 
 def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,

@@ -65,8 +65,7 @@ def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise) ->
     """Message for a bad input (named, with its allowed range), or None."""
     if recipe not in RECIPE_CHOICES:
         return f"recipe = {recipe!r} is not one of {RECIPE_CHOICES}"
-    if recipe != CUSTOM:
-        steps, base_steps, base_rho, end_index, time_rho = (
-            DEFAULT_CUSTOM.steps, DEFAULT_CUSTOM.base_steps, DEFAULT_CUSTOM.base_rho,
-            DEFAULT_CUSTOM.end_index, DEFAULT_CUSTOM.time_rho)
+    if recipe != CUSTOM:  # the custom widgets are ignored: check the recipe's own values with denoise
+        r = RECIPES[recipe]
+        steps, base_steps, base_rho, end_index, time_rho = r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho
     return recipes.check_custom_parameters(steps, base_steps, base_rho, end_index, time_rho, denoise)
