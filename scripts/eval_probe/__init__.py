@@ -1,6 +1,7 @@
-"""Test-only custom node pack: records every diffusion-model evaluation a ComfyUI server makes.
+"""A custom node pack for tests, the demo and benchmarks: records every model evaluation a ComfyUI server makes.
 
-Installed next to ComfyUI-FewStep only in the servers the end-to-end tests start. It wraps
+Never part of what users install: it is loaded next to ComfyUI-FewStep only in the servers that the
+tests, the demo and the benchmarks start. It wraps
 ``comfy.model_base.BaseModel.apply_model`` (the one call every sampler makes to run the UNet / DiT)
 and keeps, per prompt id, the sigmas of each call and the latent shape; ``GET
 /fewstep_probe/calls/{prompt_id}`` returns them and ``GET /fewstep_probe/memory`` the server's
