@@ -119,7 +119,8 @@ function lockRecipeWidgets(node, schedule) {
       continue;
     }
     if (schedule?.params && name in schedule.params) w.value = schedule.params[name];
-    const shown = valueHiddenWhenDisabled(w) ? ` = ${w.value}` : "";
+    const precision = w.options?.precision;
+    const shown = valueHiddenWhenDisabled(w) ? ` = ${precision === undefined ? w.value : Number(w.value).toFixed(precision)}` : "";
     w.label = `${state.labels[name] ?? name}${shown} (recipe)`;
   }
 }
@@ -174,7 +175,7 @@ function drawSchedule(ctx, node, width, top) {
     for (const step of freeuSteps) ctx.fillRect(xOf(step - 1), plot.top, xOf(step) - xOf(step - 1), plot.bottom - plot.top);
     ctx.fillStyle = "rgba(140, 220, 150, 0.9)";
     ctx.textAlign = "left";
-    ctx.fillText("FreeU", xOf(Math.min(...freeuSteps) - 1) + 3, plot.top + 11);
+    ctx.fillText("FreeU", xOf(Math.min(...freeuSteps) - 1) + 3, plot.bottom - 4); // the curve is high there
   }
 
   // Decades of sigma: grid lines and labels.
