@@ -46,6 +46,15 @@ class PromptFailed(Exception):
         super().__init__(json.dumps(entry.get("status", {}), indent=1)[:4000])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM the server when the process that started it dies
+    (a killed test run must not leave a server holding gigabytes)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,7 +132,7 @@ class ComfyServer:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=env)
+                                        env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
