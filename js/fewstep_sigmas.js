@@ -17,7 +17,8 @@ const NODE_TYPE = "FewStepSigmas";
 const FREEU_TYPE = "TimedFreeU";
 const ROUTE = "/fewstep/schedule";
 const CUSTOM = "custom";
-const QUERY_WIDGETS = ["recipe", "denoise", "steps", "base_steps", "base_rho", "end_index", "time_rho"];
+const QUERY_TYPES = new Set(["INT", "FLOAT", "STRING", "COMBO"]); // and lists of choices: what the route parses
+let queryWidgets = ["recipe", "denoise", "steps", "base_steps", "base_rho", "end_index", "time_rho"]; // from nodeData
 const RECIPE_WIDGETS = ["steps", "base_steps", "base_rho", "end_index", "time_rho"]; // fixed by a named recipe
 const PLOT_HEIGHT = 180;
 const MIN_WIDTH = 320;
@@ -50,7 +51,7 @@ function freeuWindows(node) {
 // recipe ignores the custom widgets (writing the recipe's values into them must not ask again).
 function queryOf(node) {
   const params = new URLSearchParams();
-  for (const name of QUERY_WIDGETS) params.set(name, String(widget(node, name)?.value ?? ""));
+  for (const name of queryWidgets) params.set(name, String(widget(node, name)?.value ?? ""));
   for (const window of freeuWindows(node)) params.append("freeu", window);
   const key = new URLSearchParams(params);
   if (params.get("recipe") !== CUSTOM) for (const name of RECIPE_WIDGETS) key.delete(name);
@@ -254,7 +255,7 @@ function wrapText(ctx, message, x, y, maxWidth, lineHeight) {
 }
 
 function setUp(node) {
-  for (const name of QUERY_WIDGETS) {
+  for (const name of queryWidgets) {
     const w = widget(node, name);
     if (!w) continue;
     const callback = w.callback;
@@ -285,6 +286,9 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== NODE_TYPE) return;
+    const inputs = { ...nodeData.input?.required, ...nodeData.input?.optional };
+    const isWidget = (type) => Array.isArray(type) || QUERY_TYPES.has(type);
+    queryWidgets = Object.keys(inputs).filter((name) => isWidget(inputs[name]?.[0]));
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function (...args) {

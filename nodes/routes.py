@@ -1,22 +1,24 @@
 """HTTP route that serves the Few-Step Sigmas schedule to the graph editor (js/fewstep_sigmas.js).
 
 ``GET /fewstep/schedule?recipe=..&denoise=..&steps=..&base_steps=..&base_rho=..&end_index=..&time_rho=..``
-(the node's widget names, all required) answers with the schedule the node would produce on the
-standard SD1.x / SDXL discrete schedule, computed and validated by the node's own code:
+takes the node's widget inputs (names and types read from its INPUT_TYPES; required ones must be
+given) and answers with the schedule the node would produce on the standard SD1.x / SDXL discrete
+schedule, validated by the node's VALIDATE_INPUTS and computed by the node's own ``schedule``:
 
     {"recipe": str, "params": {steps, base_steps, base_rho, end_index, time_rho, denoise},
      "solver": str | null, "sigmas": [N+1 floats], "timesteps": [N+1 floats], "nfe": N}
 
 ``params`` are the values used (a named recipe's own, not the custom widgets'); ``solver`` is the
 recipe's suggested one (null for ``custom``); ``timesteps`` are the fractional timesteps of the
-sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives the UNet). Optional ``freeu``
-parameters ("first_step,last_step", repeatable, as on Timed FreeU) add ``"freeu": [{first_step,
-last_step, steps: [1-based steps]}]``. Any bad, missing or unknown parameter: HTTP 400
-``{"error": message}`` naming it and its allowed range.
+sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives the UNet). Optional
+``freeu`` parameters ("first_step,last_step", repeatable, as on Timed FreeU) add ``"freeu":
+[{first_step, last_step, steps: [1-based steps]}]``. A bad, missing or unknown parameter gets HTTP
+400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict
 
 from aiohttp import web
@@ -27,11 +29,9 @@ from ..fewstep.window import Window, check_step
 from .sigmas import FewStepSigmas, schedule
 
 SCHEDULE_PATH = "/fewstep/schedule"
-
-INTEGERS = ("steps", "base_steps", "end_index")
-FLOATS = ("denoise", "base_rho", "time_rho")
 FREEU = "freeu"
 PARAMETERS = ("steps", "base_steps", "base_rho", "end_index", "time_rho")  # what a named recipe fixes
+PARSERS = {"INT": int, "FLOAT": float, "STRING": str}
 
 _SIGMA_TABLE = standard_sigma_table()
 
@@ -53,11 +53,11 @@ def schedule_reply(query) -> tuple[int, dict]:
         windows = _parse_freeu(query.getall(FREEU, []) if hasattr(query, "getall") else query.get(FREEU, []))
     except BadQuery as error:
         return 400, {"error": str(error)}
-    verdict = FewStepSigmas.VALIDATE_INPUTS(**inputs)
+    verdict = _call(FewStepSigmas.VALIDATE_INPUTS, inputs)
     if verdict is not True:
         return 400, {"error": f"Few-Step Sigmas: {verdict}"}
 
-    sigmas = schedule(_SIGMA_TABLE, **inputs)
+    sigmas = _call(schedule, {"sigma_table": _SIGMA_TABLE, **inputs})
     timesteps = continuous_timestep(sigmas.to(_SIGMA_TABLE.dtype), _SIGMA_TABLE)
     recipe = RECIPES.get(inputs["recipe"])
     used = inputs if recipe is None else asdict(recipe)  # a named recipe ignores the custom widgets
@@ -76,18 +76,41 @@ def schedule_reply(query) -> tuple[int, dict]:
     return 200, body
 
 
+def widget_inputs() -> dict[str, tuple]:
+    """The node's widget inputs, name -> (type, options, required): the route's query parameters."""
+    types = FewStepSigmas.INPUT_TYPES()
+    found = {}
+    for section, required in (("required", True), ("optional", False)):
+        for name, spec in types.get(section, {}).items():
+            kind = spec[0]
+            if isinstance(kind, (list, tuple)) or kind in PARSERS:
+                found[name] = (kind, spec[1] if len(spec) > 1 else {}, required)
+    return found
+
+
+def _call(function, arguments: dict):
+    """Call ``function`` with the arguments it declares (as ComfyUI calls VALIDATE_INPUTS)."""
+    accepted = inspect.signature(function).parameters
+    return function(**{name: value for name, value in arguments.items() if name in accepted})
+
+
 def _parse(query) -> dict:
-    """The node's inputs from query strings; every widget is required, nothing else is accepted."""
-    unknown = sorted(set(query) - {"recipe", *INTEGERS, *FLOATS, FREEU})
+    """The node's inputs from query strings; unknown names are refused, not ignored."""
+    widgets = widget_inputs()
+    unknown = sorted(set(query) - {*widgets, FREEU})
     if unknown:
-        raise BadQuery(f"unknown parameter {unknown[0]!r}; expected recipe, {', '.join(INTEGERS + FLOATS)}, "
-                       f"optionally {FREEU}")
+        raise BadQuery(f"unknown parameter {unknown[0]!r}; expected {', '.join(widgets)} and optionally {FREEU}")
     inputs = {}
-    for name in ("recipe", *INTEGERS, *FLOATS):
+    for name, (kind, options, required) in widgets.items():
         text = query.get(name)
-        if text is None or text == "":
-            raise BadQuery(f"{name} is missing")
-        inputs[name] = text if name == "recipe" else _number(name, text, int if name in INTEGERS else float)
+        if text is None or (text == "" and kind != "STRING"):
+            if required:
+                raise BadQuery(f"{name} is missing")
+            inputs[name] = options.get("default")
+        elif isinstance(kind, (list, tuple)) or kind == "STRING":
+            inputs[name] = text  # choices are checked by VALIDATE_INPUTS
+        else:
+            inputs[name] = _number(name, text, PARSERS[kind])
     return inputs
 
 

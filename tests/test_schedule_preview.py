@@ -193,14 +193,18 @@ class GraphPage:
                      w.value = value; w.callback?.(value, window.app.canvas, n); n.setDirtyCanvas(true, true); }""",
                   [name, value])
 
-    def click_right_arrow(self, name: str) -> None:
-        """A real mouse click on the right arrow of a widget of the node (next choice / one step up)."""
-        x, y = self.node("""(n, name) => { const w = n.widgets.find(w => w.name === name);
+    def click(self, name: str, right: float, down: float = 10) -> None:
+        """A real mouse click on a widget of the node, ``right`` px from the node's right edge."""
+        x, y = self.node("""(n, [name, right, down]) => { const w = n.widgets.find(w => w.name === name);
             const rect = window.app.canvas.canvas.getBoundingClientRect();
             const [cx, cy] = window.app.canvas.ds.convertOffsetToCanvas(
-                [n.pos[0] + n.size[0] - 25, n.pos[1] + w.last_y + 10]);
-            return [rect.left + cx, rect.top + cy]; }""", name)
+                [n.pos[0] + n.size[0] - right, n.pos[1] + w.last_y + down]);
+            return [rect.left + cx, rect.top + cy]; }""", [name, right, down])
         self.page.mouse.click(x, y)
+
+    def click_right_arrow(self, name: str) -> None:
+        """Click the right arrow of a widget (next choice / one step up)."""
+        self.click(name, 25)
 
     def show_node(self) -> None:
         self.node("""n => { const c = window.app.canvas; c.ds.scale = 1.4;
@@ -332,7 +336,11 @@ def test_saved_workflow_and_prompt_hold_only_the_node_inputs(graph_page, server)
 
 
 def test_no_console_errors_from_the_extension(graph_page):
-    graph_page.settled()
+    before = graph_page.settled()
+    graph_page.show_node()
+    graph_page.click("fewstep_schedule", 150, 90)  # a click on the graph itself changes nothing
+    graph_page.page.wait_for_timeout(300)
+    assert graph_page.settled()["sigmas"] == before["sigmas"]
     names = graph_page.js("() => window.app.extensions.map(e => e.name)")
     assert "ComfyUI-FewStep.FewStepSigmas" in names  # registered through app.registerExtension
     assert graph_page.errors_from_extension() == []
