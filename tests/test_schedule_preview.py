@@ -5,6 +5,8 @@ driven by Playwright; no browser download). Screenshots go to tests/artifacts/<p
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import math
 import os
@@ -133,6 +135,17 @@ def test_server_still_serves_after_bad_requests(server):
     assert server.alive()
     assert get(server, f"{ROUTE}?{query()}")[1]["sigmas"] == python_schedule("SD1.5 5-step")
     assert "FewStepSigmas" in server.object_info()
+
+
+def test_every_widget_of_the_node_reaches_its_schedule(comfy):
+    # The route forwards the node's widget inputs (read from INPUT_TYPES) to the node's own schedule();
+    # a widget that schedule() does not take would be silently left out of the graph.
+    package = comfy.pack.__name__
+    routes = importlib.import_module(f"{package}.nodes.routes")
+    sigmas = importlib.import_module(f"{package}.nodes.sigmas")
+    widgets = set(routes.widget_inputs())
+    assert {"recipe", "denoise", *CUSTOM_WIDGETS} <= widgets
+    assert widgets <= set(inspect.signature(sigmas.schedule).parameters)
 
 
 # ---- the page ------------------------------------------------------------------------------------
