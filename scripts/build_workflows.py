@@ -136,9 +136,9 @@ def fewstep_sampling(g: Graph, recipe_name: str, model, positive, negative, late
     own = {"steps": recipe.steps, "base_steps": recipe.base_steps, "base_rho": recipe.base_rho,
            "end_index": recipe.end_index, "time_rho": recipe.time_rho}  # shown, ignored until recipe = custom
     sigmas = g.node("FewStepSigmas", (x, y + 330 * len(recipe.freeu)),
-                    {"recipe": recipe_name, "denoise": denoise, **own}, size=(300, 250))
+                    {"recipe": recipe_name, "denoise": denoise, **own}, size=(320, 390))  # + the schedule graph
     g.connect(model, "MODEL", sigmas, "model")
-    sampler = g.node("FewStepDPMPPSampler", (x, y + 330 * len(recipe.freeu) + 290),
+    sampler = g.node("FewStepDPMPPSampler", (x, y + 330 * len(recipe.freeu) + 430),
                      {"solver": recipe.solver, "finish": "last_sigma"}, size=(300, 90))
     custom = g.node("SamplerCustom", (x + 340, y), {"add_noise": True, "noise_seed": seed, "cfg": cfg},
                     title=f"SamplerCustom ({recipe.steps} model evaluations)", size=(320, 230))
