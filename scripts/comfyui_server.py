@@ -97,7 +97,7 @@ class ComfyServer:
 
     def _prepare(self) -> list[str]:
         w = self.workdir
-        for sub in ("models/checkpoints", "custom_nodes", "output", "input", "temp", "user"):
+        for sub in ("models/checkpoints", "models/diffusion_models", "custom_nodes", "output", "input", "temp", "user"):
             (w / sub).mkdir(parents=True, exist_ok=True)
         for name, path in self.checkpoints.items():
             link = w / "models" / "checkpoints" / name
@@ -110,7 +110,8 @@ class ComfyServer:
                 link.symlink_to(source, target_is_directory=True)
         config = w / "extra_model_paths.yaml"
         config.write_text(f"fewstep_server:\n  base_path: {json.dumps(str(w))}\n"
-                          "  checkpoints: models/checkpoints\n  custom_nodes: custom_nodes\n")
+                          "  checkpoints: models/checkpoints\n  diffusion_models: models/diffusion_models\n"
+                          "  unet: models/diffusion_models\n  custom_nodes: custom_nodes\n")
         options = (self.comfyui / "comfy" / "cli_args.py").read_text()
         command = [sys.executable, "-u", str(self.comfyui / "main.py"), "--listen", "127.0.0.1",
                    "--port", str(self.port), "--extra-model-paths-config", str(config),

@@ -195,3 +195,45 @@ def test_execution_error_names_our_node_and_the_server_goes_on(server):
     assert details["node_type"] == "FewStepSigmas" and str(details["node_id"]) == node_id
     assert "discrete" in details["exception_message"] and "model" in details["exception_message"]
     assert_still_serving(server, seed=24)
+
+
+def tiny_sd3_unet(path):
+    """A diffusion-model file of SD3's MMDiT architecture, shrunk (depth 1, width 64) so it is built in a
+    second: ComfyUI's own detection reads SD3 from its keys. Built with the ComfyUI under test."""
+    from comfy import supported_models
+    from safetensors.torch import save_file
+
+    config = {"in_channels": 16, "pos_embed_scaling_factor": None, "patch_size": 2, "out_channels": 16, "depth": 1,
+              "input_size": None, "adm_in_channels": 32, "num_patches": 256, "pos_embed_max_size": 16,
+              "context_embedder_config": {"target": "torch.nn.Linear",
+                                          "params": {"in_features": 32, "out_features": 64}},
+              "x_block_self_attn_layers": []}
+    model = supported_models.SD3(config).get_model({})
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(v.shape, generator=generator) * 0.02
+             for k, v in model.diffusion_model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def test_non_unet_model_into_timed_freeu_is_a_clear_error(comfy, server):
+    """A DiT (SD3's MMDiT) loaded by ComfyUI's UNETLoader into Timed FreeU: an execution error naming our
+    node and saying FreeU needs a UNet. PINNED (March 2024) predates every DiT that can be built small
+    (its only one, Stable Cascade, has fixed multi-GB sizes), so this runs where the version has SD3."""
+    from comfy import supported_models
+
+    if not hasattr(supported_models, "SD3") or "PreviewAny" not in server.info:
+        pytest.skip("this ComfyUI has no SD3 model class or PreviewAny output node (PINNED, March 2024)")
+    tiny_sd3_unet(server.workdir / "models" / "diffusion_models" / "tiny-sd3.safetensors")
+    prompt = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny-sd3.safetensors",
+                                                           "weight_dtype": "default"}},
+              "2": {"class_type": "TimedFreeU", "inputs": {"model": ["1", 0], "b1": 1.1, "b2": 1.1, "s1": 0.9,
+                                                           "s2": 0.2, "version": "v1", "first_step": 1,
+                                                           "last_step": -1, "start_percent": 0.0,
+                                                           "end_percent": 1.0}},
+              "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    with pytest.raises(PromptFailed) as info:
+        server.run(prompt)
+    details = next(m[1] for m in info.value.entry["status"]["messages"] if m[0] == "execution_error")
+    assert details["node_type"] == "TimedFreeU" and str(details["node_id"]) == "2"
+    assert "UNet models only" in details["exception_message"] and "SD3" in details["exception_message"]
+    assert_still_serving(server, seed=25)
