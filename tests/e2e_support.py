@@ -19,14 +19,15 @@ REPORT: list[str] = []  # lines printed at the end of the pytest run (see confte
 
 
 @contextmanager
-def server_with_checkpoint(workdir: Path, arch: str):
+def server_with_checkpoint(workdir: Path, arch: str, args: list[str] = ()):
     """A started ComfyServer whose models/checkpoints holds the random-weight ``arch`` checkpoint."""
     from PIL import Image
     from random_checkpoint import random_checkpoint
 
     checkpoint = random_checkpoint(arch)
     name = f"random-{arch}.safetensors"
-    with ComfyServer(workdir, checkpoints={name: checkpoint}, extra_custom_nodes=[PROBE]) as server:
+    with ComfyServer(workdir, checkpoints={name: checkpoint}, extra_custom_nodes=[PROBE],
+                     args=list(args)) as server:
         server.checkpoint_name = name
         server.info = server.object_info()
         gradient = Image.linear_gradient("L").resize((96, 80)).convert("RGB")
