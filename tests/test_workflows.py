@@ -181,3 +181,22 @@ def test_converter_rejects_an_api_prompt(core):
     _, info = core
     with pytest.raises(WorkflowError, match="not a UI-format workflow"):
         to_api({"1": {"class_type": "KSampler", "inputs": {}}}, info)
+
+
+def test_template_browser_lists_and_serves_every_workflow(comfy, tmp_path):
+    """CURRENT's template browser: GET /workflow_templates lists our files under the pack's folder name and
+    /api/workflow_templates/<pack>/<name>.json serves each one unchanged. PINNED (March 2024) predates
+    the template browser (the route answers 404 there; users drop the files on the canvas)."""
+    from comfyui_server import ComfyServer
+
+    with ComfyServer(tmp_path) as server:
+        status, body = server.request("GET", "/workflow_templates")
+        if not comfy.current:
+            assert status == 404
+            pytest.skip("PINNED ComfyUI (March 2024) has no template browser")
+        assert status == 200
+        listing = json.loads(body)
+        assert sorted(listing["ComfyUI-FewStep"]) == sorted(EXPECTED)
+        for path in WORKFLOWS:
+            status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{path.name}")
+            assert status == 200 and json.loads(body) == json.loads(path.read_text()), path.name
