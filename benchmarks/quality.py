@@ -712,7 +712,8 @@ def markdown(results: Results) -> str:
                 f"from the evaluation seeds), time budget {c.tune_seconds:.0f} s each; objective: mean per-probe RMS "
                 "of x_N to a 40-step DPM++2M solution at sigma 0. The string is what the rows above pasted into "
                 "Few-Step Sigmas' `params`.", "",
-                "| NFE | solver | objective: recipe -> tuned | schedules | model evaluations | seconds | stopped | params |",
+                "| NFE | solver | objective: recipe -> tuned | schedules | model evaluations | seconds | stopped "
+                "| params |",
                 "|---:|---|---|---:|---:|---:|---|---|"]
         out += [f"| {t.budget} | {t.solver} | {t.start_objective:.4f} -> {t.objective:.4f} | {t.candidates} | "
                 f"{t.model_evaluations} | {t.seconds:.1f} | {t.stopped_by} | `{t.text}` |" for t in results.tunings]

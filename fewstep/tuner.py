@@ -7,11 +7,12 @@ sigma_min, then its denoised prediction). The distance is the mean over probes o
 over its latent elements. Per probe and not pooled: a probe whose few-step trajectory ends in another
 mode than the reference (another composition) has an error far above the rest, and a pooled squared
 mean would let that one event, which says little about the schedule, steer the search (on the
-analytic benchmark the pooled RMS overfits the probes badly). Comparing with the reference at sigma 0, not at the schedule's own last sigma, is what lets the end
-point be searched: at its own last sigma a schedule that stops earlier has less to solve and would
-always look better, while the image the user gets is decoded from x_N and should be the clean one.
-The residual noise of an early stop therefore counts against it, and the search trades it against
-the truncation error of the last steps.
+analytic benchmark the pooled RMS overfits the probes badly). Comparing with the reference at
+sigma 0, not at the schedule's own last sigma, is what lets the end point be searched: at its own
+last sigma a schedule that stops earlier has less to solve and would always look better, while
+the image the user gets is decoded from x_N and should be the clean one. The residual noise of an
+early stop therefore counts against it, and the search trades it against the truncation error of
+the last steps.
 
 Search space, from the paper's recipe for N: the end point (end_index k and base_rho of the base list,
 which together set t_end), time_rho, and then (``free_positions``) the N-1 interior positions of the

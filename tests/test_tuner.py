@@ -260,7 +260,8 @@ def node_run(comfy, tiny_model, conds):
     import comfy.utils as comfy_utils
 
     previous = comfy_utils.PROGRESS_BAR_HOOK
-    comfy_utils.set_progress_bar_global_hook(lambda value, total, preview, *rest, **named: updates.append((value, total)))
+    comfy_utils.set_progress_bar_global_hook(
+        lambda value, total, preview, *rest, **named: updates.append((value, total)))
     try:
         began = time.monotonic()
         outputs = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 2, 3, budget)
