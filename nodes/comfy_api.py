@@ -8,6 +8,7 @@ place that knows; registration here is idempotent, in place and leaves other pac
 from __future__ import annotations
 
 import logging
+import sys
 from functools import partial
 
 import torch
@@ -130,8 +131,27 @@ def _register_pinned_scheduler() -> None:
     comfy.samplers._fewstep_scheduler_wrapped = True
 
 
+def _register_routes() -> None:
+    """Serve the schedule preview (nodes/routes.py) from a running ComfyUI server, once.
+
+    Both versions read ``PromptServer.instance.routes`` after loading custom nodes (CURRENT serves
+    them under /api/ as well). Without a running server (the tests load the pack in process) there
+    is nothing to do: a server exists only once main.py has imported ``server``, so it is not imported.
+    """
+    prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
+    instance = getattr(prompt_server, "instance", None)
+    if instance is None:
+        return
+    from .routes import SCHEDULE_PATH, get_schedule  # routes -> sigmas -> this module: import late
+    routes = instance.routes
+    if any(getattr(route, "path", None) == SCHEDULE_PATH for route in routes):
+        return
+    routes.get(SCHEDULE_PATH)(get_schedule)
+    log.debug("serving %s", SCHEDULE_PATH)
+
+
 def register() -> None:
-    """Add our sampler and scheduler names to KSampler's dropdowns; safe to call any number of times."""
+    """Add our sampler and scheduler names to KSampler's dropdowns and the schedule route; idempotent."""
     samplers = comfy.samplers
     ksampler_class = getattr(samplers, "KSampler", None)
     for name, solver in SAMPLER_NAMES.items():
@@ -147,3 +167,4 @@ def register() -> None:
         _register_pinned_scheduler()
     _append_once((samplers.SCHEDULER_NAMES, getattr(ksampler_class, "SCHEDULERS", None)), SCHEDULER_NAME)
     log.debug("registered samplers %s and scheduler %s", list(SAMPLER_NAMES), SCHEDULER_NAME)
+    _register_routes()

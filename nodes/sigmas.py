@@ -62,11 +62,16 @@ class FewStepSigmas:
         if message:
             raise ValueError(f"Few-Step Sigmas: {message}")
         table = discrete_sigma_table(model_sampling_of(model))
-        if recipe == CUSTOM and params.strip():
-            return (parse_params(params).sigmas(table, denoise),)
-        if recipe == CUSTOM:
-            return (fewstep_sigmas(table, steps, base_steps, base_rho, end_index, time_rho, denoise),)
-        return (recipe_sigmas(RECIPES[recipe], table, denoise),)
+        return (schedule(table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params),)
+
+
+def schedule(sigma_table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
+    """The node's sigmas on ``sigma_table`` for checked inputs (also served to the graph on the node)."""
+    if recipe == CUSTOM and params.strip():
+        return parse_params(params).sigmas(sigma_table, denoise)
+    if recipe == CUSTOM:
+        return fewstep_sigmas(sigma_table, steps, base_steps, base_rho, end_index, time_rho, denoise)
+    return recipe_sigmas(RECIPES[recipe], sigma_table, denoise)
 
 
 def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params="") -> str | None:

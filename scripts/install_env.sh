@@ -7,6 +7,13 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH=${TORCH:-"torch==2.14.1 torchvision==0.29.1"}
 
+# The browser tests drive Debian's chromium (never a downloaded browser); CI runs as root.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 $PIP install --quiet $TORCH

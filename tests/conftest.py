@@ -84,3 +84,13 @@ def conds():
 
 def latent(size: int = 16, batch: int = 1):
     return {"samples": torch.zeros(batch, 4, size, size)}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what the end-to-end tests measured (wall times, evaluation counts, memory)."""
+    from e2e_support import REPORT
+
+    if REPORT:
+        terminalreporter.section("end-to-end measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -1,0 +1,334 @@
+// Few-Step Sigmas: draws, inside the node, the schedule it will produce (sigma on a log scale
+// against step, the early non-zero end, the number of model evaluations), before anything is queued.
+//
+// The numbers come from the pack's Python code through GET /fewstep/schedule (nodes/routes.py),
+// computed on the standard SD1.x / SDXL discrete schedule; nothing of the maths is repeated here.
+// A named recipe writes its own values into the custom widgets and disables them; `custom` makes
+// them editable again (starting from the last recipe's values).
+//
+// For tests and other scripts (read-only):
+//   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, freeu, error,
+//                           plotted: [{step, sigma, x, y}]}  (x, y: node coordinates of drawn points)
+//   window.__fewstep.idle()  true when every Few-Step Sigmas node shows the schedule of its widgets.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const NODE_TYPE = "FewStepSigmas";
+const FREEU_TYPE = "TimedFreeU";
+const ROUTE = "/fewstep/schedule";
+const CUSTOM = "custom";
+const QUERY_TYPES = new Set(["INT", "FLOAT", "STRING", "COMBO"]); // and lists of choices: what the route parses
+let queryWidgets = ["recipe", "denoise", "steps", "base_steps", "base_rho", "end_index", "time_rho"]; // from nodeData
+const RECIPE_WIDGETS = ["steps", "base_steps", "base_rho", "end_index", "time_rho"]; // fixed by a named recipe
+const PLOT_HEIGHT = 180;
+const MIN_WIDTH = 320;
+const DEBOUNCE_MS = 150;
+const MODE_MUTED = 2;
+const MODE_BYPASSED = 4;
+
+const states = new Map(); // node -> {key, timer, sequence, labels}
+
+function widget(node, name) {
+  return node.widgets?.find((w) => w.name === name);
+}
+
+function colour(name, fallback) {
+  return globalThis.LiteGraph?.[name] ?? fallback;
+}
+
+// Step windows of the Timed FreeU nodes in the node's graph that are switched on.
+function freeuWindows(node) {
+  const graph = node.graph ?? app.graph;
+  const nodes = graph?.findNodesByType?.(FREEU_TYPE, []) ?? [];
+  return nodes
+    .filter((n) => n.mode !== MODE_MUTED && n.mode !== MODE_BYPASSED)
+    .map((n) => [widget(n, "first_step")?.value, widget(n, "last_step")?.value])
+    .filter(([first, last]) => Number.isInteger(first) && Number.isInteger(last))
+    .map(([first, last]) => `${first},${last}`);
+}
+
+// The query for the node's current widgets, and the part of it that decides the schedule: a named
+// recipe ignores the custom widgets (writing the recipe's values into them must not ask again).
+function queryOf(node) {
+  const params = new URLSearchParams();
+  for (const name of queryWidgets) params.set(name, String(widget(node, name)?.value ?? ""));
+  for (const window of freeuWindows(node)) params.append("freeu", window);
+  const key = new URLSearchParams(params);
+  if (params.get("recipe") !== CUSTOM) for (const name of RECIPE_WIDGETS) key.delete(name);
+  return { query: params.toString(), key: key.toString() };
+}
+
+function stateOf(node) {
+  let state = states.get(node);
+  if (!state) {
+    state = { key: null, timer: null, sequence: 0, inFlight: false, labels: {} };
+    states.set(node, state);
+  }
+  return state;
+}
+
+// Ask for the schedule if the widgets changed since the last request (debounced).
+function refresh(node) {
+  if (!node.graph) return; // removed from the graph
+  const state = stateOf(node);
+  const { query, key } = queryOf(node);
+  if (key === state.key) return;
+  state.key = key;
+  lockRecipeWidgets(node, null);
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => {
+    state.timer = null;
+    fetchSchedule(node, state, query, key);
+  }, DEBOUNCE_MS);
+}
+
+async function fetchSchedule(node, state, query, key) {
+  const sequence = ++state.sequence;
+  state.inFlight = true;
+  let schedule;
+  try {
+    const response = await api.fetchApi(`${ROUTE}?${query}`, { cache: "no-store" });
+    const body = await response.json();
+    schedule = response.ok ? body : { error: body.error ?? `HTTP ${response.status}` };
+  } catch (error) {
+    schedule = { error: `schedule preview unavailable: ${error.message ?? error}` };
+  } finally {
+    if (sequence === state.sequence) state.inFlight = false;
+  }
+  if (sequence !== state.sequence) return; // a newer request is on its way
+  node.fewstepSchedule = { query: key, plotted: [], ...schedule };
+  lockRecipeWidgets(node, schedule.error ? null : schedule);
+  node.setDirtyCanvas?.(true, true);
+}
+
+// The new LiteGraph widgets hide the value of a disabled widget; the label then carries it.
+function valueHiddenWhenDisabled(w) {
+  return typeof w.drawWidget === "function";
+}
+
+// Named recipe: its values in the custom widgets, disabled and labelled; custom: editable.
+function lockRecipeWidgets(node, schedule) {
+  const state = stateOf(node);
+  const named = widget(node, "recipe")?.value !== CUSTOM;
+  for (const name of RECIPE_WIDGETS) {
+    const w = widget(node, name);
+    if (!w) continue;
+    if (!(name in state.labels)) state.labels[name] = w.label;
+    w.disabled = named;
+    if (!named) {
+      w.label = state.labels[name];
+      continue;
+    }
+    if (schedule?.params && name in schedule.params) w.value = schedule.params[name];
+    const precision = w.options?.precision;
+    const shown = valueHiddenWhenDisabled(w) ? ` = ${precision === undefined ? w.value : Number(w.value).toFixed(precision)}` : "";
+    w.label = `${state.labels[name] ?? name}${shown} (recipe)`;
+  }
+}
+
+function drawSchedule(ctx, node, width, top) {
+  refresh(node); // catches every way a widget can change (undo, paste, load, other scripts)
+  const schedule = node.fewstepSchedule;
+  const margin = 10;
+  const left = margin;
+  const right = width - margin;
+  const bottom = top + PLOT_HEIGHT - 6;
+  const text = colour("WIDGET_TEXT_COLOR", "#ddd");
+  const secondary = colour("WIDGET_SECONDARY_TEXT_COLOR", "#999");
+
+  ctx.save();
+  ctx.fillStyle = colour("WIDGET_BGCOLOR", "#222");
+  ctx.strokeStyle = colour("WIDGET_OUTLINE_COLOR", "#666");
+  ctx.beginPath();
+  ctx.rect(left, top, right - left, bottom - top);
+  ctx.fill();
+  ctx.stroke();
+  ctx.font = "12px Arial";
+  ctx.textBaseline = "alphabetic";
+
+  if (!schedule || schedule.error) {
+    ctx.fillStyle = schedule ? "#f66" : secondary;
+    const message = schedule ? schedule.error : "computing the schedule...";
+    wrapText(ctx, message, left + 8, top + 18, right - left - 16, 15);
+    ctx.restore();
+    return;
+  }
+
+  const { sigmas, nfe } = schedule;
+  ctx.fillStyle = text;
+  ctx.textAlign = "left";
+  ctx.fillText(`${nfe} model evaluation${nfe === 1 ? "" : "s"}`, left + 8, top + 15);
+  ctx.fillStyle = secondary;
+  ctx.textAlign = "right";
+  ctx.fillText(schedule.solver ? `${schedule.recipe} \u00b7 ${schedule.solver}` : schedule.recipe, right - 8, top + 15);
+
+  const plot = { left: left + 38, right: right - 14, top: top + 26, bottom: bottom - 20 };
+  const logs = sigmas.map((s) => Math.log10(s));
+  const low = Math.min(...logs) - 0.15;
+  const high = Math.max(...logs) + 0.15;
+  const xOf = (step) => plot.left + (step / Math.max(nfe, 1)) * (plot.right - plot.left);
+  const yOf = (sigma) => plot.bottom - ((Math.log10(sigma) - low) / (high - low)) * (plot.bottom - plot.top);
+
+  // Steps where a Timed FreeU window is on: step s is the interval from point s-1 to point s.
+  const freeuSteps = new Set((schedule.freeu ?? []).flatMap((w) => w.steps));
+  if (freeuSteps.size) {
+    ctx.fillStyle = "rgba(110, 200, 120, 0.18)";
+    for (const step of freeuSteps) ctx.fillRect(xOf(step - 1), plot.top, xOf(step) - xOf(step - 1), plot.bottom - plot.top);
+    ctx.fillStyle = "rgba(140, 220, 150, 0.9)";
+    ctx.textAlign = "left";
+    ctx.fillText("FreeU", xOf(Math.min(...freeuSteps) - 1) + 3, plot.bottom - 4); // the curve is high there
+  }
+
+  // Decades of sigma: grid lines and labels.
+  ctx.strokeStyle = "rgba(128, 128, 128, 0.35)";
+  ctx.fillStyle = secondary;
+  ctx.textAlign = "right";
+  ctx.font = "10px Arial";
+  for (let decade = Math.ceil(low); decade <= Math.floor(high); decade++) {
+    const y = yOf(10 ** decade);
+    ctx.beginPath();
+    ctx.moveTo(plot.left, y);
+    ctx.lineTo(plot.right, y);
+    ctx.stroke();
+    ctx.fillText(decade >= 0 ? String(10 ** decade) : (10 ** decade).toFixed(-decade), plot.left - 4, y + 3);
+  }
+  ctx.save();
+  ctx.translate(left + 9, (plot.top + plot.bottom) / 2);
+  ctx.rotate(-Math.PI / 2);
+  ctx.textAlign = "center";
+  ctx.fillText("sigma (log)", 0, 0);
+  ctx.restore();
+
+  // Step numbers under the points.
+  ctx.textAlign = "center";
+  const every = Math.ceil((nfe + 1) / 12);
+  for (let step = 0; step <= nfe; step += every) ctx.fillText(String(step), xOf(step), plot.bottom + 13);
+
+  // The schedule.
+  const points = sigmas.map((sigma, step) => ({ step, sigma, x: xOf(step), y: yOf(sigma) }));
+  ctx.strokeStyle = "#6cf";
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  points.forEach((p, i) => (i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y)));
+  ctx.stroke();
+  ctx.fillStyle = "#6cf";
+  for (const p of points.slice(0, -1)) {
+    ctx.beginPath();
+    ctx.arc(p.x, p.y, 3, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+
+  // The early stop: the last sigma is not zero.
+  const end = points[points.length - 1];
+  ctx.fillStyle = "#fb4";
+  ctx.beginPath();
+  ctx.arc(end.x, end.y, 4.5, 0, 2 * Math.PI);
+  ctx.fill();
+  ctx.font = "11px Arial";
+  ctx.textAlign = "right";
+  ctx.fillText(`stops at \u03c3 = ${formatSigma(end.sigma)}, not 0`, end.x - 8, Math.min(end.y - 7, plot.bottom - 4));
+  ctx.fillStyle = text;
+  ctx.textAlign = "left";
+  ctx.fillText(`\u03c3 = ${formatSigma(points[0].sigma)}`, points[0].x + 7, points[0].y + 4);
+  ctx.restore();
+
+  node.fewstepSchedule.plotted = points;
+}
+
+function formatSigma(sigma) {
+  return sigma >= 10 ? sigma.toFixed(1) : sigma >= 1 ? sigma.toFixed(2) : sigma.toPrecision(3);
+}
+
+function wrapText(ctx, message, x, y, maxWidth, lineHeight) {
+  let line = "";
+  for (const word of String(message).split(" ")) {
+    const candidate = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(candidate).width > maxWidth) {
+      ctx.fillText(line, x, y);
+      line = word;
+      y += lineHeight;
+    } else {
+      line = candidate;
+    }
+  }
+  if (line) ctx.fillText(line, x, y);
+}
+
+function setUp(node) {
+  for (const name of queryWidgets) {
+    const w = widget(node, name);
+    if (!w) continue;
+    const callback = w.callback;
+    w.callback = function (...args) {
+      const result = callback?.apply(this, args);
+      refresh(node);
+      return result;
+    };
+  }
+  node.addCustomWidget({
+    type: "fewstep_schedule",
+    name: "fewstep_schedule",
+    value: null,
+    serialize: false, // not a node input: neither in the saved workflow nor in the prompt
+    options: { serialize: false },
+    computeSize: (width) => [width ?? MIN_WIDTH, PLOT_HEIGHT],
+    draw(ctx, drawnNode, width, y) {
+      drawSchedule(ctx, drawnNode, width, y);
+    },
+  });
+  const size = node.computeSize();
+  node.setSize([Math.max(node.size[0], size[0], MIN_WIDTH), Math.max(node.size[1], size[1])]);
+  refresh(node);
+}
+
+app.registerExtension({
+  name: "ComfyUI-FewStep.FewStepSigmas",
+
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== NODE_TYPE) return;
+    const inputs = { ...nodeData.input?.required, ...nodeData.input?.optional };
+    const isWidget = (type) => Array.isArray(type) || QUERY_TYPES.has(type);
+    queryWidgets = Object.keys(inputs).filter((name) => isWidget(inputs[name]?.[0]));
+
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function (...args) {
+      const result = onNodeCreated?.apply(this, args);
+      setUp(this);
+      return result;
+    };
+
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function (...args) {
+      const result = onConfigure?.apply(this, args);
+      refresh(this);
+      return result;
+    };
+
+    // The old LiteGraph saves every widget's value; keep the plot out of widgets_values.
+    const onSerialize = nodeType.prototype.onSerialize;
+    nodeType.prototype.onSerialize = function (serialised, ...args) {
+      const result = onSerialize?.apply(this, [serialised, ...args]);
+      const index = this.widgets?.findIndex((w) => w.name === "fewstep_schedule") ?? -1;
+      if (index >= 0 && serialised.widgets_values?.length > index) serialised.widgets_values.splice(index, 1);
+      return result;
+    };
+
+    const onRemoved = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function (...args) {
+      clearTimeout(states.get(this)?.timer);
+      states.delete(this);
+      return onRemoved?.apply(this, args);
+    };
+  },
+});
+
+globalThis.__fewstep = {
+  idle() {
+    for (const [node, state] of states) {
+      if (!node.graph) continue;
+      if (state.timer !== null || state.inFlight || queryOf(node).key !== state.key) return false;
+      if (!node.fewstepSchedule || node.fewstepSchedule.query !== state.key) return false;
+    }
+    return true;
+  },
+};

@@ -1,0 +1,141 @@
+"""HTTP route that serves the Few-Step Sigmas schedule to the graph editor (js/fewstep_sigmas.js).
+
+``GET /fewstep/schedule?recipe=..&denoise=..&steps=..&base_steps=..&base_rho=..&end_index=..&time_rho=..``
+takes the node's widget inputs (names and types read from its INPUT_TYPES; required ones must be
+given) and answers with the schedule the node would produce on the standard SD1.x / SDXL discrete
+schedule, validated by the node's VALIDATE_INPUTS and computed by the node's own ``schedule``:
+
+    {"recipe": str, "params": {steps, base_steps, base_rho, end_index, time_rho, denoise},
+     "solver": str | null, "sigmas": [N+1 floats], "timesteps": [N+1 floats], "nfe": N}
+
+``params`` are the values used (a named recipe's own, not the custom widgets'); ``solver`` is the
+recipe's suggested one (null for ``custom``); ``timesteps`` are the fractional timesteps of the
+sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives the UNet). Optional
+``freeu`` parameters ("first_step,last_step", repeatable, as on Timed FreeU) add ``"freeu":
+[{first_step, last_step, steps: [1-based steps]}]``. A bad, missing or unknown parameter gets HTTP
+400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict
+
+from aiohttp import web
+
+from ..fewstep.params import parse_params
+from ..fewstep.recipes import RECIPES
+from ..fewstep.schedule import continuous_timestep, standard_sigma_table
+from ..fewstep.window import Window, check_step
+from .sigmas import FewStepSigmas, schedule
+
+SCHEDULE_PATH = "/fewstep/schedule"
+FREEU = "freeu"
+PARAMETERS = ("steps", "base_steps", "base_rho", "end_index", "time_rho")  # what a named recipe fixes
+PARSERS = {"INT": int, "FLOAT": float, "STRING": str}
+
+_SIGMA_TABLE = standard_sigma_table()
+
+
+class BadQuery(ValueError):
+    """A query parameter that is missing, unknown or not a number; the message names it."""
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    """aiohttp handler of ``GET /fewstep/schedule``."""
+    status, body = schedule_reply(request.query)
+    return web.json_response(body, status=status)
+
+
+def schedule_reply(query) -> tuple[int, dict]:
+    """(HTTP status, JSON body) for a query mapping (``getall`` is used for repeated ``freeu``)."""
+    try:
+        inputs = _parse(query)
+        windows = _parse_freeu(query.getall(FREEU, []) if hasattr(query, "getall") else query.get(FREEU, []))
+    except BadQuery as error:
+        return 400, {"error": str(error)}
+    verdict = _call(FewStepSigmas.VALIDATE_INPUTS, inputs)
+    if verdict is not True:
+        return 400, {"error": f"Few-Step Sigmas: {verdict}"}
+
+    sigmas = _call(schedule, {"sigma_table": _SIGMA_TABLE, **inputs})
+    timesteps = continuous_timestep(sigmas.to(_SIGMA_TABLE.dtype), _SIGMA_TABLE)
+    recipe = RECIPES.get(inputs["recipe"])
+    used = inputs if recipe is None else asdict(recipe)  # a named recipe ignores the custom widgets
+    if recipe is None and str(inputs.get("params", "")).strip():  # a params string replaces them
+        recipe = parse_params(inputs["params"])
+        used = asdict(recipe)
+    nfe = len(sigmas) - 1
+    body = {
+        "recipe": inputs["recipe"],
+        "params": {**{name: used[name] for name in PARAMETERS}, "denoise": inputs["denoise"]},
+        "solver": None if recipe is None else recipe.solver,
+        "sigmas": sigmas.tolist(),
+        "timesteps": [round(t, 3) for t in timesteps.tolist()],
+        "nfe": nfe,
+    }
+    if windows:
+        body["freeu"] = [{"first_step": w.first_step, "last_step": w.last_step, "steps": list(w.steps(nfe))}
+                         for w in windows]
+    return 200, body
+
+
+def widget_inputs() -> dict[str, tuple]:
+    """The node's widget inputs, name -> (type, options, required): the route's query parameters."""
+    types = FewStepSigmas.INPUT_TYPES()
+    found = {}
+    for section, required in (("required", True), ("optional", False)):
+        for name, spec in types.get(section, {}).items():
+            kind = spec[0]
+            if isinstance(kind, (list, tuple)) or kind in PARSERS:
+                found[name] = (kind, spec[1] if len(spec) > 1 else {}, required)
+    return found
+
+
+def _call(function, arguments: dict):
+    """Call ``function`` with the arguments it declares (as ComfyUI calls VALIDATE_INPUTS)."""
+    accepted = inspect.signature(function).parameters
+    return function(**{name: value for name, value in arguments.items() if name in accepted})
+
+
+def _parse(query) -> dict:
+    """The node's inputs from query strings; unknown names are refused, not ignored."""
+    widgets = widget_inputs()
+    unknown = sorted(set(query) - {*widgets, FREEU})
+    if unknown:
+        raise BadQuery(f"unknown parameter {unknown[0]!r}; expected {', '.join(widgets)} and optionally {FREEU}")
+    inputs = {}
+    for name, (kind, options, required) in widgets.items():
+        text = query.get(name)
+        if text is None or (text == "" and kind != "STRING"):
+            if required:
+                raise BadQuery(f"{name} is missing")
+            inputs[name] = options.get("default")
+        elif isinstance(kind, (list, tuple)) or kind == "STRING":
+            inputs[name] = text  # choices are checked by VALIDATE_INPUTS
+        else:
+            inputs[name] = _number(name, text, PARSERS[kind])
+    return inputs
+
+
+def _number(name: str, text: str, kind: type) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise BadQuery(f"{name} = {text[:40]!r} is not {what}") from None
+
+
+def _parse_freeu(values: list[str]) -> list[Window]:
+    windows = []
+    for text in values:
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise BadQuery(f"{FREEU} = {text[:40]!r} must be 'first_step,last_step', e.g. '2,4' or '-3,-1'")
+        first, last = (_number(FREEU, part.strip(), int) for part in parts)
+        for step_name, value in (("first_step", first), ("last_step", last)):
+            message = check_step(step_name, value)
+            if message:
+                raise BadQuery(f"{FREEU}: {message}")
+        windows.append(Window(first, last))
+    return windows

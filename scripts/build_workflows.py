@@ -1,0 +1,270 @@
+"""Write the bundled workflows (workflows/*.json, UI format) from the node definitions of a real ComfyUI.
+
+Sockets, widget order and defaults come from the nodes' own INPUT_TYPES / RETURN_TYPES, so a
+workflow cannot drift from the nodes it uses; the recipe numbers come from fewstep/recipes.py.
+Run it after changing a node's inputs or a recipe, and commit the result:
+
+    python scripts/build_workflows.py            # PINNED ComfyUI (or COMFYUI_PATH)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from comfyui_runtime import REPO  # noqa: E402
+from workflow_api import extra_slots, widget_inputs  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # fewstep/ (plain maths) for the recipe numbers
+
+WORKFLOWS = REPO / "workflows"
+SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"
+POSITIVE = ("a cozy wooden cabin in a snowy pine forest at dusk, warm light in the windows, "
+            "photograph, highly detailed")
+NEGATIVE = "blurry, low quality, deformed, watermark, text"
+SEED = 42
+SD15_CFG = 7.5  # the paper evaluates guidance 5.5 and 7.5
+SDXL_CFG = 5.5
+# Frontend colours of the two node kinds users edit (LiteGraph's green / purple presets)
+GREEN, PURPLE = ("#232", "#353"), ("#323", "#535")
+
+
+class Graph:
+    """A UI-format workflow under construction."""
+
+    def __init__(self, definitions: dict):
+        self.definitions = definitions
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+
+    def node(self, kind: str, pos, widgets: dict | None = None, *, title=None, size=(320, 130), colors=None) -> dict:
+        spec = self.definitions[kind]
+        widgets = dict(widgets or {})
+        values = []
+        for name, input_spec, _ in widget_inputs(spec):
+            options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
+            if name in widgets:
+                value = widgets.pop(name)
+            elif "default" in options:
+                value = options["default"]
+            elif isinstance(input_spec[0], list):
+                value = input_spec[0][0]
+            else:
+                raise KeyError(f"{kind}.{name} has no default: give it a value")
+            values.append(value)
+            if extra_slots(name, input_spec):
+                values.append("fixed" if input_spec[0] == "INT" else "image")
+        if widgets:
+            raise KeyError(f"{kind} has no widget(s) {sorted(widgets)}")
+        widget_names = {name for name, _, _ in widget_inputs(spec)}
+        sockets = [(name, s[0]) for section in ("required", "optional")
+                   for name, s in (spec["input"].get(section) or {}).items() if name not in widget_names]
+        node = {"id": len(self.nodes) + 1, "type": kind, "pos": list(pos), "size": list(size), "flags": {},
+                "order": len(self.nodes), "mode": 0,
+                "inputs": [{"name": name, "type": t, "link": None} for name, t in sockets],
+                "outputs": [{"name": name, "type": t, "links": [], "slot_index": i}
+                            for i, (name, t) in enumerate(zip(spec["output_name"], spec["output"]))],
+                "properties": {"Node name for S&R": kind}, "widgets_values": values}
+        if title:
+            node["title"] = title
+        if colors:
+            node["color"], node["bgcolor"] = colors
+        self.nodes.append(node)
+        return node
+
+    def note(self, text: str, pos, size=(420, 200), title="About this workflow") -> dict:
+        node = {"id": len(self.nodes) + 1, "type": "Note", "pos": list(pos), "size": list(size), "flags": {},
+                "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "title": title,
+                "properties": {"text": ""}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
+        self.nodes.append(node)
+        return node
+
+    def connect(self, source: dict, output, target: dict, input_name: str) -> None:
+        slot = output if isinstance(output, int) else [o["name"] for o in source["outputs"]].index(output)
+        target_slot = [i["name"] for i in target["inputs"]].index(input_name)
+        link_id = len(self.links) + 1
+        kind = source["outputs"][slot]["type"]
+        self.links.append([link_id, source["id"], slot, target["id"], target_slot, kind])
+        source["outputs"][slot]["links"].append(link_id)
+        target["inputs"][target_slot]["link"] = link_id
+
+    def to_json(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {},
+                "extra": {"ds": {"scale": 0.75, "offset": [40, 60]}}, "version": 0.4}
+
+
+def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix: str, note: str):
+    """Loader, prompts, empty latent, VAE decode and save: the frame every recipe workflow shares.
+
+    Returns (loader, positive, negative, latent, decode) for the caller to wire a sampler into.
+    """
+    loader = g.node("CheckpointLoaderSimple", (20, 140), {"ckpt_name": checkpoint}, size=(320, 100))
+    positive = g.node("CLIPTextEncode", (380, 40), {"text": POSITIVE}, title="Positive prompt", size=(400, 160),
+                      colors=GREEN)
+    negative = g.node("CLIPTextEncode", (380, 240), {"text": NEGATIVE}, title="Negative prompt", size=(400, 120),
+                      colors=PURPLE)
+    latent = g.node("EmptyLatentImage", (380, 400), {"width": resolution, "height": resolution, "batch_size": 1},
+                    size=(320, 110))
+    g.connect(loader, "CLIP", positive, "clip")
+    g.connect(loader, "CLIP", negative, "clip")
+    decode = g.node("VAEDecode", (1300, 140), size=(220, 50))
+    save = g.node("SaveImage", (1560, 140), {"filename_prefix": prefix}, size=(420, 460))
+    g.connect(loader, "VAE", decode, "vae")
+    g.connect(decode, "IMAGE", save, "images")
+    g.note(note, (20, 560), size=(760, 150))
+    return loader, positive, negative, latent, decode
+
+
+def fewstep_sampling(g: Graph, recipe_name: str, model, positive, negative, latent, cfg: float, x=840, y=40,
+                     denoise: float = 1.0, seed: int = SEED):
+    """FewStepSigmas + FewStepDPMPPSampler + (Timed FreeU as the recipe says) + SamplerCustom."""
+    from fewstep.recipes import RECIPES
+
+    recipe = RECIPES[recipe_name]
+    patched = model
+    for i, f in enumerate(recipe.freeu):
+        freeu = g.node("TimedFreeU", (x, y + 330 * i), {
+            "b1": f.b1, "b2": f.b2, "s1": f.s1, "s2": f.s2, "version": "v1",
+            "first_step": f.first_step, "last_step": f.last_step}, size=(300, 280))
+        g.connect(patched, "MODEL", freeu, "model")
+        patched = freeu
+    own = {"steps": recipe.steps, "base_steps": recipe.base_steps, "base_rho": recipe.base_rho,
+           "end_index": recipe.end_index, "time_rho": recipe.time_rho}  # shown, ignored until recipe = custom
+    sigmas = g.node("FewStepSigmas", (x, y + 330 * len(recipe.freeu)),
+                    {"recipe": recipe_name, "denoise": denoise, **own}, size=(320, 390))  # + the schedule graph
+    g.connect(model, "MODEL", sigmas, "model")
+    sampler = g.node("FewStepDPMPPSampler", (x, y + 330 * len(recipe.freeu) + 430),
+                     {"solver": recipe.solver, "finish": "last_sigma"}, size=(300, 90))
+    custom = g.node("SamplerCustom", (x + 340, y), {"add_noise": True, "noise_seed": seed, "cfg": cfg},
+                    title=f"SamplerCustom ({recipe.steps} model evaluations)", size=(320, 230))
+    for source, output, name in ((patched, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
+                                 (negative, "CONDITIONING", "negative"), (sampler, "SAMPLER", "sampler"),
+                                 (sigmas, "SIGMAS", "sigmas"), (latent, "LATENT", "latent_image")):
+        g.connect(source, output, custom, name)
+    return custom
+
+
+def freeu_text(recipe) -> str:
+    if not recipe.freeu:
+        return "No FreeU."
+    parts = []
+    for f in recipe.freeu:
+        window = "every step" if (f.first_step, f.last_step) == (1, -1) else (
+            f"step {f.first_step}" if f.first_step == f.last_step else f"steps {f.first_step}-{f.last_step}")
+        parts.append(f"FreeU (b1 {f.b1}, b2 {f.b2}, s1 {f.s1}, s2 {f.s2}) at {window}")
+    return "; ".join(parts) + " (Timed FreeU)."
+
+
+def recipe_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float) -> dict:
+    from fewstep.recipes import RECIPES
+
+    r = RECIPES[recipe_name]
+    solver = {"dpmpp_1s": "DPM++ 1S", "dpmpp_2m": "DPM++ 2M"}[r.solver]
+    note = (f"{recipe_name} recipe of 'Hyperparameters are all you need' (arXiv 2510.02390) for the ORIGINAL "
+            f"{recipe_name.split()[0]} checkpoint at {r.resolution}x{r.resolution}: {r.steps} model evaluations "
+            f"with {solver} on an early-stopping schedule (n={r.base_steps}, rho={r.base_rho:g}, k={r.end_index}, "
+            f"time rho {r.time_rho:g}) that ends at a small non-zero sigma. {freeu_text(r)}\n"
+            f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g} as in the paper.")
+    g = Graph(definitions)
+    prefix = "fewstep_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+    loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note)
+    custom = fewstep_sampling(g, recipe_name, loader, positive, negative, latent, cfg)
+    g.connect(custom, "output", decode, "samples")
+    return g.to_json()
+
+
+def comparison_workflow(definitions) -> dict:
+    """SD1.5 5-step next to ComfyUI's default 20-step DPM++2M Karras, same seed and prompt."""
+    note = ("Side by side, same checkpoint, prompt and seed (42; change it in BOTH samplers): top, the SD1.5 "
+            "5-step recipe (5 model evaluations: DPM++ 1S on the early-stopping schedule with FreeU); bottom, "
+            "ComfyUI's usual 20-step DPM++ 2M Karras (20 evaluations). Both start from the same noise. The queue "
+            "panel shows each sampler's time.")
+    g = Graph(definitions)
+    loader, positive, negative, latent, decode = text_to_image(g, SD15_CHECKPOINT, 512, SD15_CFG, "fewstep_5step",
+                                                               note)
+    decode["title"] = "VAE Decode (5 steps)"
+    custom = fewstep_sampling(g, "SD1.5 5-step", loader, positive, negative, latent, SD15_CFG)
+    g.connect(custom, "output", decode, "samples")
+    ksampler = g.node("KSampler", (1180, 760), {"seed": SEED, "steps": 20, "cfg": SD15_CFG, "sampler_name": "dpmpp_2m",
+                                                "scheduler": "karras", "denoise": 1.0},
+                      title="KSampler (20 steps, DPM++ 2M Karras)", size=(320, 270))
+    for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
+                                 (negative, "CONDITIONING", "negative"), (latent, "LATENT", "latent_image")):
+        g.connect(source, output, ksampler, name)
+    decode20 = g.node("VAEDecode", (1560, 760), title="VAE Decode (20 steps)", size=(220, 50))
+    save20 = g.node("SaveImage", (1800, 760), {"filename_prefix": "dpmpp_2m_karras_20step"}, size=(420, 460))
+    g.connect(ksampler, "LATENT", decode20, "samples")
+    g.connect(loader, "VAE", decode20, "vae")
+    g.connect(decode20, "IMAGE", save20, "images")
+    return g.to_json()
+
+
+def img2img_workflow(definitions, denoise: float = 0.6) -> dict:
+    """Load an image, encode it, and run the SD1.5 5-step recipe with Few-Step Sigmas' denoise."""
+    note = (f"img2img with the SD1.5 5-step recipe: Few-Step Sigmas' denoise ({denoise:g}) starts the schedule "
+            "lower (t_start = t_end + denoise x (999 - t_end)) and keeps 5 model evaluations and the same end sigma. "
+            "Lower denoise keeps more of the input image. Load your image in Load Image; it is scaled to 512x512.")
+    g = Graph(definitions)
+    loader = g.node("CheckpointLoaderSimple", (20, 140), {"ckpt_name": SD15_CHECKPOINT}, size=(320, 100))
+    positive = g.node("CLIPTextEncode", (380, 40), {"text": POSITIVE}, title="Positive prompt", size=(400, 160),
+                      colors=GREEN)
+    negative = g.node("CLIPTextEncode", (380, 240), {"text": NEGATIVE}, title="Negative prompt", size=(400, 120),
+                      colors=PURPLE)
+    g.connect(loader, "CLIP", positive, "clip")
+    g.connect(loader, "CLIP", negative, "clip")
+    image = g.node("LoadImage", (20, 400), {"image": "example.png"}, size=(320, 320))
+    scale = g.node("ImageScale", (380, 400), {"upscale_method": "lanczos", "width": 512, "height": 512,
+                                              "crop": "center"}, size=(320, 130))
+    encode = g.node("VAEEncode", (380, 580), size=(220, 50))
+    g.connect(image, "IMAGE", scale, "image")
+    g.connect(scale, "IMAGE", encode, "pixels")
+    g.connect(loader, "VAE", encode, "vae")
+    custom = fewstep_sampling(g, "SD1.5 5-step", loader, positive, negative, encode, SD15_CFG, denoise=denoise)
+    decode = g.node("VAEDecode", (1300, 140), size=(220, 50))
+    save = g.node("SaveImage", (1560, 140), {"filename_prefix": "fewstep_img2img"}, size=(420, 460))
+    g.connect(custom, "output", decode, "samples")
+    g.connect(loader, "VAE", decode, "vae")
+    g.connect(decode, "IMAGE", save, "images")
+    g.note(note, (20, 760), size=(760, 130))
+    return g.to_json()
+
+
+# file name -> builder; the names are public (users and the template browser see them)
+def all_workflows(definitions) -> dict[str, dict]:
+    return {
+        "fewstep_sd15_5step": recipe_workflow(definitions, "SD1.5 5-step", SD15_CHECKPOINT, SD15_CFG),
+        "fewstep_sd15_6step": recipe_workflow(definitions, "SD1.5 6-step", SD15_CHECKPOINT, SD15_CFG),
+        "fewstep_sd15_8step": recipe_workflow(definitions, "SD1.5 8-step", SD15_CHECKPOINT, SD15_CFG),
+        "fewstep_sdxl_6step": recipe_workflow(definitions, "SDXL 6-step", SDXL_CHECKPOINT, SDXL_CFG),
+        "fewstep_sdxl_8step": recipe_workflow(definitions, "SDXL 8-step", SDXL_CHECKPOINT, SDXL_CFG),
+        "fewstep_sd15_5step_vs_20step": comparison_workflow(definitions),
+        "fewstep_sd15_img2img": img2img_workflow(definitions),
+    }
+
+
+def definitions_from_server() -> dict:
+    """object_info of a real ComfyUI server (COMFYUI_PATH or PINNED) with the pack installed."""
+    import tempfile
+
+    from comfyui_server import ComfyServer
+
+    with tempfile.TemporaryDirectory(prefix="fewstep-build-") as workdir, ComfyServer(Path(workdir)) as server:
+        return server.object_info()
+
+
+def main() -> None:
+    definitions = definitions_from_server()
+    WORKFLOWS.mkdir(exist_ok=True)
+    for name, workflow in all_workflows(definitions).items():
+        path = WORKFLOWS / f"{name}.json"
+        path.write_text(json.dumps(workflow, indent=1) + "\n")
+        print(f"wrote {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

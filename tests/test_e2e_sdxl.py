@@ -1,0 +1,43 @@
+"""The SDXL workflows end to end through a real ComfyUI server, on a full-size SDXL-architecture checkpoint
+with random weights (about 7 GB on disk, about 13 GB in memory on the CPU), at a reduced resolution.
+
+The 6-step workflow runs the reference's FreeU timing (two Timed FreeU nodes, steps 2..4 and 6..6)
+on the real SDXL UNet; which steps they scale is checked per step in test_comfy_nodes.py. This module
+starts its own server after the SD1.5 one has stopped, so only one full-size model is in memory.
+"""
+
+from __future__ import annotations
+
+import pytest
+from e2e_support import REPORT, evaluations, run_timed, server_with_checkpoint, workflow_prompt
+from PIL import Image
+
+from fewstep.recipes import RECIPES
+from fewstep.schedule import recipe_sigmas, standard_sigma_table
+
+SIZE = 64  # pixels; latent 8 x 8
+SDXL_WORKFLOWS = {"fewstep_sdxl_6step": "SDXL 6-step", "fewstep_sdxl_8step": "SDXL 8-step"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with server_with_checkpoint(tmp_path_factory.mktemp("sdxl-server"), "sdxl") as server:
+        yield server
+
+
+@pytest.mark.parametrize("name", list(SDXL_WORKFLOWS))
+def test_sdxl_workflow_end_to_end(server, name):
+    recipe = RECIPES[SDXL_WORKFLOWS[name]]
+    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, name, SIZE, seed=5))
+    (image_path,) = server.output_images(entry)
+    with Image.open(image_path) as image:
+        assert image.size == (SIZE, SIZE)
+    groups = evaluations(server, prompt_id)
+    expected = recipe_sigmas(recipe, standard_sigma_table())[:-1].tolist()
+    assert len(groups) == recipe.steps, f"{name}: {len(groups)} model evaluations, expected {recipe.steps}"
+    for group, sigma in zip(groups, expected):
+        assert group["sigmas"] == [pytest.approx(sigma, rel=2e-4)]
+    assert all(g["model"] == "SDXL" and g["shape"][-2:] == [SIZE // 8, SIZE // 8] for g in groups)
+    REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s "
+                  "(first SDXL prompt includes loading the checkpoint)" if name.endswith("6step") else
+                  f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s")

@@ -1,0 +1,239 @@
+"""End to end through a real ComfyUI server (main.py --cpu on a loopback port) with the pack installed.
+
+A full-size SD1.5-architecture checkpoint with random weights (scripts/random_checkpoint.py, cached
+outside the repository) is loaded by ComfyUI's own CheckpointLoaderSimple. Each bundled SD1.5 workflow
+is posted to /prompt at a reduced resolution; the probe pack (scripts/eval_probe) counts the model
+evaluations inside the server and records their sigmas, which must be the recipe's schedule.
+Images from random weights are noise: these tests check wiring, counts, sizes and determinism.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+from comfyui_server import PromptFailed, PromptRejected
+from e2e_support import REPORT, evaluations, only_outputs, rss_mib, run_timed, server_with_checkpoint, workflow_prompt
+from PIL import Image
+
+from fewstep.recipes import RECIPES
+from fewstep.schedule import karras_sigmas, recipe_sigmas, standard_sigma_table
+
+SIZE = 64  # pixels; latent 8 x 8 (the UNet still runs every block: 8 -> 4 -> 2 -> 1)
+SD15_WORKFLOWS = {  # workflow -> (recipe, denoise)
+    "fewstep_sd15_5step": ("SD1.5 5-step", 1.0),
+    "fewstep_sd15_6step": ("SD1.5 6-step", 1.0),
+    "fewstep_sd15_8step": ("SD1.5 8-step", 1.0),
+    "fewstep_sd15_img2img": ("SD1.5 5-step", 0.6),
+}
+TABLE = standard_sigma_table()
+
+
+def expected_sigmas(recipe: str, denoise: float = 1.0) -> list[float]:
+    """Where the recipe evaluates the model: its N+1 sigmas but the last (N evaluations)."""
+    return recipe_sigmas(RECIPES[recipe], TABLE, denoise)[:-1].tolist()
+
+
+def baseline_sigmas(steps: int = 20) -> list[float]:
+    """ComfyUI's Karras schedule for SD1.5 (sigma_min / sigma_max of the table, rho 7) without the final 0."""
+    return karras_sigmas(steps, float(TABLE[0]), float(TABLE[-1]), 7.0).tolist()
+
+
+def assert_evaluated_at(groups: list[dict], sigmas: list[float], where: str):
+    assert len(groups) == len(sigmas), f"{where}: {len(groups)} model evaluations, expected {len(sigmas)}"
+    for i, (group, sigma) in enumerate(zip(groups, sigmas)):
+        assert len(group["sigmas"]) == 1, f"{where}: evaluation {i} mixes sigmas {group['sigmas']}"
+        assert group["sigmas"][0] == pytest.approx(sigma, rel=2e-4), f"{where}: evaluation {i}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with server_with_checkpoint(tmp_path_factory.mktemp("sd15-server"), "sd15") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def baseline(server):
+    """The 20-step DPM++2M Karras branch of the comparison workflow alone, after one warm-up run that loads
+    the checkpoint: (evaluation groups, wall seconds)."""
+    run_timed(server, workflow_prompt(server, "fewstep_sd15_5step", SIZE, seed=7))  # loads the checkpoint
+    prompt = only_outputs(workflow_prompt(server, "fewstep_sd15_5step_vs_20step", SIZE, seed=8), "dpmpp_2m")
+    entry, prompt_id, seconds = run_timed(server, prompt)
+    groups = evaluations(server, prompt_id)
+    assert_evaluated_at(groups, baseline_sigmas(), "20-step DPM++2M Karras baseline")
+    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: 20-step DPM++2M Karras baseline: {len(groups)} evaluations, "
+                  f"{seconds:.2f} s")
+    return groups, seconds
+
+
+@pytest.mark.parametrize("name", list(SD15_WORKFLOWS))
+def test_sd15_workflow_end_to_end(server, baseline, name):
+    recipe, denoise = SD15_WORKFLOWS[name]
+    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, name, SIZE, seed=11))
+    images = server.output_images(entry)
+    assert len(images) == 1 and images[0].exists()
+    with Image.open(images[0]) as image:
+        assert image.size == (SIZE, SIZE)
+    groups = evaluations(server, prompt_id)
+    assert_evaluated_at(groups, expected_sigmas(recipe, denoise), name)
+    assert all(g["shape"][-2:] == [SIZE // 8, SIZE // 8] and g["model"] == "BaseModel" for g in groups)
+    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s, "
+                  f"{baseline[1] / seconds:.2f}x faster than the 20-step baseline")
+
+
+def test_comparison_workflow_runs_both_samplers_from_the_same_noise(server):
+    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, "fewstep_sd15_5step_vs_20step", SIZE,
+                                                                  seed=12))
+    images = server.output_images(entry)
+    assert len(images) == 2 and all(p.exists() for p in images)
+    groups = evaluations(server, prompt_id)
+    # ComfyUI may run the two branches in either order
+    fewstep, karras = expected_sigmas("SD1.5 5-step"), baseline_sigmas()
+    first = [g["sigmas"][0] for g in groups[:5]]
+    if first == pytest.approx(fewstep, rel=2e-4):
+        assert_evaluated_at(groups[:5], fewstep, "5-step branch")
+        assert_evaluated_at(groups[5:], karras, "20-step branch")
+    else:
+        assert_evaluated_at(groups[:20], karras, "20-step branch")
+        assert_evaluated_at(groups[20:], fewstep, "5-step branch")
+    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: fewstep_sd15_5step_vs_20step: {len(groups)} evaluations (5 + 20), "
+                  f"{seconds:.2f} s")
+
+
+def latent_of(server, entry) -> torch.Tensor:
+    """The image a prompt saved, as a float tensor (for equality and difference checks)."""
+    (path,) = server.output_images(entry)
+    with Image.open(path) as image:
+        return torch.tensor(list(image.getdata()), dtype=torch.float32)
+
+
+def test_twenty_prompts_at_once(server):
+    """20 prompts queued together (5-, 6- and 8-step, ten seeds, each prompt twice, never back to back):
+    all finish, equal seeds give equal images and different seeds different ones, and the server's
+    memory does not grow from the first ten to the last ten."""
+    names = ["fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step"]
+    jobs = [(names[i % 3], 300 + i) for i in range(10)] * 2
+    ids = [server.queue(workflow_prompt(server, name, SIZE, seed)) for name, seed in jobs]
+    entries, memory = [], []
+    for prompt_id in ids:
+        entries.append(server.wait(prompt_id, timeout=900))
+        memory.append(rss_mib(server))
+    images = [latent_of(server, entry) for entry in entries]
+    for i in range(10):
+        assert torch.equal(images[i], images[i + 10]), f"prompt {i} and {i + 10}: same workflow and seed differ"
+        assert len(evaluations(server, ids[i])) == RECIPES[jobs[i][0].replace("fewstep_sd15_", "SD1.5 ")
+                                                              .replace("step", "-step")].steps
+    for i in range(10):
+        for j in range(i + 1, 10):
+            if jobs[i][0] == jobs[j][0]:
+                assert not torch.equal(images[i], images[j]), f"prompts {i} and {j}: different seeds, same image"
+    first, last = statistics.median(memory[:10]), statistics.median(memory[10:])
+    REPORT.append(f"load: 20 prompts, server RSS median {first:.0f} MiB over the first ten, {last:.0f} MiB over "
+                  f"the last ten (max {max(memory):.0f})")
+    assert last <= first * 1.03 + 64, f"server memory grew: {first:.0f} -> {last:.0f} MiB"
+
+
+def assert_still_serving(server, seed: int):
+    """The next prompt runs: the 5-step workflow cut to a 2-step custom schedule (2 evaluations)."""
+    prompt = workflow_prompt(server, "fewstep_sd15_5step", SIZE, seed=seed)
+    node_of(prompt, "FewStepSigmas")[1]["inputs"].update(recipe="custom", steps=2)
+    entry, prompt_id, _ = run_timed(server, prompt)
+    assert len(evaluations(server, prompt_id)) == 2 and server.output_images(entry)[0].exists()
+
+
+def rejected(server, prompt: dict) -> dict:
+    with pytest.raises(PromptRejected) as info:
+        server.queue(prompt)
+    return info.value.error
+
+
+def node_of(prompt: dict, kind: str) -> tuple[str, dict]:
+    return next((k, v) for k, v in prompt.items() if v["class_type"] == kind)
+
+
+def error_text(error: dict, node_id: str) -> str:
+    node = error["node_errors"][node_id]
+    return node["class_type"] + " " + " ".join(e.get("message", "") + " " + e.get("details", "")
+                                               for e in node["errors"])
+
+
+@pytest.mark.parametrize("case", ["steps out of range", "end_index past base_steps", "unknown recipe"])
+def test_bad_input_is_rejected_naming_node_and_input(server, case):
+    prompt = workflow_prompt(server, "fewstep_sd15_5step", SIZE, seed=21)
+    node_id, sigmas = node_of(prompt, "FewStepSigmas")
+    inputs = sigmas["inputs"]
+    if case == "steps out of range":
+        inputs.update(recipe="custom", steps=500)
+        expected = ["FewStepSigmas", "steps"]
+    elif case == "end_index past base_steps":  # inside each widget's range; only our check sees it
+        inputs.update(recipe="custom", base_steps=8, end_index=8)
+        expected = ["FewStepSigmas", "end_index", "allowed 1 to 7"]
+    else:
+        inputs["recipe"] = "SD2 5-step"
+        expected = ["FewStepSigmas", "recipe", "SD2 5-step"]
+    text = error_text(rejected(server, prompt), node_id)
+    for word in expected:
+        assert word in text, (word, text)
+    assert_still_serving(server, seed=22)
+
+
+def test_execution_error_names_our_node_and_the_server_goes_on(server):
+    """A model on a continuous (EDM) noise schedule is only known at run time: Few-Step Sigmas stops with
+    a clear execution error that ComfyUI reports with our node, and the next prompt runs."""
+    prompt = workflow_prompt(server, "fewstep_sd15_5step", SIZE, seed=23)
+    node_id, sigmas = node_of(prompt, "FewStepSigmas")
+    prompt["900"] = {"class_type": "ModelSamplingContinuousEDM",
+                     "inputs": {"model": sigmas["inputs"]["model"], "sampling": "eps", "sigma_max": 120.0,
+                                "sigma_min": 0.002}}
+    sigmas["inputs"]["model"] = ["900", 0]
+    with pytest.raises(PromptFailed) as info:
+        server.run(prompt)
+    messages = [m for m in info.value.entry["status"]["messages"] if m[0] == "execution_error"]
+    assert messages, info.value.entry["status"]
+    details = messages[0][1]
+    assert details["node_type"] == "FewStepSigmas" and str(details["node_id"]) == node_id
+    assert "discrete" in details["exception_message"] and "model" in details["exception_message"]
+    assert_still_serving(server, seed=24)
+
+
+def tiny_sd3_unet(path):
+    """A diffusion-model file of SD3's MMDiT architecture, shrunk (depth 1, width 64) so it is built in a
+    second: ComfyUI's own detection reads SD3 from its keys. Built with the ComfyUI under test."""
+    from comfy import supported_models
+    from safetensors.torch import save_file
+
+    config = {"in_channels": 16, "pos_embed_scaling_factor": None, "patch_size": 2, "out_channels": 16, "depth": 1,
+              "input_size": None, "adm_in_channels": 32, "num_patches": 256, "pos_embed_max_size": 16,
+              "context_embedder_config": {"target": "torch.nn.Linear",
+                                          "params": {"in_features": 32, "out_features": 64}},
+              "x_block_self_attn_layers": []}
+    model = supported_models.SD3(config).get_model({})
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(v.shape, generator=generator) * 0.02
+             for k, v in model.diffusion_model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def test_non_unet_model_into_timed_freeu_is_a_clear_error(comfy, server):
+    """A DiT (SD3's MMDiT) loaded by ComfyUI's UNETLoader into Timed FreeU: an execution error naming our
+    node and saying FreeU needs a UNet. PINNED (March 2024) predates every DiT that can be built small
+    (its only one, Stable Cascade, has fixed multi-GB sizes), so this runs where the version has SD3."""
+    from comfy import supported_models
+
+    if not hasattr(supported_models, "SD3") or "PreviewAny" not in server.info:
+        pytest.skip("this ComfyUI has no SD3 model class or PreviewAny output node (PINNED, March 2024)")
+    tiny_sd3_unet(server.workdir / "models" / "diffusion_models" / "tiny-sd3.safetensors")
+    prompt = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny-sd3.safetensors",
+                                                           "weight_dtype": "default"}},
+              "2": {"class_type": "TimedFreeU", "inputs": {"model": ["1", 0], "b1": 1.1, "b2": 1.1, "s1": 0.9,
+                                                           "s2": 0.2, "version": "v1", "first_step": 1,
+                                                           "last_step": -1, "start_percent": 0.0,
+                                                           "end_percent": 1.0}},
+              "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    with pytest.raises(PromptFailed) as info:
+        server.run(prompt)
+    details = next(m[1] for m in info.value.entry["status"]["messages"] if m[0] == "execution_error")
+    assert details["node_type"] == "TimedFreeU" and str(details["node_id"]) == "2"
+    assert "UNet models only" in details["exception_message"] and "SD3" in details["exception_message"]
+    assert_still_serving(server, seed=25)

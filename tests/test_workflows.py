@@ -1,0 +1,183 @@
+"""The bundled workflows: they convert, pass ComfyUI's own validate_prompt, and match the node definitions.
+
+In process, against the ComfyUI under test (PINNED or COMFYUI_PATH); the end-to-end runs through a
+real server are in test_e2e_server.py. The converter's own rules are tested here too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from workflow_api import WorkflowError, extra_slots, object_info_of, to_api, widget_inputs
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+EXPECTED = {"fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step", "fewstep_sdxl_6step",
+            "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img"}
+TEST_CHECKPOINT = "fewstep-test-model.safetensors"
+TEST_IMAGE = "fewstep-test-image.png"
+FILE_WIDGETS = {
+    ("CheckpointLoaderSimple", "ckpt_name"): ("v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors"),
+    ("LoadImage", "image"): ("example.png",),
+}
+
+
+def load(name: str) -> dict:
+    return json.loads((REPO / "workflows" / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def core(comfy, tmp_path_factory):
+    """ComfyUI's node definitions (core + SamplerCustom's extras + this pack), and a models / input folder
+    where the checkpoint and image names the workflows ask for exist (validation only looks them up)."""
+    import folder_paths
+    from PIL import Image
+
+    nodes = comfy.nodes
+    for name, cls in comfy.custom_sampler.NODE_CLASS_MAPPINGS.items():  # SamplerCustom, as main.py registers it
+        nodes.NODE_CLASS_MAPPINGS.setdefault(name, cls)
+    models = tmp_path_factory.mktemp("models")
+    (models / TEST_CHECKPOINT).write_bytes(b"")  # validate_prompt checks the name, it does not load it
+    folder_paths.add_model_folder_path("checkpoints", str(models))
+    image = Path(folder_paths.get_input_directory()) / TEST_IMAGE
+    Image.new("RGB", (64, 48), (120, 30, 200)).save(image)
+    yield nodes, object_info_of(nodes.NODE_CLASS_MAPPINGS)
+    image.unlink()
+
+
+def for_test(prompt: dict) -> dict:
+    """The API prompt with the test checkpoint and image names."""
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = TEST_CHECKPOINT
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = TEST_IMAGE
+    return prompt
+
+
+def validate(comfy, prompt: dict):
+    import execution
+
+    if comfy.current:
+        return comfy.run(execution.validate_prompt("test", prompt, None))
+    return execution.validate_prompt(prompt)
+
+
+def test_every_workflow_is_bundled():
+    assert {p.stem for p in WORKFLOWS} == EXPECTED
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_passes_comfyui_validation(comfy, core, path):
+    nodes, info = core
+    workflow = json.loads(path.read_text())
+    for node in workflow["nodes"]:  # every node type exists (Note is the frontend's own)
+        assert node["type"] == "Note" or node["type"] in nodes.NODE_CLASS_MAPPINGS, node["type"]
+    prompt = for_test(to_api(workflow, info))
+    valid, error, outputs, node_errors = validate(comfy, prompt)
+    assert valid is True, (error, node_errors)
+    assert outputs, "no output node"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_widget_values_match_the_node_definitions(core, path):
+    """Each widget value has the declared type and lies in the declared range / choices."""
+    _, info = core
+    workflow = json.loads(path.read_text())
+    notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1 and len(notes[0]["widgets_values"][0]) > 100, "one Note that explains the recipe"
+    for node in workflow["nodes"]:
+        if node["type"] == "Note":
+            continue
+        values = list(node["widgets_values"])
+        for name, spec, _ in widget_inputs(info[node["type"]]):
+            value = values.pop(0)
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            where = f"{path.stem} node {node['id']} {node['type']}.{name} = {value!r}"
+            if (node["type"], name) in FILE_WIDGETS:  # the user's own files: a sensible default name
+                assert value in FILE_WIDGETS[node["type"], name], where
+            elif isinstance(kind, list):
+                assert value in kind, where
+            elif kind == "INT":
+                assert isinstance(value, int), where
+                assert options.get("min", -2**63) <= value <= options.get("max", 2**64), where
+            elif kind == "FLOAT":
+                assert isinstance(value, (int, float)), where
+                assert options.get("min", -1e30) <= value <= options.get("max", 1e30), where
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool), where
+            elif kind == "STRING":
+                assert isinstance(value, str), where
+            if extra_slots(name, spec):
+                assert values.pop(0) in ("fixed", "increment", "decrement", "randomize", "image"), where
+        assert values == [], f"{path.stem} node {node['id']}: extra widget values {values}"
+
+
+def test_recipe_workflows_follow_the_recipes(core):
+    """Sampler solver, guidance, resolution and Timed FreeU windows as fewstep/recipes.py says."""
+    from fewstep.recipes import RECIPES
+
+    _, info = core
+    cases = (("fewstep_sd15_5step", "SD1.5 5-step", 7.5), ("fewstep_sd15_6step", "SD1.5 6-step", 7.5),
+             ("fewstep_sd15_8step", "SD1.5 8-step", 7.5), ("fewstep_sdxl_6step", "SDXL 6-step", 5.5),
+             ("fewstep_sdxl_8step", "SDXL 8-step", 5.5))
+    for name, recipe_name, cfg in cases:
+        recipe = RECIPES[recipe_name]
+        prompt = to_api(load(name), info)
+        by_type = {}
+        for node in prompt.values():
+            by_type.setdefault(node["class_type"], []).append(node["inputs"])
+        assert by_type["FewStepSigmas"][0]["recipe"] == recipe_name
+        assert by_type["FewStepDPMPPSampler"][0]["solver"] == recipe.solver
+        assert by_type["SamplerCustom"][0]["cfg"] == cfg
+        assert by_type["EmptyLatentImage"][0]["width"] == recipe.resolution
+        freeu = [(f["b1"], f["b2"], f["s1"], f["s2"], f["first_step"], f["last_step"])
+                 for f in by_type.get("TimedFreeU", [])]
+        assert freeu == [(f.b1, f.b2, f.s1, f.s2, f.first_step, f.last_step) for f in recipe.freeu], name
+
+
+# ---- the converter --------------------------------------------------------------------------------
+
+def test_converter_output_wires_the_graph(core):
+    _, info = core
+    prompt = to_api(load("fewstep_sd15_5step"), info)
+    types = {k: v["class_type"] for k, v in prompt.items()}
+    assert "Note" not in types.values()
+    custom = next(v for v in prompt.values() if v["class_type"] == "SamplerCustom")["inputs"]
+    assert types[custom["sigmas"][0]] == "FewStepSigmas" and custom["sigmas"][1] == 0
+    assert types[custom["model"][0]] == "TimedFreeU"
+    assert custom["noise_seed"] == 42 and custom["add_noise"] is True  # the control value is not an input
+    assert "control_after_generate" not in custom
+
+
+def test_converter_rejects_an_unknown_node(core):
+    _, info = core
+    workflow = load("fewstep_sd15_5step")
+    workflow["nodes"][0]["type"] = "NoSuchNode"
+    with pytest.raises(WorkflowError, match=r"node 1 \(NoSuchNode.*unknown node type"):
+        to_api(workflow, info)
+
+
+def test_converter_rejects_a_wrong_number_of_widget_values(core):
+    _, info = core
+    workflow = load("fewstep_sd15_5step")
+    sigmas = next(n for n in workflow["nodes"] if n["type"] == "FewStepSigmas")
+    sigmas["widgets_values"].pop(2)
+    with pytest.raises(WorkflowError, match=rf"node {sigmas['id']} \(FewStepSigmas\).*widget values"):
+        to_api(workflow, info)
+    custom = next(n for n in workflow["nodes"] if n["type"] == "SamplerCustom")
+    workflow = load("fewstep_sd15_5step")
+    custom = next(n for n in workflow["nodes"] if n["type"] == "SamplerCustom")
+    custom["widgets_values"].remove("fixed")  # a seed without its control_after_generate value
+    with pytest.raises(WorkflowError, match=rf"node {custom['id']} \(SamplerCustom"):
+        to_api(workflow, info)
+
+
+def test_converter_rejects_an_api_prompt(core):
+    _, info = core
+    with pytest.raises(WorkflowError, match="not a UI-format workflow"):
+        to_api({"1": {"class_type": "KSampler", "inputs": {}}}, info)
