@@ -334,3 +334,21 @@ def test_tuner_node_is_interrupted_by_comfyui(comfy, tiny_model, conds):
         mm.interrupt_current_processing(False)
     assert len(calls) == 4
     assert not mm.processing_interrupted()
+
+
+def test_schedule_route_follows_the_params_string(comfy):
+    """The graph editor's schedule preview (nodes/routes.py) draws what a params string gives."""
+    import importlib
+
+    routes = importlib.import_module(f"{comfy.pack.__name__}.nodes.routes")
+    text = ("fewstep v1: steps=6 base_steps=12 base_rho=7 end_index=9 time_rho=1.3 ramp=0.1,0.3,0.5,0.7,0.8 "
+            "solver=dpmpp_2m")
+    query = dict(recipe="custom", denoise="1.0", steps="5", base_steps="8", base_rho="5", end_index="6",
+                 time_rho="1.2", params=text)
+    status, body = routes.schedule_reply(query)
+    assert status == 200 and body["nfe"] == 6 and body["solver"] == "dpmpp_2m"
+    assert body["params"] == {"steps": 6, "base_steps": 12, "base_rho": 7.0, "end_index": 9, "time_rho": 1.3,
+                              "denoise": 1.0}
+    torch.testing.assert_close(torch.tensor(body["sigmas"]), parse_params(text).sigmas(TABLE), rtol=2e-6, atol=0)
+    status, body = routes.schedule_reply({**query, "params": "fewstep v1: x"})
+    assert status == 400 and body["error"].startswith("Few-Step Sigmas: params: 'x' is not key=value")
