@@ -13,9 +13,13 @@ For each budget of model evaluations (NFE) every method reports
     full 256 x 256), mean and 95% interval over seeds;
   - the RMS distance to a high-accuracy solution (RK4 in log-sigma) of the same probability-flow
     ODE from the same noise, at the sigma where the method stops and at sigma = 0.
+With tuning on (the default), the schedule tuner (fewstep/tuner.py) first tunes a schedule per budget
+and solver on probe noises disjoint from the evaluation noises; the tuned schedules then run through
+Few-Step Sigmas' `params` input and the pack's sampler like every other method.
 
     python benchmarks/quality.py            # full run, writes docs/quality.md and docs/quality.png
     python benchmarks/quality.py --quick    # a few methods, one seed, no docs (the smoke test)
+    python benchmarks/quality.py --no-tuned # without the tuned rows
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/quality.py   # another ComfyUI than PINNED
 """
 
@@ -278,9 +282,17 @@ class Config:
     schedulers: tuple[str, ...] | None = None  # None: every core scheduler (+ AYS, GITS)
     mixture_seed: int = 0
     threads: int = 1  # more threads make small float64 eigen-solves far slower on a busy machine
+    tuned: bool = True  # tune a schedule per budget and solver and report it like any method
+    tune_solvers: tuple[str, ...] = ("dpmpp_2m", "dpmpp_1s")
+    tune_probes: int = 256  # probe noises (seed TUNE_SEED + budget: disjoint from the evaluation seeds)
+    tune_seconds: float = 300.0  # time budget of each tuning run
+    tune_candidates: int | None = None  # cap on schedules per tuning run (None: until converged / time)
 
 
-QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80,
+TUNE_SEED = 7000  # probe noises for tuning; the evaluation uses seeds 1000 + i
+
+QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80, tune_solvers=("dpmpp_2m",),
+               tune_probes=32, tune_candidates=40,
                samplers=("euler", "heun", "dpmpp_2m"), schedulers=("karras", "normal"))
 
 
@@ -334,10 +346,10 @@ class Harness:
             return node_output(node().get_sigmas("SD1", steps, 1.0)).float()
         return node_output(node.execute(1.20, steps, 1.0)).float()
 
-    def pack_sigmas(self, recipe: str, steps=5, base_steps=8, base_rho=5.0, end_index=6, time_rho=1.2):
+    def pack_sigmas(self, recipe: str, steps=5, base_steps=8, base_rho=5.0, end_index=6, time_rho=1.2, params=""):
         node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]()
         return node_output(node.get_sigmas(self.fake_patcher, recipe, 1.0, steps, base_steps, base_rho,
-                                           end_index, time_rho)).float()
+                                           end_index, time_rho, params=params)).float()
 
     def pack_sampler(self, solver: str, finish: str):
         if finish == "last_sigma":  # the registered KSampler names
@@ -438,6 +450,34 @@ class Harness:
                                                  r.steps, sigmas, budget))
         return methods
 
+    def tuned_methods(self, config: "Config") -> tuple[list[Method], list["Tuning"]]:
+        """Tune a schedule per budget and solver on probe noises (not the evaluation noises), then make
+        each a method whose sigmas come from Few-Step Sigmas' `params` input, as a user would paste them."""
+        from fewstep.tuner import denoiser_run, tune
+
+        sigma_max = self.ms.sigma_max.double()
+        methods, tunings = [], []
+        for budget in config.budgets:
+            generator = torch.Generator().manual_seed(TUNE_SEED + budget)
+            noise = torch.randn((config.tune_probes, *LATENT_SHAPE), generator=generator)
+            x_start = self.ms.noise_scaling(sigma_max, noise.double(), torch.zeros_like(noise, dtype=torch.float64),
+                                            True).float()
+            for solver in config.tune_solvers:
+                result = tune(denoiser_run(self.model, x_start), self.ms.sigmas.double().cpu(), budget, solver,
+                              time_budget=config.tune_seconds, max_candidates=config.tune_candidates)
+                sigmas = self.pack_sigmas("custom", params=result.text)
+                if not torch.equal(sigmas, result.sigmas.float()):
+                    raise AssertionError(f"Few-Step Sigmas does not reproduce the tuned schedule {result.text}")
+                tunings.append(Tuning(budget, solver, result.text, result.start_objective, result.objective,
+                                      result.candidates, result.model_evaluations, result.seconds, result.stopped_by))
+                log.info("tuned NFE %d %s: %.4f -> %.4f in %.1f s (%d schedules, %s)", budget, solver,
+                         result.start_objective, result.objective, result.seconds, result.candidates,
+                         result.stopped_by)
+                method = self._pack_method(f"FewStep tuned ({solver})", solver, "last_sigma", budget, sigmas, budget)
+                method.family = f"FewStep tuned ({solver})"
+                methods.append(method)
+        return methods, tunings
+
     def _pack_method(self, label, solver, finish, steps, sigmas, budget) -> Method:
         denoised = finish == "denoised"
         method = Method(label + (" + denoised" if denoised else ""),
@@ -483,6 +523,21 @@ class Row:
 
 
 @dataclass
+class Tuning:
+    """One tuning run of the schedule tuner: its output string and cost (objective: mean per-probe RMS at 0)."""
+
+    budget: int
+    solver: str
+    text: str
+    start_objective: float
+    objective: float
+    candidates: int
+    model_evaluations: int
+    seconds: float
+    stopped_by: str
+
+
+@dataclass
 class Results:
     config: Config
     label: str
@@ -493,6 +548,7 @@ class Results:
     reference_check: float  # RMS(ref_N - ref_N/2) at sigma 0 (seed 0)
     seconds: float
     machine: str
+    tunings: list[Tuning] = field(default_factory=list)
 
     def table(self, budget: int | None) -> list[Row]:
         rows = [r for r in self.rows if r.method.budget == budget and r.method.family != "baseline"]
@@ -505,7 +561,7 @@ class Results:
         return [r for r in self.rows if r.method.budget is None and r.method.family != "baseline"]
 
 
-def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str], dict[str, str]]:
+def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str], dict[str, str], list[Tuning]]:
     samplers, skipped = harness.core_samplers(config.samplers)
     schedulers = harness.core_schedulers(config.schedulers)
     methods, unfit = [], {}
@@ -524,7 +580,11 @@ def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str]
     methods.append(Method(f"{sampler} / {scheduler}, {steps} steps (baseline)", "baseline", sampler, scheduler,
                           steps, sigmas, make, end_sigma(sampler, sigmas), None,
                           nfe=harness.probe_nfe(make, sigmas)))
-    return methods, skipped, unfit
+    tunings = []
+    if config.tuned:
+        tuned_rows, tunings = harness.tuned_methods(config)
+        methods += tuned_rows
+    return methods, skipped, unfit, tunings
 
 
 def run(config: Config = Config(), comfy: SimpleNamespace | None = None) -> Results:
@@ -541,7 +601,7 @@ def _run(config: Config, comfy: SimpleNamespace) -> Results:
     began = time.perf_counter()
     mixture = GaussianMixture.random(config.components, seed=config.mixture_seed)
     harness = Harness(comfy, mixture)
-    methods, skipped, unfit = plan(harness, config)
+    methods, skipped, unfit, tunings = plan(harness, config)
     rows = [Row(m) for m in methods]
     floor = Row(Method("exact samples of the mixture", "floor", "-", "-", 0, torch.zeros(1), None, 0.0))
 
@@ -579,7 +639,7 @@ def _run(config: Config, comfy: SimpleNamespace) -> Results:
                f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, "
                f"torch {torch.__version__}")
     return Results(config, comfy.label, rows, skipped, unfit, floor, reference_check,
-                   time.perf_counter() - began, machine)
+                   time.perf_counter() - began, machine, tunings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,16 +671,22 @@ def row_line(rank, row: Row, first: Row | None = None) -> str:
             f"{Row.stats(row.rms_end)[0]:.4f} | {Row.stats(row.rms_zero)[0]:.4f} |")
 
 
+def tuned(method: Method) -> bool:
+    return method.family.startswith("FewStep tuned")
+
+
 def headline(results: Results) -> list[str]:
     lines = []
     for budget in results.config.budgets:
         table = results.table(budget)
-        ours = [(i + 1, r) for i, r in enumerate(table) if r.method.pack]
         winner = table[0]
-        if ours:
-            rank, best = ours[0]
-            lines.append(f"NFE {budget}: our best {best.method.name} FD {fmt(best.fd)} (rank {rank} of {len(table)}, "
-                         f"{paired(best, winner)} paired vs #1); winner {winner.method.name} FD {fmt(winner.fd)}")
+        for kind, wanted in (("recipe", lambda m: m.pack and not tuned(m)), ("tuned", tuned)):
+            ours = [(i + 1, r) for i, r in enumerate(table) if wanted(r.method)]
+            if ours:
+                rank, best = ours[0]
+                lines.append(f"NFE {budget}: our best {kind} {best.method.name} FD {fmt(best.fd)} (rank {rank} of "
+                             f"{len(table)}, {paired(best, winner)} paired vs #1); winner {winner.method.name} "
+                             f"FD {fmt(winner.fd)}")
     base = results.baseline()
     lines.append(f"baseline {base.method.name}: NFE {base.method.nfe}, FD {fmt(base.fd)}; "
                  f"exact-sample floor FD {fmt(results.floor.fd)}")
@@ -640,6 +706,17 @@ def markdown(results: Results) -> str:
         out += ["", f"### NFE budget {budget}", "", HEADER, RULE]
         table = results.table(budget)
         out += [row_line(i + 1, r, table[0]) for i, r in enumerate(table)]
+    if results.tunings:
+        out += ["", "### Tuned schedules", "",
+                f"Tuned by `fewstep/tuner.py` on {c.tune_probes} probe noises (seed {TUNE_SEED} + budget, disjoint "
+                f"from the evaluation seeds), time budget {c.tune_seconds:.0f} s each; objective: mean per-probe RMS "
+                "of x_N to a 40-step DPM++2M solution at sigma 0. The string is what the rows above pasted into "
+                "Few-Step Sigmas' `params`.", "",
+                "| NFE | solver | objective: recipe -> tuned | schedules | model evaluations | seconds | stopped "
+                "| params |",
+                "|---:|---|---|---:|---:|---:|---|---|"]
+        out += [f"| {t.budget} | {t.solver} | {t.start_objective:.4f} -> {t.objective:.4f} | {t.candidates} | "
+                f"{t.model_evaluations} | {t.seconds:.1f} | {t.stopped_by} | `{t.text}` |" for t in results.tunings]
     out += ["", "### Reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
     out += [row_line("-", r) for r in results.off_budget()]
     f = results.floor
@@ -721,7 +798,8 @@ def plot(results: Results, path: Path) -> None:
             best[m.nfe if m.pack else m.budget] = min(fd, best.get(m.nfe if m.pack else m.budget, math.inf))
     fig, ax = plt.subplots(figsize=(9, 5.5))
     palette = plt.get_cmap("tab20").colors
-    pack_colors = {"FewStep (last sigma)": "crimson", "FewStep + denoised": "black"}
+    pack_colors = {"FewStep (last sigma)": "crimson", "FewStep + denoised": "black",
+                   "FewStep tuned (dpmpp_2m)": "darkgreen", "FewStep tuned (dpmpp_1s)": "limegreen"}
     ordered = sorted(families.items(), key=lambda item: item[0].startswith("FewStep"))
     for i, (family, points) in enumerate(ordered):
         xs = sorted(points)
@@ -768,6 +846,8 @@ def main(argv=None) -> Results:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--samples", type=int)
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/quality.md and docs/quality.png")
+    parser.add_argument("--no-tuned", action="store_true", help="leave out the tuned schedules (no tuning runs)")
+    parser.add_argument("--tune-seconds", type=float, help="time budget of each tuning run")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = QUICK if options.quick else Config()
@@ -775,6 +855,10 @@ def main(argv=None) -> Results:
         config = replace(config, seeds=options.seeds)
     if options.samples:
         config = replace(config, samples=options.samples)
+    if options.no_tuned:
+        config = replace(config, tuned=False)
+    if options.tune_seconds:
+        config = replace(config, tune_seconds=options.tune_seconds)
     results = run(config)
     print_tables(results)
     if not (options.quick or options.no_docs):

@@ -47,11 +47,14 @@ def sigma_at_timestep(timestep: torch.Tensor, sigma_table: torch.Tensor) -> torc
 
 
 def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_rho: float,
-                   end_index: int, time_rho: float = 1.2, denoise: float = 1.0) -> torch.Tensor:
+                   end_index: int, time_rho: float = 1.2, denoise: float = 1.0,
+                   ramp: tuple[float, ...] | None = None) -> torch.Tensor:
     """The N+1 sigmas of the early-stopping schedule; the last one is above zero (NFE = N).
 
     ``denoise`` < 1 (img2img) starts lower in timestep space: t_start' = t_end + denoise *
     (t_start - t_end), and the same N steps are spaced with ``time_rho`` between t_start' and t_end.
+    ``ramp`` (N-1 increasing values in (0, 1), e.g. from the schedule tuner) replaces the even
+    positions j/N of the interior steps in that Karras spacing; None keeps them even, as the paper.
     """
     if not 1 <= end_index < base_steps:
         raise ValueError(f"end_index = {end_index} must be between 1 and base_steps - 1 = {base_steps - 1}")
@@ -61,7 +64,14 @@ def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_
     base = karras_sigmas(base_steps, float(table[0]), float(table[-1]), base_rho)
     t_start, t_end = continuous_timestep(base[[0, end_index]], table).tolist()
     t_start = t_end + denoise * (t_start - t_end)
-    ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    if ramp is None:
+        ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    else:
+        if len(ramp) != steps - 1:
+            raise ValueError(f"ramp has {len(ramp)} values; {steps} steps need {steps - 1}")
+        ramp = torch.tensor([0.0, *ramp, 1.0], dtype=torch.float64)
+        if not bool((ramp[1:] > ramp[:-1]).all()):
+            raise ValueError("ramp values must increase strictly inside (0, 1)")
     start_inv, end_inv = t_start ** (1.0 / time_rho), t_end ** (1.0 / time_rho)
     timesteps = (start_inv + ramp * (end_inv - start_inv)) ** time_rho
     return sigma_at_timestep(timesteps, table).to(torch.float32)

@@ -3,15 +3,18 @@
 from .freeu import TimedFreeU
 from .sampler import FewStepDPMPPSampler
 from .sigmas import FewStepSigmas
+from .tuner import FewStepScheduleTuner
 
 NODE_CLASS_MAPPINGS = {
     "FewStepSigmas": FewStepSigmas,
     "FewStepDPMPPSampler": FewStepDPMPPSampler,
     "TimedFreeU": TimedFreeU,
+    "FewStepScheduleTuner": FewStepScheduleTuner,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FewStepSigmas": "Few-Step Sigmas",
     "FewStepDPMPPSampler": "Few-Step DPM++ Sampler",
     "TimedFreeU": "Timed FreeU",
+    "FewStepScheduleTuner": "Few-Step Schedule Tuner",
 }

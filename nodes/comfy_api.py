@@ -14,7 +14,9 @@ from functools import partial
 import torch
 
 import comfy.k_diffusion.sampling as k_diffusion_sampling
+import comfy.model_management
 import comfy.model_sampling
+import comfy.sample
 import comfy.samplers
 
 from ..fewstep.recipes import recipe_for_step_count
@@ -74,6 +76,28 @@ def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disab
     model_options["transformer_options"] = transformer_options
     extra_args["model_options"] = model_options
     return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish)
+
+
+def empty_latent_for(model, latent: torch.Tensor) -> torch.Tensor:
+    """An empty latent with the channel count the model wants (CURRENT resizes one; PINNED has no such step)."""
+    fix = getattr(comfy.sample, "fix_empty_latent_channels", None)
+    return latent if fix is None else fix(model, latent)
+
+
+def sample_custom_with(model, sampler_function, noise, cfg, sigmas, positive, negative, latent, seed):
+    """Run ``sampler_function`` (k-diffusion signature) through ComfyUI's own guided sampling path.
+
+    ``comfy.sample.sample_custom`` exists in both versions: it loads the model, prepares the conds and
+    applies CFG (PINNED: sampling_function; CURRENT: CFGGuider) with every patch and LoRA of ``model``.
+    """
+    sampler = comfy.samplers.KSAMPLER(sampler_function)
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      disable_pbar=True, seed=seed)
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interruption exception if the user pressed Cancel (resets the flag as ComfyUI does)."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
 
 
 def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from ..fewstep.params import parse_params
 from ..fewstep.recipes import RECIPES
 from ..fewstep.schedule import continuous_timestep, standard_sigma_table
 from ..fewstep.window import Window, check_step
@@ -61,6 +62,9 @@ def schedule_reply(query) -> tuple[int, dict]:
     timesteps = continuous_timestep(sigmas.to(_SIGMA_TABLE.dtype), _SIGMA_TABLE)
     recipe = RECIPES.get(inputs["recipe"])
     used = inputs if recipe is None else asdict(recipe)  # a named recipe ignores the custom widgets
+    if recipe is None and str(inputs.get("params", "")).strip():  # a params string replaces them
+        recipe = parse_params(inputs["params"])
+        used = asdict(recipe)
     nfe = len(sigmas) - 1
     body = {
         "recipe": inputs["recipe"],

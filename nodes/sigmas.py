@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..fewstep import recipes
+from ..fewstep.params import check_params, parse_params
 from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES
 from ..fewstep.schedule import fewstep_sigmas, recipe_sigmas
 from .comfy_api import discrete_sigma_table, model_sampling_of
@@ -45,31 +46,43 @@ class FewStepSigmas:
             "time_rho": ("FLOAT", {"default": c.time_rho, "min": recipes.TIME_RHO_RANGE[0],
                                    "max": recipes.TIME_RHO_RANGE[1], "step": 0.05,
                                    "tooltip": "custom: exponent of the Karras spacing in timestep space (paper: 1.2)."}),
+        }, "optional": {
+            "params": ("STRING", {"default": "", "multiline": False, "tooltip": (
+                "custom: a schedule as text, e.g. the output of Few-Step Schedule Tuner "
+                "('fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2 ...'). When not "
+                "empty it replaces the custom parameters above. Named recipes ignore it.")}),
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, recipe, steps, base_steps, base_rho, end_index, time_rho, denoise):
-        return _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise) or True
+    def VALIDATE_INPUTS(cls, recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params=""):
+        return _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params) or True
 
-    def get_sigmas(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho):
-        message = _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise)
+    def get_sigmas(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
+        message = _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params)
         if message:
             raise ValueError(f"Few-Step Sigmas: {message}")
         table = discrete_sigma_table(model_sampling_of(model))
-        return (schedule(table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho),)
+        return (schedule(table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params),)
 
 
-def schedule(sigma_table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho):
+def schedule(sigma_table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
     """The node's sigmas on ``sigma_table`` for checked inputs (also served to the graph on the node)."""
+    if recipe == CUSTOM and params.strip():
+        return parse_params(params).sigmas(sigma_table, denoise)
     if recipe == CUSTOM:
         return fewstep_sigmas(sigma_table, steps, base_steps, base_rho, end_index, time_rho, denoise)
     return recipe_sigmas(RECIPES[recipe], sigma_table, denoise)
 
 
-def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise) -> str | None:
+def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params="") -> str | None:
     """Message for a bad input (named, with its allowed range), or None."""
     if recipe not in RECIPE_CHOICES:
         return f"recipe = {recipe!r} is not one of {RECIPE_CHOICES}"
+    if recipe == CUSTOM and params.strip():  # the string replaces the custom widgets
+        low, high = recipes.DENOISE_RANGE
+        if not low <= denoise <= high:
+            return f"denoise = {denoise} is out of range: allowed {low} to {high}"
+        return check_params(params)
     if recipe != CUSTOM:  # the custom widgets are ignored: check the recipe's own values with denoise
         r = RECIPES[recipe]
         steps, base_steps, base_rho, end_index, time_rho = r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho

@@ -109,3 +109,19 @@ def test_quick_run_orders_accuracy_sensibly(quick):
     # exact samples set the floor no sampler can beat by much
     assert mean(quick.floor.fd)[0] < mean(euler5.fd)[0]
     assert quality.headline(quick)
+
+
+def test_quick_run_reports_tuned_schedules(quick):
+    """Each budget has a tuned row whose schedule came through Few-Step Sigmas' params input."""
+    from fewstep.params import parse_params
+
+    tuned = {r.method.budget: r for r in quick.rows if r.method.family == "FewStep tuned (dpmpp_2m)"}
+    assert sorted(tuned) == sorted(quick.config.budgets)
+    for tuning in quick.tunings:
+        row = tuned[tuning.budget]
+        assert row.method.nfe == tuning.budget and row.method.pack
+        params = parse_params(tuning.text)
+        assert params.steps == tuning.budget and params.solver == "dpmpp_2m"
+        assert tuning.objective <= tuning.start_objective and tuning.candidates == quick.config.tune_candidates
+        assert len(row.method.sigmas) == tuning.budget + 1 and float(row.method.sigmas[-1]) > 0
+    assert "### Tuned schedules" in quality.markdown(quick)

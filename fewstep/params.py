@@ -1,0 +1,142 @@
+"""A schedule's parameters as one line of text, the form the schedule tuner outputs and Few-Step Sigmas reads.
+
+    fewstep v1: steps=5 base_steps=8 base_rho=5.4 end_index=6 time_rho=1.31 ramp=0.17,0.38,0.6,0.81 solver=dpmpp_2m
+
+steps .. time_rho are the custom recipe (see ``recipes.py``). ``ramp`` (optional) holds the positions
+of the N-1 interior steps in the Karras spacing of timestep space (even spacing j/N when absent).
+``solver`` (optional) records the solver the schedule was tuned for; it does not change the sigmas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import recipes
+from .recipes import Recipe
+from .schedule import fewstep_sigmas
+from .solvers import SOLVERS
+
+PREFIX = "fewstep v1:"
+REQUIRED = ("steps", "base_steps", "base_rho", "end_index", "time_rho")
+KEYS = (*REQUIRED, "ramp", "solver")
+EXAMPLE = "fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2"
+ALLOWED = (f"allowed: '{PREFIX}' followed by key=value pairs separated by spaces; required keys "
+           f"{', '.join(REQUIRED)}; optional ramp (N-1 comma-separated values increasing strictly inside "
+           f"(0, 1)) and solver ({' or '.join(SOLVERS)}); for example '{EXAMPLE}'")
+
+
+class ParamsError(ValueError):
+    """A malformed parameter string; the message names ``params`` and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """A custom schedule: the recipe parameters and, optionally, free positions of the interior steps."""
+
+    steps: int
+    base_steps: int
+    base_rho: float
+    end_index: int
+    time_rho: float
+    ramp: tuple[float, ...] | None = None
+    solver: str | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> "ScheduleParams":
+        return cls(recipe.steps, recipe.base_steps, recipe.base_rho, recipe.end_index, recipe.time_rho,
+                   solver=recipe.solver)
+
+    def sigmas(self, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:
+        """The N+1 sigmas of this schedule on a model's sigma table (see ``schedule.fewstep_sigmas``)."""
+        return fewstep_sigmas(sigma_table, self.steps, self.base_steps, self.base_rho, self.end_index,
+                              self.time_rho, denoise, self.ramp)
+
+    def problem(self) -> str | None:
+        """Message naming the first invalid field, or None."""
+        message = recipes.check_custom_parameters(self.steps, self.base_steps, self.base_rho, self.end_index,
+                                                  self.time_rho)
+        if message:
+            return message
+        if self.ramp is not None:
+            if len(self.ramp) != self.steps - 1:
+                return f"ramp has {len(self.ramp)} values; steps = {self.steps} needs {self.steps - 1}"
+            points = (0.0, *self.ramp, 1.0)
+            if not all(math.isfinite(v) for v in self.ramp) or any(b <= a for a, b in zip(points, points[1:])):
+                return "ramp values must increase strictly inside (0, 1)"
+        if self.solver is not None and self.solver not in SOLVERS:
+            return f"solver = {self.solver!r} is not one of {list(SOLVERS)}"
+        return None
+
+
+def _number(value: float) -> str:
+    return format(value, ".6g")
+
+
+def format_params(params: ScheduleParams) -> str:
+    """The one-line text form of ``params`` (floats to 6 significant digits; parse_params reads it back)."""
+    fields = [f"steps={params.steps}", f"base_steps={params.base_steps}", f"base_rho={_number(params.base_rho)}",
+              f"end_index={params.end_index}", f"time_rho={_number(params.time_rho)}"]
+    if params.ramp is not None:
+        fields.append("ramp=" + ",".join(_number(v) for v in params.ramp))
+    if params.solver is not None:
+        fields.append(f"solver={params.solver}")
+    return f"{PREFIX} " + " ".join(fields)
+
+
+def rounded(params: ScheduleParams) -> ScheduleParams:
+    """``params`` as its text form stores them, so a schedule and its string give the same sigmas."""
+    return parse_params(format_params(params))
+
+
+def parse_params(text: str) -> ScheduleParams:
+    """Read a string written by ``format_params`` (or by hand); ParamsError naming ``params`` if malformed."""
+    def fail(problem: str) -> ParamsError:
+        return ParamsError(f"params: {problem}; {ALLOWED}")
+
+    text = text.strip()
+    if not text.startswith(PREFIX):
+        raise fail(f"{text[:40]!r} does not start with {PREFIX!r}")
+    values: dict[str, str] = {}
+    for token in text[len(PREFIX):].split():
+        key, sep, value = token.partition("=")
+        if not sep or not value:
+            raise fail(f"{token!r} is not key=value")
+        if key not in KEYS:
+            raise fail(f"unknown key {key!r}")
+        if key in values:
+            raise fail(f"{key} is given twice")
+        values[key] = value
+    missing = [k for k in REQUIRED if k not in values]
+    if missing:
+        raise fail(f"missing {', '.join(missing)}")
+    try:
+        ints = {k: int(values[k]) for k in ("steps", "base_steps", "end_index")}
+    except ValueError as error:
+        raise fail(f"steps, base_steps and end_index must be whole numbers ({error})") from None
+    try:
+        floats = {k: float(values[k]) for k in ("base_rho", "time_rho")}
+        ramp = tuple(float(v) for v in values["ramp"].split(",")) if "ramp" in values else None
+    except ValueError as error:
+        raise fail(f"base_rho, time_rho and ramp must be numbers ({error})") from None
+    if not all(math.isfinite(v) for v in floats.values()):
+        raise fail("base_rho and time_rho must be finite")
+    params = ScheduleParams(ints["steps"], ints["base_steps"], floats["base_rho"], ints["end_index"],
+                            floats["time_rho"], ramp, values.get("solver"))
+    problem = params.problem()
+    if problem:
+        raise fail(problem)
+    return params
+
+
+def check_params(text: str) -> str | None:
+    """The message for a malformed non-empty string, or None (empty means: not given)."""
+    if not text.strip():
+        return None
+    try:
+        parse_params(text)
+    except ParamsError as error:
+        return str(error)
+    return None

@@ -1,0 +1,85 @@
+"""Few-Step Schedule Tuner: search the best few-step schedule for the connected model and step budget."""
+
+from __future__ import annotations
+
+from ..fewstep.solvers import SOLVERS
+from .tuning import tune_on_model
+
+NFE_RANGE = (2, 50)
+PROBE_RANGE = (1, 64)
+TIME_BUDGET_RANGE = (1.0, 3600.0)
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+class FewStepScheduleTuner:
+    DESCRIPTION = (
+        "Searches the schedule of `nfe` model evaluations that brings the chosen solver closest to a "
+        "40-step DPM++2M reference of the same model, prompt and noise, starting from the paper's recipe "
+        "(end point, time_rho, then the position of every step). Runs the connected model (LoRAs and "
+        "patches included) for up to `time_budget` seconds and returns the best schedule found. The "
+        "same inputs return the cached result at once. Connect SIGMAS to SamplerCustom with Few-Step "
+        "DPM++ Sampler (same solver), or paste the text into Few-Step Sigmas' `params`.")
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    RETURN_TYPES = ("SIGMAS", "STRING")
+    RETURN_NAMES = ("sigmas", "params")
+    OUTPUT_TOOLTIPS = (
+        "nfe+1 sigmas, descending, the last one above zero.",
+        "The schedule as text for Few-Step Sigmas (recipe 'custom', input `params`).")
+    FUNCTION = "tune"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model to tune for (with its LoRAs and patches)."}),
+            "positive": ("CONDITIONING", {"tooltip": "A typical prompt for this model."}),
+            "negative": ("CONDITIONING",),
+            "cfg": ("FLOAT", {"default": 5.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Guidance scale you will sample with (paper: 5.5 or 7.5)."}),
+            "latent_image": ("LATENT", {"tooltip": (
+                "Only its size is used: the tuning resolution. Smaller is faster; the schedule carries over "
+                "to larger sizes reasonably but is best at the size it was tuned at.")}),
+            "nfe": ("INT", {"default": 5, "min": NFE_RANGE[0], "max": NFE_RANGE[1],
+                            "tooltip": "The budget N: model evaluations of the schedule (N+1 sigmas)."}),
+            "solver": (list(SOLVERS), {"default": "dpmpp_2m", "tooltip": (
+                "The solver you will sample with (Few-Step DPM++ Sampler's `solver`); the schedule is tuned "
+                "for it.")}),
+            "probe_seeds": ("INT", {"default": 4, "min": PROBE_RANGE[0], "max": PROBE_RANGE[1], "tooltip": (
+                "How many noise samples the schedule is tuned on (one batch). More: less overfitting to "
+                "particular images, slower.")}),
+            "tuning_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": (
+                "Seed of the probe noises. Kept fixed (no randomize control): a new seed means a new search.")}),
+            "time_budget": ("FLOAT", {"default": 120.0, "min": TIME_BUDGET_RANGE[0], "max": TIME_BUDGET_RANGE[1],
+                                      "step": 1.0, "tooltip": (
+                "Seconds the search may take, reference included; it returns the best schedule so far when "
+                "time is up (or earlier when it has converged).")}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg, nfe, solver, probe_seeds, tuning_seed, time_budget):
+        return _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) or True
+
+    def tune(self, model, positive, negative, cfg, latent_image, nfe, solver, probe_seeds, tuning_seed, time_budget):
+        message = _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget)
+        if message is None:
+            samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
+            if samples is None or samples.dim() != 4:
+                shape = None if samples is None else tuple(samples.shape)
+                message = f"latent_image must be an image latent (batch, channels, height, width); got shape {shape}"
+        if message:
+            raise ValueError(f"Few-Step Schedule Tuner: {message}")
+        tuned = tune_on_model(model, positive, negative, cfg, samples, nfe, solver, probe_seeds, tuning_seed,
+                              time_budget)
+        return (tuned.sigmas.clone(), tuned.text)
+
+
+def _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) -> str | None:
+    """Message for a bad input (named, with its allowed range), or None."""
+    checks = (("nfe", nfe, *NFE_RANGE), ("probe_seeds", probe_seeds, *PROBE_RANGE),
+              ("time_budget", time_budget, *TIME_BUDGET_RANGE), ("tuning_seed", tuning_seed, 0, SEED_MAX),
+              ("cfg", cfg, 0.0, 100.0))
+    for name, value, low, high in checks:
+        if not (low <= value <= high):
+            return f"{name} = {value} is out of range: allowed {low} to {high}"
+    if solver not in SOLVERS:
+        return f"solver = {solver!r} is not one of {list(SOLVERS)}"
+    return None

@@ -1,0 +1,354 @@
+"""The schedule tuner: its search on the analytic model, the params string, and the node in a real ComfyUI."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from conftest import latent
+from test_bench_quality import quality
+
+from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
+from fewstep.recipes import RECIPES, recipe_for_step_count
+from fewstep.schedule import recipe_sigmas, standard_sigma_table
+from fewstep.tuner import denoiser_run, distance, reference_sigmas, tune, valid_schedule
+
+TABLE = standard_sigma_table()
+SIGMA_MAX = float(TABLE[-1])
+
+
+# --- the search on the analytic model (exact denoiser of a Gaussian mixture) ------------------------
+
+@pytest.fixture(scope="module")
+def mixture():
+    return quality.GaussianMixture.random(components=4, shape=(4, 4, 4), seed=2)
+
+
+def start_latents(count: int, seed: int) -> torch.Tensor:
+    noise = torch.randn((count, 4, 4, 4), generator=torch.Generator().manual_seed(seed))
+    return noise * math.sqrt(1.0 + SIGMA_MAX ** 2)  # ComfyUI's EPS noise scaling at sigma_max
+
+
+def exact_denoiser(mixture):
+    def denoiser(x, sigma):
+        flat = x.reshape(x.shape[0], -1).double()
+        return mixture.denoise(flat, sigma.double().reshape(-1).expand(x.shape[0])).reshape(x.shape).float()
+    return denoiser
+
+
+@pytest.fixture(scope="module")
+def tuned(mixture):
+    run = denoiser_run(exact_denoiser(mixture), start_latents(256, seed=11))
+    return tune(run, TABLE, 5, "dpmpp_2m", time_budget=120, max_candidates=120)
+
+
+def test_search_improves_the_objective_and_returns_a_valid_schedule(mixture, tuned):
+    assert tuned.objective < 0.8 * tuned.start_objective
+    assert valid_schedule(tuned.sigmas, 5) and len(tuned.sigmas) == 6 and float(tuned.sigmas[-1]) > 0
+    assert float(tuned.sigmas[0]) == pytest.approx(SIGMA_MAX, rel=1e-6)
+    assert tuned.params.ramp is not None and tuned.params.solver == "dpmpp_2m"
+    # the text reproduces the schedule exactly, and the objective is what that schedule scores
+    assert torch.equal(parse_params(tuned.text).sigmas(TABLE), tuned.sigmas)
+    run = denoiser_run(exact_denoiser(mixture), start_latents(256, seed=11))
+    reference = run(reference_sigmas(TABLE), "dpmpp_2m")
+    assert distance(run(tuned.sigmas, "dpmpp_2m"), reference) == pytest.approx(tuned.objective, rel=1e-9)
+    start = recipe_sigmas(recipe_for_step_count(5), TABLE)
+    assert distance(run(start, "dpmpp_2m"), reference) == pytest.approx(tuned.start_objective, rel=1e-9)
+    assert tuned.model_evaluations == 40 + 5 * tuned.candidates
+    assert tuned.stopped_by == "candidate limit" and tuned.candidates == 120
+
+
+def test_tuned_schedule_is_better_on_noise_it_was_not_tuned_on(mixture, tuned):
+    """Against the exact ODE solution (RK4), on held-out noise."""
+    x = start_latents(256, seed=12)
+    exact = quality.reference_solution(mixture, x, SIGMA_MAX, set(), 100)[0.0].reshape(x.shape)
+    run = denoiser_run(exact_denoiser(mixture), x)
+    start = recipe_sigmas(recipe_for_step_count(5), TABLE)
+    assert distance(run(tuned.sigmas, "dpmpp_2m"), exact) < 0.85 * distance(run(start, "dpmpp_2m"), exact)
+
+
+def test_search_is_deterministic_and_keeps_to_its_time_budget(mixture):
+    x = start_latents(16, seed=3)
+    first = tune(denoiser_run(exact_denoiser(mixture), x), TABLE, 6, "dpmpp_1s", max_candidates=25)
+    second = tune(denoiser_run(exact_denoiser(mixture), x), TABLE, 6, "dpmpp_1s", max_candidates=25)
+    assert first.text == second.text and first.objective == second.objective
+
+    ticks = [0.0]  # a clock that advances one second per solver run: the budget is counted in runs
+    calls = []
+
+    def run(sigmas, solver):
+        ticks[0] += 1.0
+        calls.append(len(sigmas))
+        return denoiser_run(exact_denoiser(mixture), x)(sigmas, solver)
+
+    fractions = []
+    result = tune(run, TABLE, 6, "dpmpp_1s", time_budget=10.0, clock=lambda: ticks[0],
+                  progress=lambda fraction, best: fractions.append((fraction, best)))
+    assert result.stopped_by == "time budget" and ticks[0] <= 10.0 and len(calls) == 10
+    assert fractions == sorted(fractions, key=lambda item: item[0])
+    assert all(b2 <= b1 for (_, b1), (_, b2) in zip(fractions, fractions[1:]))  # the best only improves
+
+
+def test_interrupt_check_stops_the_search(mixture):
+    class Stop(Exception):
+        pass
+
+    checks = []
+
+    def check():
+        checks.append(1)
+        if len(checks) > 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        tune(denoiser_run(exact_denoiser(mixture), start_latents(4, 0)), TABLE, 5, "dpmpp_2m", check_interrupt=check)
+    assert len(checks) == 5
+
+
+def test_tuner_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="solver = 'euler'"):
+        tune(lambda s, w: None, TABLE, 5, "euler")
+    with pytest.raises(ValueError, match="steps = 0"):
+        tune(lambda s, w: None, TABLE, 0, "dpmpp_1s")
+
+
+# --- the params string ------------------------------------------------------------------------------
+
+def test_params_round_trip():
+    for params in (ScheduleParams.from_recipe(RECIPES["SD1.5 8-step"]),
+                   ScheduleParams(5, 8, 19.8334, 6, 2.71748, (0.0876475, 0.218402, 0.411042, 0.736692), "dpmpp_2m"),
+                   ScheduleParams(3, 4, 0.5, 3, 0.7)):
+        text = format_params(params)
+        assert parse_params(text) == params
+        assert format_params(parse_params(text)) == text
+    assert format_params(ScheduleParams(5, 8, 5.0, 6, 1.2)) == \
+        "fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2"
+    # order, spacing and surrounding blanks do not matter when written by hand
+    assert parse_params("  fewstep v1:  time_rho=1.2 steps=5  end_index=6 base_rho=5 base_steps=8 ") == \
+        ScheduleParams(5, 8, 5.0, 6, 1.2)
+    # the string gives the recipe's schedule when it holds the recipe's values
+    torch.testing.assert_close(parse_params("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2")
+                               .sigmas(TABLE), recipe_sigmas(RECIPES["SD1.5 5-step"], TABLE), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2", "does not start with 'fewstep v1:'"),
+    ("fewstep v2: steps=5", "does not start with"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6", "missing time_rho"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 steps=6", "steps is given twice"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 foo=1", "unknown key 'foo'"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho", "'time_rho' is not key=value"),
+    ("fewstep v1: steps=five base_steps=8 base_rho=5 end_index=6 time_rho=1.2", "whole numbers"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=x end_index=6 time_rho=1.2", "must be numbers"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=nan end_index=6 time_rho=1.2", "finite"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=8 time_rho=1.2", "end_index = 8 is out of range"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=11", "time_rho = 11.0 is out of range"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 ramp=0.2,0.4,0.6", "needs 4"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 ramp=0.2,0.6,0.4,0.8", "increase strictly"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 ramp=0.2,0.4,0.6,1.0", "increase strictly"),
+    ("fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 solver=euler", "solver = 'euler'"),
+])
+def test_malformed_params_are_rejected_naming_params(text, problem):
+    with pytest.raises(ParamsError) as error:
+        parse_params(text)
+    message = str(error.value)
+    assert message.startswith("params: ") and problem in message
+    assert "allowed:" in message and "fewstep v1: steps=5" in message  # says what a good string looks like
+
+
+# --- the nodes in a real ComfyUI --------------------------------------------------------------------
+
+def tuner_node(comfy):
+    return comfy.nodes.NODE_CLASS_MAPPINGS["FewStepScheduleTuner"]()
+
+
+def sigmas_node(comfy):
+    return comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]()
+
+
+def counted(model):
+    """A clone whose UNet evaluations are counted through ComfyUI's own unet wrapper hook."""
+    clone = model.clone()
+    calls = []
+
+    def wrapper(apply_model, args):
+        calls.append(float(args["timestep"].max()))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    clone.set_model_unet_function_wrapper(wrapper)
+    return clone, calls
+
+
+def test_sigmas_node_params_input(comfy, tiny_model):
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]
+    optional = cls.INPUT_TYPES()["optional"]
+    assert list(optional) == ["params"] and optional["params"][0] == "STRING"
+    assert optional["params"][1]["default"] == "" and optional["params"][1]["multiline"] is False
+    text = "fewstep v1: steps=6 base_steps=12 base_rho=7 end_index=9 time_rho=1.3 ramp=0.1,0.3,0.5,0.7,0.8"
+    out = sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params=text)[0]
+    torch.testing.assert_close(out, parse_params(text).sigmas(TABLE), rtol=2e-6, atol=0)
+    assert len(out) == 7
+    half = sigmas_node(comfy).get_sigmas(tiny_model, "custom", 0.5, 5, 8, 5.0, 6, 1.2, params=text)[0]
+    assert len(half) == 7 and half[0] < out[0] and float(half[-1]) == pytest.approx(float(out[-1]))
+    # named recipes ignore it, empty means "not given"
+    torch.testing.assert_close(sigmas_node(comfy).get_sigmas(tiny_model, "SD1.5 5-step", 1.0, 5, 8, 5.0, 6, 1.2,
+                                                             params=text)[0],
+                               recipe_sigmas(RECIPES["SD1.5 5-step"], TABLE), rtol=2e-6, atol=0)
+    assert torch.equal(sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params="")[0],
+                       sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2)[0])
+    # a malformed string is rejected at validation, naming `params`
+    message = cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 1.0, params="fewstep v1: steps=5")
+    assert message.startswith("params: missing base_steps") and "allowed:" in message
+    assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 1.0, params=text) is True
+    assert cls.VALIDATE_INPUTS("SD1.5 5-step", 5, 8, 5.0, 6, 1.2, 1.0, params="junk") is True  # ignored there
+    assert "denoise = 0.0" in cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 0.0, params=text)
+    with pytest.raises(ValueError, match="Few-Step Sigmas: params: "):
+        sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params="fewstep v1: x=1")
+
+
+def test_tuner_node_declaration(comfy):
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepScheduleTuner"]
+    assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS["FewStepScheduleTuner"] == "Few-Step Schedule Tuner"
+    assert cls is comfy.pack.NODE_CLASS_MAPPINGS["FewStepScheduleTuner"]
+    assert cls.CATEGORY == "sampling/custom_sampling/schedulers"
+    assert cls.RETURN_TYPES == ("SIGMAS", "STRING")
+    assert list(cls.INPUT_TYPES()["required"]) == ["model", "positive", "negative", "cfg", "latent_image", "nfe",
+                                                   "solver", "probe_seeds", "tuning_seed", "time_budget"]
+    assert not hasattr(cls, "IS_CHANGED")  # a pure function of its inputs: ComfyUI's own cache applies
+
+
+def test_tuner_node_rejects_bad_inputs(comfy, tiny_model, conds):
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepScheduleTuner"]
+    good = dict(cfg=5.5, nfe=5, solver="dpmpp_2m", probe_seeds=2, tuning_seed=0, time_budget=10.0)
+    assert cls.VALIDATE_INPUTS(**good) is True
+    for change, expected in ((dict(nfe=1), "nfe = 1 is out of range: allowed 2 to 50"),
+                             (dict(nfe=51), "nfe = 51 is out of range"),
+                             (dict(solver="euler"), "solver = 'euler' is not one of ['dpmpp_1s', 'dpmpp_2m']"),
+                             (dict(probe_seeds=0), "probe_seeds = 0 is out of range: allowed 1 to 64"),
+                             (dict(time_budget=0.5), "time_budget = 0.5 is out of range: allowed 1.0 to 3600.0"),
+                             (dict(cfg=-1.0), "cfg = -1.0 is out of range")):
+        assert cls.VALIDATE_INPUTS(**{**good, **change}).startswith(expected)
+    with pytest.raises(ValueError, match="Few-Step Schedule Tuner: nfe = 0"):
+        cls().tune(tiny_model, conds[0], conds[1], 5.5, latent(8), 0, "dpmpp_2m", 2, 0, 10.0)
+    video = {"samples": torch.zeros(1, 4, 2, 8, 8)}
+    with pytest.raises(ValueError, match=r"latent_image must be an image latent .* got shape \(1, 4, 2, 8, 8\)"):
+        cls().tune(tiny_model, conds[0], conds[1], 5.5, video, 5, "dpmpp_2m", 2, 0, 10.0)
+
+
+def seconds_per_evaluation(comfy, model, conds) -> float:
+    """This machine's time for one guided evaluation of the tiny UNet on the test's probe batch, right now."""
+    sampler = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"]().get_sampler("dpmpp_2m", "last_sigma")[0]
+    sigmas = recipe_sigmas(RECIPES["SD1.5 5-step"], TABLE)
+    began = time.monotonic()
+    with torch.no_grad():
+        comfy.custom_sampler.SamplerCustom().sample(model, True, 0, 5.5, conds[0], conds[1], sampler, sigmas,
+                                                    latent(8, batch=2))
+    return (time.monotonic() - began) / 5
+
+
+@pytest.fixture(scope="module")
+def node_run(comfy, tiny_model, conds):
+    """One tuning run of the node on the tiny real UNet, with a time budget worth about 40 + 30 evaluations
+    on this machine now (the reference takes 40): (budget, model, calls, outputs, seconds, progress updates)."""
+    comfy.pack.nodes.tuning.CACHE.clear()
+    per_evaluation = seconds_per_evaluation(comfy, tiny_model, conds)
+    budget = float(math.ceil(max(5.0, 70 * per_evaluation)))
+    model, calls = counted(tiny_model)
+    updates = []
+    import comfy.utils as comfy_utils
+
+    previous = comfy_utils.PROGRESS_BAR_HOOK
+    comfy_utils.set_progress_bar_global_hook(
+        lambda value, total, preview, *rest, **named: updates.append((value, total)))
+    try:
+        began = time.monotonic()
+        outputs = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 2, 3, budget)
+        seconds = time.monotonic() - began
+    finally:
+        comfy_utils.set_progress_bar_global_hook(previous)
+    return budget, model, calls, outputs, seconds, updates
+
+
+def test_tuner_node_on_a_real_unet(comfy, tiny_model, node_run):
+    budget, model, calls, (sigmas, text), seconds, updates = node_run
+    result = next(iter(comfy.pack.nodes.tuning.CACHE.entries.values()))[1].result
+    print(f"node {seconds:.2f} s (budget {budget:.0f} s), search {result.seconds:.2f} s, {result.candidates} "
+          f"schedules, {result.start_objective:.4f} -> {result.objective:.4f}, {result.stopped_by}")
+    assert seconds < budget + 2.0  # model loading, conditioning and rounding of slack
+    assert result.candidates > 1 and result.objective < result.start_objective  # it searched, and found better
+    assert valid_schedule(sigmas, 5) and len(sigmas) == 6 and float(sigmas[-1]) > 0
+    assert float(sigmas[0]) == pytest.approx(SIGMA_MAX, rel=1e-6)
+    assert parse_params(text).solver == "dpmpp_2m"
+    # 40 reference evaluations, then whole schedules of 5, all with the probe batch (cond + uncond)
+    assert len(calls) >= 45 and (len(calls) - 40) % 5 == 0
+    # FewStepSigmas with the params string gives exactly the tuner's schedule
+    again = sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params=text)[0]
+    assert torch.equal(again, sigmas)
+    # ComfyUI's progress bar saw the search, ending full
+    assert updates and updates[-1] == (1000, 1000)
+    assert [v for v, _ in updates] == sorted(v for v, _ in updates)
+
+
+def test_tuner_node_cache(comfy, tiny_model, conds, node_run):
+    budget, model, calls, (sigmas, text), _, _ = node_run
+    before = len(calls)
+    again = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 2, 3, budget)
+    assert len(calls) == before  # not one model evaluation
+    assert torch.equal(again[0], sigmas) and again[1] == text
+    again[0][0] = 0.0  # the caller's copy: the cached schedule is not touched
+    assert torch.equal(tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 2, 3,
+                                              budget)[0], sigmas)
+    # a clone with the same patches is the same model; other conds or another patch are not
+    tuning = comfy.pack.nodes.tuning
+    same = tuning.cache_key(model.clone(), conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget)
+    assert tuning.CACHE.get(*same) is not None
+    other_conds = [[conds[0][0][0] + 1e-3, {}]]
+    for key in (tuning.cache_key(model, other_conds, conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget),
+                tuning.cache_key(model, conds[0], conds[1], 6.0, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget),
+                tuning.cache_key(model, conds[0], conds[1], 5.5, (4, 8, 16), 5, "dpmpp_2m", 2, 3, budget),
+                tuning.cache_key(counted(model)[0], conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3,
+                                 budget)):
+        assert tuning.CACHE.get(*key) is None
+
+
+def test_tuner_node_is_interrupted_by_comfyui(comfy, tiny_model, conds):
+    """ComfyUI's own interrupt flag (what the UI's Cancel sets) stops the search at the next evaluation."""
+    import comfy.model_management as mm
+
+    model, calls = counted(tiny_model)
+
+    def interrupt_after_three(apply_model, args):
+        calls_before = len(calls)
+        if calls_before == 3:
+            mm.interrupt_current_processing(True)
+        calls.append(1)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    model.set_model_unet_function_wrapper(interrupt_after_three)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 1, 0, 60.0)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert len(calls) == 4
+    assert not mm.processing_interrupted()
+
+
+def test_schedule_route_follows_the_params_string(comfy):
+    """The graph editor's schedule preview (nodes/routes.py) draws what a params string gives."""
+    import importlib
+
+    routes = importlib.import_module(f"{comfy.pack.__name__}.nodes.routes")
+    text = ("fewstep v1: steps=6 base_steps=12 base_rho=7 end_index=9 time_rho=1.3 ramp=0.1,0.3,0.5,0.7,0.8 "
+            "solver=dpmpp_2m")
+    query = dict(recipe="custom", denoise="1.0", steps="5", base_steps="8", base_rho="5", end_index="6",
+                 time_rho="1.2", params=text)
+    status, body = routes.schedule_reply(query)
+    assert status == 200 and body["nfe"] == 6 and body["solver"] == "dpmpp_2m"
+    assert body["params"] == {"steps": 6, "base_steps": 12, "base_rho": 7.0, "end_index": 9, "time_rho": 1.3,
+                              "denoise": 1.0}
+    torch.testing.assert_close(torch.tensor(body["sigmas"]), parse_params(text).sigmas(TABLE), rtol=2e-6, atol=0)
+    status, body = routes.schedule_reply({**query, "params": "fewstep v1: x"})
+    assert status == 400 and body["error"].startswith("Few-Step Sigmas: params: 'x' is not key=value")
