@@ -234,6 +234,34 @@ def img2img_workflow(definitions, denoise: float = 0.6) -> dict:
     return g.to_json()
 
 
+def tuner_workflow(definitions, nfe: int = 5, solver: str = "dpmpp_2m", tuning_size: int = 256) -> dict:
+    """Tune a 5-step schedule for the loaded checkpoint, then sample with it."""
+    note = (f"Few-Step Schedule Tuner: searches the {nfe}-evaluation schedule that brings DPM++ 2M closest to a "
+            f"40-step reference of YOUR checkpoint (LoRAs included) on this prompt, starting from the paper's "
+            f"recipe, at {tuning_size}x{tuning_size} for up to time_budget seconds, then samples with it at 512x512. "
+            "The result is cached: queueing again with the same inputs does not tune again. To reuse the schedule "
+            "elsewhere, paste the tuner's params text into Few-Step Sigmas (recipe custom, input params).")
+    g = Graph(definitions)
+    loader, positive, negative, latent, decode = text_to_image(g, SD15_CHECKPOINT, 512, SD15_CFG,
+                                                               "fewstep_tuned_5step", note)
+    small = g.node("EmptyLatentImage", (380, 800), {"width": tuning_size, "height": tuning_size, "batch_size": 1},
+                   title="Tuning resolution", size=(320, 110))
+    tuner = g.node("FewStepScheduleTuner", (840, 40), {"cfg": SD15_CFG, "nfe": nfe, "solver": solver},
+                   size=(320, 300), colors=PURPLE)
+    for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
+                                 (negative, "CONDITIONING", "negative"), (small, "LATENT", "latent_image")):
+        g.connect(source, output, tuner, name)
+    sampler = g.node("FewStepDPMPPSampler", (840, 380), {"solver": solver, "finish": "last_sigma"}, size=(300, 90))
+    custom = g.node("SamplerCustom", (1180, 40), {"add_noise": True, "noise_seed": SEED, "cfg": SD15_CFG},
+                    title=f"SamplerCustom ({nfe} model evaluations)", size=(320, 230))
+    for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
+                                 (negative, "CONDITIONING", "negative"), (sampler, "SAMPLER", "sampler"),
+                                 (tuner, "sigmas", "sigmas"), (latent, "LATENT", "latent_image")):
+        g.connect(source, output, custom, name)
+    g.connect(custom, "output", decode, "samples")
+    return g.to_json()
+
+
 # file name -> builder; the names are public (users and the template browser see them)
 def all_workflows(definitions) -> dict[str, dict]:
     return {
@@ -244,6 +272,7 @@ def all_workflows(definitions) -> dict[str, dict]:
         "fewstep_sdxl_8step": recipe_workflow(definitions, "SDXL 8-step", SDXL_CHECKPOINT, SDXL_CFG),
         "fewstep_sd15_5step_vs_20step": comparison_workflow(definitions),
         "fewstep_sd15_img2img": img2img_workflow(definitions),
+        "fewstep_sd15_tune_5step": tuner_workflow(definitions),
     }
 
 

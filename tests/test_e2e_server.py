@@ -237,3 +237,32 @@ def test_non_unet_model_into_timed_freeu_is_a_clear_error(comfy, server):
     assert details["node_type"] == "TimedFreeU" and str(details["node_id"]) == "2"
     assert "UNet models only" in details["exception_message"] and "SD3" in details["exception_message"]
     assert_still_serving(server, seed=25)
+
+
+def test_tuner_workflow_tunes_within_its_budget_and_samples_with_the_result(server):
+    """fewstep_sd15_tune_5step through the real server on the random-weight SD1.5 checkpoint: the tuner runs
+    its 40-step reference and candidate 5-step schedules, stops by its time budget (the reference is
+    never cut short, so the budget counts from the start but is only checked between candidates), and
+    SamplerCustom then samples with a valid 5-evaluation schedule."""
+    budget = 30.0
+    prompt = workflow_prompt(server, "fewstep_sd15_tune_5step", SIZE, seed=31)
+    node_id, tuner = node_of(prompt, "FewStepScheduleTuner")
+    tuner["inputs"].update(time_budget=budget, probe_seeds=1)
+    tuning_latent = prompt[tuner["inputs"]["latent_image"][0]]["inputs"]
+    tuning_latent["width"] = tuning_latent["height"] = SIZE
+    entry, prompt_id, seconds = run_timed(server, prompt)
+    assert server.output_images(entry)[0].exists()
+    groups = evaluations(server, prompt_id)
+    tuning, final = groups[:-5], groups[-5:]
+    reference = tuning[:40]
+    assert len(tuning) >= 45 and (len(tuning) - 40) % 5 == 0, len(tuning)  # reference + whole candidates
+    final_sigmas = [g["sigmas"][0] for g in final]
+    assert all(a > b > 0 for a, b in zip(final_sigmas, final_sigmas[1:])), final_sigmas
+    assert final_sigmas[0] == pytest.approx(float(TABLE[-1]), rel=2e-4)  # starts at sigma_max
+    span = tuning[-1]["time"] - tuning[0]["time"]
+    reference_span = reference[-1]["time"] - reference[0]["time"]
+    candidate = max(tuning[i + 4]["time"] - tuning[i]["time"] for i in range(40, len(tuning), 5))
+    assert span <= max(budget, reference_span) + 2 * candidate + 1.0, (span, reference_span, candidate)
+    REPORT.append(f"tuner (SD1.5 {SIZE}x{SIZE} CPU, budget {budget:.0f} s): {(len(tuning) - 40) // 5} candidate "
+                  f"schedules after a 40-step reference ({reference_span:.1f} s), tuning {span:.1f} s, "
+                  f"whole prompt {seconds:.1f} s")

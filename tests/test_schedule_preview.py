@@ -340,11 +340,11 @@ def test_saved_workflow_and_prompt_hold_only_the_node_inputs(graph_page, server)
     node = next(n for n in saved["nodes"] if n["type"] == "FewStepSigmas")
     recipe = RECIPES["SD1.5 8-step"]
     assert node["widgets_values"] == ["SD1.5 8-step", 0.6, recipe.steps, recipe.base_steps, recipe.base_rho,
-                                      recipe.end_index, recipe.time_rho]
+                                      recipe.end_index, recipe.time_rho, ""]  # "": the tuner's params, unused
     assert "(recipe)" not in json.dumps(saved)
     prompt = graph_page.js("async () => (await window.app.graphToPrompt()).output")
     inputs = prompt[str(node["id"])]["inputs"]
-    assert set(inputs) == {"model", "recipe", "denoise", *CUSTOM_WIDGETS}
+    assert set(inputs) == {"model", "recipe", "denoise", *CUSTOM_WIDGETS, "params"}
     assert to_api(saved, server.object_info())[str(node["id"])]["inputs"] == inputs
 
 

@@ -16,7 +16,7 @@ from workflow_api import WorkflowError, extra_slots, object_info_of, to_api, wid
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED = {"fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step", "fewstep_sdxl_6step",
-            "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img"}
+            "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img", "fewstep_sd15_tune_5step"}
 TEST_CHECKPOINT = "fewstep-test-model.safetensors"
 TEST_IMAGE = "fewstep-test-image.png"
 FILE_WIDGETS = {

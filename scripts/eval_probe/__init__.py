@@ -3,13 +3,14 @@
 Never part of what users install: it is loaded next to ComfyUI-FewStep only in the servers that the
 tests, the demo and the benchmarks start. It wraps
 ``comfy.model_base.BaseModel.apply_model`` (the one call every sampler makes to run the UNet / DiT)
-and keeps, per prompt id, the sigmas of each call and the latent shape; ``GET
+and keeps, per prompt id, the sigmas of each call, the latent shape and the time; ``GET
 /fewstep_probe/calls/{prompt_id}`` returns them and ``GET /fewstep_probe/memory`` the server's
 resident memory. Counting calls inside the server cannot be fooled by progress messages or by
 what a sampler claims.
 """
 
 import resource
+import time
 
 import comfy.model_base
 import server
@@ -23,7 +24,7 @@ def _wrap(original):
         prompt_id = getattr(server.PromptServer.instance, "last_prompt_id", None)
         CALLS.setdefault(str(prompt_id), []).append(
             {"sigmas": sorted({round(float(v), 6) for v in t.flatten()}), "shape": list(x.shape),
-             "model": type(self).__name__})
+             "model": type(self).__name__, "time": time.monotonic()})
         return original(self, x, t, *args, **kwargs)
 
     apply_model.fewstep_probe = True
