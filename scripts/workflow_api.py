@@ -66,15 +66,12 @@ def _widget_values(node: dict, definition: dict) -> dict:
         return dict(values)
     widgets = widget_inputs(definition)
     expected = sum(1 + extra_slots(name, spec) for name, spec, _ in widgets)
-    required = sum(1 + extra_slots(name, spec) for name, spec, optional in widgets if not optional)
-    if not required <= len(values) <= expected:
+    if len(values) != expected:  # exact: a missing value in the middle would shift every later one
         names = ", ".join(name + (" (+control)" if extra_slots(name, spec) else "") for name, spec, _ in widgets)
         raise WorkflowError(f"{node_label(node)}: {len(values)} widget values, but the node's definition has "
                             f"{expected} widget slots: {names}")
     result, position = {}, 0
     for name, spec, _ in widgets:
-        if position >= len(values):  # trailing optional widgets missing: the frontend uses their defaults
-            break
         result[name] = values[position]
         extra = extra_slots(name, spec)
         if extra and spec[0] == "INT" and not isinstance(values[position + 1], str):
