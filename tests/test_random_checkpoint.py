@@ -14,10 +14,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import random_checkpoint as rc
 import torch
 from safetensors import safe_open
-
-import random_checkpoint as rc
 
 FULL_SDXL = os.environ.get("FEWSTEP_SDXL_TEST") == "1"
 PROMPT = "a photo of a cat sitting on a red sofa"
@@ -137,7 +136,8 @@ def test_sd15_loads_through_checkpoint_loader_simple(comfy, checkpoints_folder):
         unload(comfy)
 
 
-@pytest.mark.skipif(not FULL_SDXL, reason="full SDXL load peaks at ~20 GB RAM, ~2 min: FEWSTEP_SDXL_TEST=1 (make test-sdxl)")
+@pytest.mark.skipif(not FULL_SDXL,
+                    reason="full SDXL load peaks at ~20 GB RAM, ~2 min: FEWSTEP_SDXL_TEST=1 (make test-sdxl)")
 def test_sdxl_loads_through_checkpoint_loader_simple(comfy, checkpoints_folder):
     from comfy import latent_formats, supported_models
 
