@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-sdxl demo bench-freeu clean
+.PHONY: test demo bench bench-quality bench-speed bench-freeu clean
 
 $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
@@ -14,13 +14,20 @@ $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 test: $(VENV)/.installed
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Adds the full SDXL random-weight checkpoint load (about 20 GB RAM, 7 GB in the cache, minutes).
-test-sdxl: $(VENV)/.installed
-	FEWSTEP_SDXL_TEST=1 $(PY) -m pytest tests/test_random_checkpoint.py $(PYTEST_ARGS)
-
 # Runs a bundled workflow on your checkpoint next to 20-step DPM++2M Karras (see scripts/demo.py --help)
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# All benchmarks (CPU, about 15 minutes): the quality proxy (docs/quality.md, docs/quality.png), speed
+# (docs/speed.md) and the FreeU filter table. Each prints its tables.
+bench: bench-quality bench-speed
+	$(PY) benchmarks/freeu_speed.py --filters-only --threads 1 $(BENCH_ARGS)
+
+bench-quality: $(VENV)/.installed
+	$(PY) benchmarks/quality.py $(QUALITY_ARGS)
+
+bench-speed: $(VENV)/.installed
+	$(PY) benchmarks/speed.py $(SPEED_ARGS)
 
 bench-freeu: $(VENV)/.installed
 	$(PY) benchmarks/freeu_speed.py $(BENCH_ARGS)

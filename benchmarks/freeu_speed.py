@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=None,
                         help="latent size of the UNet evaluation (default 64 = 512x512 on a GPU, 16 on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--filters-only", action="store_true",
+                        help="only the filter table (make bench: speed.py times FreeU in the checkpoint's UNet)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,6 +85,8 @@ def main() -> None:
         core = timed(lambda: Fourier_filter(x, threshold=1, scale=0.2), args.repeats, args.device)
         ours = timed(lambda: low_frequency_filter(x, 0.2), args.repeats, args.device)
         print(f"{name:28s} {core * 1e3:12.3f} {ours * 1e3:10.3f} {core / ours:8.1f}x")
+    if args.filters_only:
+        return
 
     config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
               "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
