@@ -73,6 +73,7 @@ class WorkflowTiming:
     unet_calls: list[int] = field(default_factory=list)
     peak_rss: list[float] = field(default_factory=list)  # GiB, during the prompt
     rss_before: list[float] = field(default_factory=list)  # GiB, just before the prompt
+    cached: list[list[str]] = field(default_factory=list)  # node types ComfyUI did not re-run, per run
 
     @property
     def median(self) -> float:
@@ -172,7 +173,11 @@ def time_workflows(checkpoint: Path, size: int, repeats: int, workdir: Path, thr
                 log("note: cannot reset the server's peak RSS; memory columns are peaks since start")
             before = proc_status(pid, "VmRSS")
             prompt_id = server.queue(with_size_and_seed(prompts[label], size, seed))
-            server.wait(prompt_id, timeout=1200)
+            entry = server.wait(prompt_id, timeout=1200)
+            messages = entry.get("status", {}).get("messages", [])
+            cached = sorted({prompts[label][node]["class_type"] for event, data in messages
+                             if event == "execution_cached"
+                             for node in data.get("nodes", []) if node in prompts[label]})
             deadline = time.monotonic() + 30  # the log line follows the history entry
             while True:
                 found = EXECUTED.findall(server.log_path.read_text(errors="replace"))
@@ -185,23 +190,24 @@ def time_workflows(checkpoint: Path, size: int, repeats: int, workdir: Path, thr
             calls = server.get_json(f"/fewstep_probe/calls/{prompt_id}")
             if not calls:
                 raise RuntimeError(f"{label}: no UNet call, ComfyUI served the prompt from its cache")
-            return float(found[-1]), len(calls), proc_status(pid, "VmHWM"), before
+            return float(found[-1]), len(calls), proc_status(pid, "VmHWM"), before, cached
 
         # Warm-up: loads the model and encodes the prompts (the loader and text-encoder nodes are the
         # same in every workflow, so ComfyUI keeps their outputs for all of them).
         first = next(iter(timings))
-        seconds, calls, _, _ = run(first, next(seeds))
+        seconds, calls, _, _, _ = run(first, next(seeds))
         log(f"  warm-up {first}: {seconds:.2f} s, {calls} UNet calls")
         labels = list(timings)
         for repeat in range(repeats):
             order = labels[repeat % len(labels):] + labels[:repeat % len(labels)]  # rotate: drift hits all
             for label in order:
-                seconds, calls, peak, before = run(label, next(seeds))
+                seconds, calls, peak, before, cached = run(label, next(seeds))
                 t = timings[label]
                 t.seconds.append(seconds)
                 t.unet_calls.append(calls)
                 t.peak_rss.append(peak)
                 t.rss_before.append(before)
+                t.cached.append(cached)
                 log(f"  run {repeat + 1}/{repeats} {label}: {seconds:.2f} s, {calls} UNet calls, "
                     f"peak RSS {peak:.2f} GiB")
     return timings
