@@ -13,7 +13,7 @@ The checkpoint is a full-size SD1.5-architecture checkpoint with RANDOM weights
    to warm up (checkpoint load, prompt encoding); then the workflows take turns, each run with a new
    seed, so ComfyUI re-runs sampling, VAE decode and save while the loaded model and encoded prompts
    stay cached, as when a user queues again. Time = the server's own "Prompt executed in" figure.
-   UNet calls are counted inside the server (tests/e2e_probe); peak memory is the server's peak
+   UNet calls are counted inside the server (scripts/eval_probe); peak memory is the server's peak
    resident set during that prompt (Linux VmHWM, reset before each prompt).
 2. Sampler overhead and FreeU cost, in process with the same checkpoint loaded by
    CheckpointLoaderSimple, through SamplerCustom: the time inside the sampler function minus the
@@ -73,6 +73,7 @@ class WorkflowTiming:
     unet_calls: list[int] = field(default_factory=list)
     peak_rss: list[float] = field(default_factory=list)  # GiB, during the prompt
     rss_before: list[float] = field(default_factory=list)  # GiB, just before the prompt
+    cached: list[list[str]] = field(default_factory=list)  # node types ComfyUI did not re-run, per run
 
     @property
     def median(self) -> float:
@@ -150,7 +151,7 @@ def time_workflows(checkpoint: Path, size: int, repeats: int, workdir: Path, thr
 
     timings = {label: WorkflowTiming(label) for label, _, _ in WORKFLOWS}
     with ComfyServer(workdir, checkpoints={CHECKPOINT_NAME: checkpoint},
-                     extra_custom_nodes=[REPO / "tests" / "e2e_probe"],
+                     extra_custom_nodes=[REPO / "scripts" / "eval_probe"],
                      env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}) as server:
         info = server.object_info()
         prompts = {}
@@ -172,7 +173,11 @@ def time_workflows(checkpoint: Path, size: int, repeats: int, workdir: Path, thr
                 log("note: cannot reset the server's peak RSS; memory columns are peaks since start")
             before = proc_status(pid, "VmRSS")
             prompt_id = server.queue(with_size_and_seed(prompts[label], size, seed))
-            server.wait(prompt_id, timeout=1200)
+            entry = server.wait(prompt_id, timeout=1200)
+            messages = entry.get("status", {}).get("messages", [])
+            cached = sorted({prompts[label][node]["class_type"] for event, data in messages
+                             if event == "execution_cached"
+                             for node in data.get("nodes", []) if node in prompts[label]})
             deadline = time.monotonic() + 30  # the log line follows the history entry
             while True:
                 found = EXECUTED.findall(server.log_path.read_text(errors="replace"))
@@ -185,23 +190,24 @@ def time_workflows(checkpoint: Path, size: int, repeats: int, workdir: Path, thr
             calls = server.get_json(f"/fewstep_probe/calls/{prompt_id}")
             if not calls:
                 raise RuntimeError(f"{label}: no UNet call, ComfyUI served the prompt from its cache")
-            return float(found[-1]), len(calls), proc_status(pid, "VmHWM"), before
+            return float(found[-1]), len(calls), proc_status(pid, "VmHWM"), before, cached
 
         # Warm-up: loads the model and encodes the prompts (the loader and text-encoder nodes are the
         # same in every workflow, so ComfyUI keeps their outputs for all of them).
         first = next(iter(timings))
-        seconds, calls, _, _ = run(first, next(seeds))
+        seconds, calls, _, _, _ = run(first, next(seeds))
         log(f"  warm-up {first}: {seconds:.2f} s, {calls} UNet calls")
         labels = list(timings)
         for repeat in range(repeats):
             order = labels[repeat % len(labels):] + labels[:repeat % len(labels)]  # rotate: drift hits all
             for label in order:
-                seconds, calls, peak, before = run(label, next(seeds))
+                seconds, calls, peak, before, cached = run(label, next(seeds))
                 t = timings[label]
                 t.seconds.append(seconds)
                 t.unet_calls.append(calls)
                 t.peak_rss.append(peak)
                 t.rss_before.append(before)
+                t.cached.append(cached)
                 log(f"  run {repeat + 1}/{repeats} {label}: {seconds:.2f} s, {calls} UNet calls, "
                     f"peak RSS {peak:.2f} GiB")
     return timings

@@ -36,6 +36,8 @@ def test_quick_speed_run_completes_with_finite_numbers(tmp_path):
         assert all(finite_positive(v) for v in t["seconds"])
         # the server holds the SD1.5 model (about 4 GiB in float32 on CPU) while it samples
         assert all(p >= 2.0 and p >= b for p, b in zip(t["peak_rss"], t["rss_before"])), t
+        # timed runs reuse the loaded model and encoded prompts (the warm-up made them)
+        assert all({"CheckpointLoaderSimple", "CLIPTextEncode"} <= set(c) for c in t["cached"]), t["cached"]
 
     overheads = result["overheads"]
     assert sorted(overheads) == ["core dpmpp_2m", "core euler", "ours dpmpp_1s", "ours dpmpp_2m"]
