@@ -763,20 +763,10 @@ UNet); SD1.5 6-step and SDXL 6-step then coincide. "+ denoised" adds one evaluat
 
 
 def write_docs(results: Results) -> None:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / "quality.md"
-    key = "pinned" if results.label.startswith("PINNED") else "current"
-    begin, end = f"<!-- quality:{key} -->", f"<!-- /quality:{key} -->"
-    sections = {}
-    if path.exists():
-        text = path.read_text()
-        for other in ("pinned", "current"):
-            b, e = f"<!-- quality:{other} -->", f"<!-- /quality:{other} -->"
-            if b in text and e in text:
-                sections[other] = text[text.index(b):text.index(e) + len(e)]
-    sections[key] = f"{begin}\n{markdown(results)}\n{end}"
-    body = [INTRO] + [sections[k] for k in ("current", "pinned") if k in sections]
-    path.write_text("\n".join(body) + "\n")
+    sys.path.insert(0, str(REPO / "scripts"))
+    from comfyui_runtime import write_version_section
+
+    write_version_section(DOCS / "quality.md", INTRO, "quality", results.label, markdown(results))
     plot(results, DOCS / "quality.png")
 
 

@@ -45,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 sys.path.insert(0, str(REPO / "scripts"))
-from comfyui_runtime import comfyui_path, load_pack  # noqa: E402
+from comfyui_runtime import comfyui_path, load_pack, write_version_section  # noqa: E402
 from random_checkpoint import random_checkpoint  # noqa: E402
 
 CHECKPOINT_NAME = "v1-5-pruned-emaonly.safetensors"  # the name the bundled workflows ask for
@@ -493,19 +493,7 @@ shared CPU, differences of a few percent between runs are noise; the rows of eac
 
 
 def write_docs(label: str, text: str) -> Path:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / "speed.md"
-    key = "pinned" if label.startswith("PINNED") else "current"
-    sections = {}
-    if path.exists():
-        old = path.read_text()
-        for other in ("pinned", "current"):
-            begin, end = f"<!-- speed:{other} -->", f"<!-- /speed:{other} -->"
-            if begin in old and end in old:
-                sections[other] = old[old.index(begin):old.index(end) + len(end)]
-    sections[key] = f"<!-- speed:{key} -->\n{text}\n<!-- /speed:{key} -->"
-    path.write_text("\n".join([INTRO] + [sections[k] for k in ("current", "pinned") if k in sections]) + "\n")
-    return path
+    return write_version_section(DOCS / "speed.md", INTRO, "speed", label, text)
 
 
 def main(argv=None):

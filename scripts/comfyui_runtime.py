@@ -74,5 +74,22 @@ def load_pack():
     raise RuntimeError("the pack's module is not in sys.modules")
 
 
+
+def write_version_section(path: Path, intro: str, tag: str, label: str, text: str) -> Path:
+    """Write ``text`` as the section of the ComfyUI version ``label`` names (PINNED or current) in a
+    generated report, keeping the other version's section, between ``<!-- tag:version -->`` markers."""
+    key = "pinned" if label.startswith("PINNED") else "current"
+    sections = {}
+    if path.exists():
+        old = path.read_text()
+        for other in ("pinned", "current"):
+            begin, end = f"<!-- {tag}:{other} -->", f"<!-- /{tag}:{other} -->"
+            if begin in old and end in old:
+                sections[other] = old[old.index(begin):old.index(end) + len(end)]
+    sections[key] = f"<!-- {tag}:{key} -->\n{text}\n<!-- /{tag}:{key} -->"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join([intro] + [sections[k] for k in ("current", "pinned") if k in sections]) + "\n")
+    return path
+
 if __name__ == "__main__":
     print(comfyui_path())
