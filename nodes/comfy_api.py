@@ -11,13 +11,12 @@ import logging
 import sys
 from functools import partial
 
-import torch
-
 import comfy.k_diffusion.sampling as k_diffusion_sampling
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
+import torch
 
 from ..fewstep.recipes import recipe_for_step_count
 from ..fewstep.schedule import recipe_sigmas

@@ -51,7 +51,8 @@ class FewStepScheduleTuner:
             "time_budget": ("FLOAT", {"default": 120.0, "min": TIME_BUDGET_RANGE[0], "max": TIME_BUDGET_RANGE[1],
                                       "step": 1.0, "tooltip": (
                 "Seconds the search may take, reference included; it returns the best schedule so far when "
-                "time is up (or earlier when it has converged).")}),
+                "time is up (or earlier when it has converged). The 40-step reference and the starting "
+                "schedule always run in full, so a budget shorter than they take is exceeded.")}),
         }}
 
     @classmethod

@@ -13,16 +13,21 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import torch
-
 import comfy.sample
 import comfy.utils
+import torch
 
 from ..fewstep.params import ScheduleParams
 from ..fewstep.recipes import recipe_for_step_count
 from ..fewstep.tuner import TuneResult, tune
-from .comfy_api import (check_interrupted, discrete_sigma_table, empty_latent_for, model_sampling_of,
-                        sample_custom_with, sample_with_schedule)
+from .comfy_api import (
+    check_interrupted,
+    discrete_sigma_table,
+    empty_latent_for,
+    model_sampling_of,
+    sample_custom_with,
+    sample_with_schedule,
+)
 
 log = logging.getLogger("ComfyUI-FewStep")
 

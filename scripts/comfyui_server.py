@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from comfyui_runtime import REPO, comfyui_path  # noqa: E402
 
 PACK_NAME = "ComfyUI-FewStep"
+PROBE_PACK = Path(__file__).resolve().parent / "eval_probe"  # pass in extra_custom_nodes to count evaluations
 
 
 class PromptRejected(Exception):
@@ -44,6 +45,19 @@ class PromptFailed(Exception):
     def __init__(self, entry: dict):
         self.entry = entry
         super().__init__(json.dumps(entry.get("status", {}), indent=1)[:4000])
+
+
+def probe_evaluations(server: "ComfyServer", prompt_id: str) -> list[dict]:
+    """The model evaluations the probe pack (PROBE_PACK) saw for a prompt: each a dict of its sigmas,
+    latent shape, model, time and ``calls``. Consecutive calls at the same sigmas are one evaluation
+    (ComfyUI may split a cond / uncond batch into several calls)."""
+    groups = []
+    for call in server.get_json(f"/fewstep_probe/calls/{prompt_id}"):
+        if groups and groups[-1]["sigmas"] == call["sigmas"]:
+            groups[-1]["calls"] += 1
+        else:
+            groups.append({**call, "calls": 1})
+    return groups
 
 
 def _die_with_parent() -> None:

@@ -25,10 +25,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from comfyui_runtime import REPO, comfyui_path  # noqa: E402
-from comfyui_server import ComfyServer, PromptFailed, PromptRejected  # noqa: E402
-from workflow_api import WorkflowError, to_api  # noqa: E402
+from comfyui_server import PROBE_PACK, ComfyServer, PromptFailed, PromptRejected, probe_evaluations  # noqa: E402
+from workflow_api import WorkflowError, to_api, with_seed  # noqa: E402
 
-PROBE = HERE / "eval_probe"
 WORKFLOWS = REPO / "workflows"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".sft")
 FEWSTEP_NODES = {"FewStepSigmas", "FewStepDPMPPSampler", "TimedFreeU"}
@@ -69,12 +68,6 @@ def baseline_prompt(prompt: dict) -> dict:
     return prompt
 
 
-def evaluations(server: ComfyServer, prompt_id: str) -> int:
-    """Model evaluations the probe counted (consecutive calls at one sigma are one evaluation)."""
-    calls = server.get_json(f"/fewstep_probe/calls/{prompt_id}")
-    return sum(1 for i, call in enumerate(calls) if i == 0 or call["sigmas"] != calls[i - 1]["sigmas"])
-
-
 def run(server: ComfyServer, prompt: dict, label: str, out: Path | None) -> tuple[float, int, list[Path]]:
     """Queue, wait, copy the images to ``out``: (wall seconds, model evaluations, images)."""
     start = time.perf_counter()
@@ -86,19 +79,9 @@ def run(server: ComfyServer, prompt: dict, label: str, out: Path | None) -> tupl
         target = out / path.name
         shutil.copyfile(path, target)
         images.append(target)
-    count = evaluations(server, prompt_id)
+    count = len(probe_evaluations(server, prompt_id))
     print(f"  {label}: {seconds:.2f} s, {count} model evaluations", flush=True)
     return seconds, count, images
-
-
-def with_seed(prompt: dict, seed: int) -> dict:
-    prompt = json.loads(json.dumps(prompt))
-    for node in prompt.values():
-        if node["class_type"] == "SamplerCustom":
-            node["inputs"]["noise_seed"] = seed
-        if node["class_type"] == "KSampler":
-            node["inputs"]["seed"] = seed
-    return prompt
 
 
 def main(argv=None) -> int:
@@ -129,7 +112,7 @@ def main(argv=None) -> int:
     print(f"ComfyUI: {comfyui}\ncheckpoint: {checkpoint}\nworkflow: {options.workflow}")
     with tempfile.TemporaryDirectory(prefix="fewstep-demo-") as workdir:
         print("starting ComfyUI ...", flush=True)
-        with ComfyServer(Path(workdir), checkpoints={checkpoint.name: checkpoint}, extra_custom_nodes=[PROBE],
+        with ComfyServer(Path(workdir), checkpoints={checkpoint.name: checkpoint}, extra_custom_nodes=[PROBE_PACK],
                          comfyui=comfyui) as server:
             try:
                 prompt = to_api(workflow, server.object_info())

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfyui_runtime import comfyui_path  # noqa: E402
+from comfyui_runtime import import_comfy  # noqa: E402
 
 VERSION = "v1"  # bump when the values or the key set change, so stale caches are not reused
 SEED = 20251002
@@ -69,23 +69,11 @@ def checkpoint_path(arch: str) -> Path:
     return cache_dir() / f"random-{arch}-{VERSION}.safetensors"
 
 
-def _import_comfy():
-    path = str(comfyui_path())
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    from comfy.cli_args import args
-
-    if not torch.cuda.is_available():
-        args.cpu = True
-    import comfy.supported_models
-
-    return comfy
-
-
 def checkpoint_layout(arch: str) -> dict[str, torch.Tensor]:
     """Checkpoint-format keys of ``arch`` mapped to meta tensors (shapes), or to real tensors for
     the few values that are not weights (position ids)."""
-    comfy = _import_comfy()
+    import_comfy()
+    import comfy.supported_models
     from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
 
     unet_config = {k: list(v) if isinstance(v, list) else v for k, v in UNET_CONFIGS[arch].items()}

@@ -138,6 +138,18 @@ def to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+def with_seed(prompt: dict, seed: int) -> dict:
+    """A copy of an API prompt in which every sampler draws its noise from ``seed`` (SamplerCustom's
+    ``noise_seed``, KSampler's ``seed``)."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] == "SamplerCustom":
+            node["inputs"]["noise_seed"] = seed
+        elif node["class_type"] == "KSampler":
+            node["inputs"]["seed"] = seed
+    return prompt
+
+
 def object_info_of(node_class_mappings: dict) -> dict:
     """object_info for classic node classes in process (the subset of fields the converter reads)."""
     info = {}

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))  # the plain maths package `fewstep` for the pure tests
 
-from comfyui_runtime import comfyui_path, load_pack, run_maybe_async  # noqa: E402
+from comfyui_runtime import comfyui_path, import_comfy, load_pack, run_maybe_async  # noqa: E402
 
 COMFY = comfyui_path()
 sys.path.insert(0, str(COMFY))
@@ -22,14 +22,11 @@ sys.path.insert(0, str(COMFY))
 @pytest.fixture(scope="session")
 def comfy():
     """ComfyUI's modules, with core extras and this pack loaded through ComfyUI's own loader."""
-    from comfy.cli_args import args
-
-    if not torch.cuda.is_available():
-        args.cpu = True  # a CUDA build of torch on a machine without a GPU
-    import comfy.model_management  # noqa: F401  (sets up devices from comfy.cli_args)
+    import_comfy()
     import comfy.samplers
-    import nodes
     from comfy_extras import nodes_custom_sampler, nodes_freelunch, nodes_model_advanced
+
+    import nodes
 
     pack = load_pack()
     return SimpleNamespace(

@@ -9,11 +9,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from comfyui_server import ComfyServer
+from comfyui_server import PROBE_PACK, ComfyServer, probe_evaluations
 from conftest import REPO
-from workflow_api import to_api
+from workflow_api import to_api, with_seed
 
-PROBE = REPO / "scripts" / "eval_probe"
 TEST_IMAGE = "fewstep-e2e-input.png"
 REPORT: list[str] = []  # lines printed at the end of the pytest run (see conftest.pytest_terminal_summary)
 
@@ -26,7 +25,7 @@ def server_with_checkpoint(workdir: Path, arch: str, args: list[str] = ()):
 
     checkpoint = random_checkpoint(arch)
     name = f"random-{arch}.safetensors"
-    with ComfyServer(workdir, checkpoints={name: checkpoint}, extra_custom_nodes=[PROBE],
+    with ComfyServer(workdir, checkpoints={name: checkpoint}, extra_custom_nodes=[PROBE_PACK],
                      args=list(args)) as server:
         server.checkpoint_name = name
         server.info = server.object_info()
@@ -39,7 +38,8 @@ def workflow_prompt(server, name: str, size: int, seed: int | None = None) -> di
     """A bundled workflow as an API prompt for the test server: its checkpoint, a reduced resolution,
     the test image, and optionally another seed (every sampler of the workflow gets it)."""
     workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-    prompt = copy.deepcopy(to_api(workflow, server.info))
+    prompt = to_api(workflow, server.info)
+    prompt = copy.deepcopy(prompt) if seed is None else with_seed(prompt, seed)
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "CheckpointLoaderSimple":
@@ -48,10 +48,6 @@ def workflow_prompt(server, name: str, size: int, seed: int | None = None) -> di
             inputs["width"] = inputs["height"] = size
         elif kind == "LoadImage":
             inputs["image"] = TEST_IMAGE
-        if seed is not None and kind == "SamplerCustom":
-            inputs["noise_seed"] = seed
-        if seed is not None and kind == "KSampler":
-            inputs["seed"] = seed
     return prompt
 
 
@@ -62,17 +58,7 @@ def only_outputs(prompt: dict, keep_prefix: str) -> dict:
             if v["class_type"] != "SaveImage" or v["inputs"]["filename_prefix"].startswith(keep_prefix)}
 
 
-def evaluations(server, prompt_id: str) -> list[dict]:
-    """The model evaluations the probe saw for a prompt: consecutive calls at the same sigma are one
-    evaluation (ComfyUI may split a cond / uncond batch into several calls)."""
-    calls = server.get_json(f"/fewstep_probe/calls/{prompt_id}")
-    groups = []
-    for call in calls:
-        if groups and groups[-1]["sigmas"] == call["sigmas"]:
-            groups[-1]["calls"] += 1
-        else:
-            groups.append({**call, "calls": 1})
-    return groups
+evaluations = probe_evaluations  # the tests' name for it
 
 
 def run_timed(server, prompt: dict, timeout: float = 900) -> tuple[dict, str, float]:

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from fewstep.recipes import RECIPES, check_custom_parameters, recipe_for_step_count
-from fewstep.schedule import (continuous_timestep, fewstep_sigmas, recipe_sigmas, sigma_at_timestep,
-                              standard_sigma_table)
+from fewstep.schedule import continuous_timestep, fewstep_sigmas, recipe_sigmas, sigma_at_timestep, standard_sigma_table
 
 # Straight from RECIPES.md, in numpy, without the project's code.
 BETAS = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000) ** 2
