@@ -7,6 +7,7 @@ sigma belongs to the last step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 STEP_LIMIT = 100
@@ -44,6 +45,37 @@ class Window:
                 "Use that sampler, or leave first_step=1, last_step=-1 and use start_percent/end_percent.")
         total_steps = len(schedule) - 1
         return step_of_sigma(sigma, schedule) in self.steps(total_steps)
+
+
+def active_steps(window: Window, schedule: list[float]) -> list[int]:
+    """The 1-based steps of ``schedule`` (N+1 descending sigmas, N evaluations, one at the start sigma
+    of each step) at which ``window`` is active: its step range and its sigma range both hold."""
+    return [step for step in range(1, len(schedule)) if window.active(schedule[step - 1], schedule)]
+
+
+def percent_to_sigma(percent: float, sigma_table: list[float]) -> float:
+    """ComfyUI's start/end percent of a discrete-time model as a sigma: 0 means before the first step
+    (an infinite sigma: every sigma passes), 1 means sigma 0, and in between the sigma at the fractional
+    timestep (1 - percent) * (T - 1), log-sigma interpolated in the model's sigma table (T entries)."""
+    if percent <= 0.0:
+        return math.inf
+    if percent >= 1.0:
+        return 0.0
+    t = (1.0 - percent) * (len(sigma_table) - 1)
+    low = math.floor(t)
+    high = min(low + 1, len(sigma_table) - 1)
+    a, b = math.log(sigma_table[low]), math.log(sigma_table[high])
+    return math.exp(a + (t - low) * (b - a))
+
+
+def check_percents(start_percent: float, end_percent: float) -> str | None:
+    """Message for a percent window that is out of range or reversed, else None."""
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if not 0.0 <= value <= 1.0:
+            return f"{name} = {value} is out of range: allowed 0.0 to 1.0"
+    if start_percent > end_percent:
+        return f"start_percent = {start_percent} must not be above end_percent = {end_percent}"
+    return None
 
 
 def step_of_sigma(sigma: float, schedule: list[float]) -> int:

@@ -36,15 +36,16 @@ function colour(name, fallback) {
   return globalThis.LiteGraph?.[name] ?? fallback;
 }
 
-// Step windows of the Timed FreeU nodes in the node's graph that are switched on.
+// Windows (steps and percents) of the Timed FreeU nodes in the node's graph that are switched on.
 function freeuWindows(node) {
   const graph = node.graph ?? app.graph;
   const nodes = graph?.findNodesByType?.(FREEU_TYPE, []) ?? [];
   return nodes
     .filter((n) => n.mode !== MODE_MUTED && n.mode !== MODE_BYPASSED)
-    .map((n) => [widget(n, "first_step")?.value, widget(n, "last_step")?.value])
-    .filter(([first, last]) => Number.isInteger(first) && Number.isInteger(last))
-    .map(([first, last]) => `${first},${last}`);
+    .map((n) => ["first_step", "last_step", "start_percent", "end_percent"].map((name) => widget(n, name)?.value))
+    .filter(([first, last, start, end]) => Number.isInteger(first) && Number.isInteger(last) &&
+      Number.isFinite(start ?? 0) && Number.isFinite(end ?? 1))
+    .map(([first, last, start, end]) => `${first},${last},${start ?? 0},${end ?? 1}`);
 }
 
 // The query for the node's current widgets, and the part of it that decides the schedule: a named

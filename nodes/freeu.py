@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..fewstep.freeu import VERSIONS, freeu_scales, low_frequency_filter, scale_backbone
-from ..fewstep.window import STEP_LIMIT, Window, check_step
+from ..fewstep.window import STEP_LIMIT, Window, check_percents, check_step
 from .comfy_api import model_sampling_of, schedule_of, unet_model_channels
 
 FACTOR = {"min": 0.0, "max": 10.0, "step": 0.01}
@@ -80,9 +80,4 @@ def _check(version, first_step, last_step, start_percent, end_percent) -> str | 
         message = check_step(name, value)
         if message:
             return message
-    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
-        if not 0.0 <= value <= 1.0:
-            return f"{name} = {value} is out of range: allowed 0.0 to 1.0"
-    if start_percent > end_percent:
-        return f"start_percent = {start_percent} must not be above end_percent = {end_percent}"
-    return None
+    return check_percents(start_percent, end_percent)

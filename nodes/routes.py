@@ -11,8 +11,10 @@ schedule, validated by the node's VALIDATE_INPUTS and computed by the node's own
 ``params`` are the values used (a named recipe's own, not the custom widgets'); ``solver`` is the
 recipe's suggested one (null for ``custom``); ``timesteps`` are the fractional timesteps of the
 sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives the UNet). Optional
-``freeu`` parameters ("first_step,last_step", repeatable, as on Timed FreeU) add ``"freeu":
-[{first_step, last_step, steps: [1-based steps]}]``. A bad, missing or unknown parameter gets HTTP
+``freeu`` parameters ("first_step,last_step" or "first_step,last_step,start_percent,end_percent",
+repeatable, as on Timed FreeU) add ``"freeu": [{first_step, last_step, start_percent, end_percent,
+steps: [1-based steps where that Timed FreeU is on]}]`` (percents as ComfyUI maps them to sigmas on
+the same standard table). A bad, missing or unknown parameter gets HTTP
 400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
 """
 
@@ -26,7 +28,7 @@ from aiohttp import web
 from ..fewstep.params import parse_params
 from ..fewstep.recipes import RECIPES
 from ..fewstep.schedule import continuous_timestep, standard_sigma_table
-from ..fewstep.window import Window, check_step
+from ..fewstep.window import Window, active_steps, check_percents, check_step, percent_to_sigma
 from .sigmas import FewStepSigmas, schedule
 
 SCHEDULE_PATH = "/fewstep/schedule"
@@ -35,6 +37,7 @@ PARAMETERS = ("steps", "base_steps", "base_rho", "end_index", "time_rho")  # wha
 PARSERS = {"INT": int, "FLOAT": float, "STRING": str}
 
 _SIGMA_TABLE = standard_sigma_table()
+_SIGMA_LIST = _SIGMA_TABLE.tolist()
 
 
 class BadQuery(ValueError):
@@ -75,8 +78,12 @@ def schedule_reply(query) -> tuple[int, dict]:
         "nfe": nfe,
     }
     if windows:
-        body["freeu"] = [{"first_step": w.first_step, "last_step": w.last_step, "steps": list(w.steps(nfe))}
-                         for w in windows]
+        schedule_list = sigmas.tolist()
+        body["freeu"] = []
+        for first, last, start, end in windows:
+            window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
+            body["freeu"].append({"first_step": first, "last_step": last, "start_percent": start,
+                                  "end_percent": end, "steps": active_steps(window, schedule_list)})
     return 200, body
 
 
@@ -126,16 +133,22 @@ def _number(name: str, text: str, kind: type) -> int | float:
         raise BadQuery(f"{name} = {text[:40]!r} is not {what}") from None
 
 
-def _parse_freeu(values: list[str]) -> list[Window]:
+def _parse_freeu(values: list[str]) -> list[tuple[int, int, float, float]]:
+    """(first_step, last_step, start_percent, end_percent) of each ``freeu`` parameter."""
     windows = []
     for text in values:
-        parts = text.split(",")
-        if len(parts) != 2:
-            raise BadQuery(f"{FREEU} = {text[:40]!r} must be 'first_step,last_step', e.g. '2,4' or '-3,-1'")
-        first, last = (_number(FREEU, part.strip(), int) for part in parts)
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) not in (2, 4):
+            raise BadQuery(f"{FREEU} = {text[:40]!r} must be 'first_step,last_step' or "
+                           "'first_step,last_step,start_percent,end_percent', e.g. '2,4' or '1,-1,0,0.6'")
+        first, last = (_number(FREEU, part, int) for part in parts[:2])
+        start, end = (_number(FREEU, part, float) for part in parts[2:]) if len(parts) == 4 else (0.0, 1.0)
         for step_name, value in (("first_step", first), ("last_step", last)):
             message = check_step(step_name, value)
             if message:
                 raise BadQuery(f"{FREEU}: {message}")
-        windows.append(Window(first, last))
+        message = check_percents(start, end)
+        if message:
+            raise BadQuery(f"{FREEU}: {message}")
+        windows.append((first, last, start, end))
     return windows

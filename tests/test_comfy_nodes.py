@@ -380,3 +380,45 @@ def test_registration_is_idempotent_and_shares_lists_with_other_packs(comfy, tin
             samplers_module.SCHEDULER_HANDLERS.pop("otherpack_scheduler", None)
         else:
             samplers_module.calculate_sigmas_scheduler = restore
+
+
+def test_percent_to_sigma_is_comfyuis(comfy, tiny_model):
+    """fewstep.window.percent_to_sigma (used by the schedule preview) against the model's own mapping."""
+    from fewstep.schedule import standard_sigma_table
+    from fewstep.window import percent_to_sigma
+
+    ms = tiny_model.model.model_sampling
+    table = standard_sigma_table().tolist()
+    for percent in (0.001, 0.1, 0.2, 0.35, 0.5, 0.6, 0.8, 0.95, 0.999):
+        assert percent_to_sigma(percent, table) == pytest.approx(float(ms.percent_to_sigma(percent)), rel=1e-5)
+    assert percent_to_sigma(0.0, table) > 1e6 and float(ms.percent_to_sigma(0.0)) > 1e6
+    assert percent_to_sigma(1.0, table) == float(ms.percent_to_sigma(1.0)) == 0.0
+
+
+@pytest.mark.parametrize("recipe, window", [
+    ("SD1.5 5-step", (1, -1, 0.35, 0.6)),
+    ("SD1.5 5-step", (1, -1, 0.0, 0.5)),
+    ("SD1.5 6-step", (2, 5, 0.2, 0.7)),
+    ("SD1.5 6-step", (-3, -1, 0.0, 1.0)),
+    ("SD1.5 8-step", (3, 8, 0.4, 1.0)),
+])
+def test_preview_freeu_steps_are_where_timed_freeu_acts(comfy, tiny_model, conds, recipe, window):
+    """The steps the graph editor shades for a Timed FreeU (GET /fewstep/schedule, in process) are
+    exactly the steps at which the real node changes the UNet's backbone features."""
+    import importlib
+
+    routes = importlib.import_module(f"{comfy.pack.__name__}.nodes.routes")
+    query = {"recipe": recipe, "denoise": "1.0", "steps": "5", "base_steps": "8", "base_rho": "5.0",
+             "end_index": "6", "time_rho": "1.2", "freeu": [",".join(str(v) for v in window)]}
+    status, reply = routes.schedule_reply(query)
+    assert status == 200, reply
+    first, last, start, end = window
+    assert reply["freeu"][0] | {"steps": None} == {"first_step": first, "last_step": last, "start_percent": start,
+                                                   "end_percent": end, "steps": None}
+    schedule = sigmas(comfy, tiny_model, recipe)
+    model, records = record_backbone(
+        tiny_model, lambda m: timed_freeu(comfy, m, (1.5, 1.1, 0.9, 0.2), steps=(first, last), percent=(start, end)))
+    sample(comfy, model, fewstep_sampler(comfy, "dpmpp_2m"), schedule, conds)
+    acted = [step for step, factor in backbone_factor_by_step(records, schedule).items() if factor == 1.5]
+    assert reply["freeu"][0]["steps"] == acted
+    assert 0 < len(acted) < len(schedule) - 1 or window[2:] == (0.0, 1.0)  # the windows really cut

@@ -87,11 +87,14 @@ def test_route_matches_the_node(server, comfy, tiny_model, recipe):
 
 
 def test_route_sd15_5step_sanity_values_and_freeu_steps(server):
-    status, reply = get(server, f"{ROUTE}?{query(freeu=['2,4', '-3,-1', '6,6'])}")
+    status, reply = get(server, f"{ROUTE}?{query(freeu=['2,4', '-3,-1', '6,6', '1,-1,0.35,0.6', '4,5,0,0.5'])}")
     assert status == 200, reply
     assert reply["sigmas"] == pytest.approx(SD15_5STEP, rel=2e-5)
     assert reply["timesteps"][0] == pytest.approx(999, abs=1e-3) and reply["timesteps"][-1] > 1
-    assert [w["steps"] for w in reply["freeu"]] == [[2, 3, 4], [3, 4, 5], []]
+    # percents: 0.35 is sigma 2.4..2.5 and 0.6 is 1.2..1.3 (ComfyUI's percent_to_sigma), so only step 3
+    # (starting at 1.96) is inside; 0.5 is sigma ~1.7, so steps 4 and 5 (1.00, 0.50) are below it
+    assert [w["steps"] for w in reply["freeu"]] == [[2, 3, 4], [3, 4, 5], [], [3], []]
+    assert [(w["start_percent"], w["end_percent"]) for w in reply["freeu"]] == [(0, 1)] * 3 + [(0.35, 0.6), (0, 0.5)]
 
 
 def test_route_is_served_where_each_frontend_asks(server, comfy):
@@ -116,6 +119,9 @@ BAD = [
     ({"stepz": 5}, "unknown parameter 'stepz'"),
     ({"freeu": "2"}, "freeu = '2' must be 'first_step,last_step'"),
     ({"freeu": "0,3"}, "first_step = 0 is out of range: allowed 1 to 100"),
+    ({"freeu": "1,-1,0.7"}, "freeu = '1,-1,0.7' must be 'first_step,last_step' or"),
+    ({"freeu": "1,-1,0.7,0.2"}, "start_percent = 0.7 must not be above end_percent = 0.2"),
+    ({"freeu": "1,-1,0,1.5"}, "end_percent = 1.5 is out of range: allowed 0.0 to 1.0"),
 ]
 
 
@@ -269,7 +275,8 @@ def test_bundled_workflow_draws_the_python_schedule(graph_page, artifacts):
     log_slope = [(ys[i + 1] - ys[i]) / (math.log(expected[i]) - math.log(expected[i + 1])) for i in range(5)]
     assert max(log_slope) == pytest.approx(min(log_slope), rel=1e-6)
     # the workflow's Timed FreeU (steps 1..-1) is shown on every step
-    assert schedule["freeu"] == [{"first_step": 1, "last_step": -1, "steps": [1, 2, 3, 4, 5]}]
+    assert schedule["freeu"] == [{"first_step": 1, "last_step": -1, "start_percent": 0, "end_percent": 1,
+                                  "steps": [1, 2, 3, 4, 5]}]
     # the named recipe's own values, disabled and marked as the recipe's
     widgets = graph_page.widgets()
     recipe = RECIPES["SD1.5 5-step"]
@@ -316,6 +323,24 @@ def test_plot_follows_recipe_and_custom_changes(graph_page, artifacts):
                                   "denoise": 0.6}
     assert [p["sigma"] for p in schedule["plotted"]] == python_schedule(CUSTOM, (9, 12, 12.0, 10, 2.0), 0.6)
     graph_page.screenshot(artifacts / "fewstep_sigmas_custom.png")
+
+
+def test_timed_freeu_percent_window_is_shaded_where_it_acts(graph_page, artifacts):
+    """Editing the Timed FreeU node's percents re-draws the FreeU band on the steps it covers."""
+    graph_page.set_widget("recipe", "SD1.5 5-step")
+    graph_page.set_widget("denoise", 1.0)
+    set_freeu = """([name, value]) => { const n = window.app.graph.findNodesByType('TimedFreeU', [])[0];
+        const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value, window.app.canvas, n);
+        window.app.graph.setDirtyCanvas(true, true); }"""
+    graph_page.js(set_freeu, ["start_percent", 0.35])
+    graph_page.js(set_freeu, ["end_percent", 0.6])
+    schedule = graph_page.settled()
+    assert schedule["freeu"] == [{"first_step": 1, "last_step": -1, "start_percent": 0.35, "end_percent": 0.6,
+                                  "steps": [3]}]  # the step TimedFreeU acts on (test_comfy_nodes checks that)
+    graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_percent.png")
+    graph_page.js(set_freeu, ["start_percent", 0.0])
+    graph_page.js(set_freeu, ["end_percent", 1.0])
+    assert graph_page.settled()["freeu"][0]["steps"] == [1, 2, 3, 4, 5]
 
 
 def test_invalid_custom_values_show_the_message(graph_page):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fewstep.window import Window, check_step, step_of_sigma
+from fewstep.window import Window, active_steps, check_percents, check_step, percent_to_sigma, step_of_sigma
 
 SCHEDULE = [14.6, 4.5, 1.96, 1.0, 0.5, 0.13]  # five steps
 
@@ -40,3 +40,26 @@ def test_check_step():
     assert check_step("first_step", 0).startswith("first_step = 0 is out of range")
     assert "last_step = 101" in check_step("last_step", 101)
     assert check_step("first_step", -3) is None
+
+
+def test_active_steps_combine_steps_and_sigmas():
+    assert active_steps(Window(1, -1), SCHEDULE) == [1, 2, 3, 4, 5]
+    assert active_steps(Window(2, 4), SCHEDULE) == [2, 3, 4]
+    assert active_steps(Window(1, -1, sigma_high=2.0, sigma_low=0.6), SCHEDULE) == [3, 4]
+    assert active_steps(Window(4, 5, sigma_high=2.0, sigma_low=0.6), SCHEDULE) == [4]
+    assert active_steps(Window(1, 2, sigma_high=2.0, sigma_low=0.6), SCHEDULE) == []
+
+
+def test_percent_to_sigma_interpolates_log_sigma():
+    table = [0.1 * 2 ** i for i in range(11)]  # 11 entries: t = 0..10
+    assert percent_to_sigma(0.0, table) == float("inf") and percent_to_sigma(1.0, table) == 0.0
+    assert percent_to_sigma(0.5, table) == pytest.approx(table[5])  # t = 5
+    assert percent_to_sigma(0.25, table) == pytest.approx(0.1 * 2 ** 7.5)  # t = 7.5, geometric mean
+    assert percent_to_sigma(1e-9, table) == pytest.approx(table[10])
+
+
+def test_check_percents():
+    assert check_percents(0.0, 1.0) is None and check_percents(0.3, 0.3) is None
+    assert check_percents(-0.1, 1.0) == "start_percent = -0.1 is out of range: allowed 0.0 to 1.0"
+    assert check_percents(0.0, 1.5) == "end_percent = 1.5 is out of range: allowed 0.0 to 1.0"
+    assert check_percents(0.7, 0.2) == "start_percent = 0.7 must not be above end_percent = 0.2"
