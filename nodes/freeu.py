@@ -24,7 +24,8 @@ class TimedFreeU:
         step = {"min": -STEP_LIMIT, "max": STEP_LIMIT}
         return {"required": {
             "model": ("MODEL",),
-            "b1": ("FLOAT", {"default": 1.1, **FACTOR, "tooltip": "Backbone factor, deepest decoder stage (4 x model_channels)."}),
+            "b1": ("FLOAT", {"default": 1.1, **FACTOR,
+                             "tooltip": "Backbone factor, deepest decoder stage (4 x model_channels)."}),
             "b2": ("FLOAT", {"default": 1.1, **FACTOR, "tooltip": "Backbone factor, next stage (2 x model_channels)."}),
             "s1": ("FLOAT", {"default": 0.9, **FACTOR, "tooltip": "Skip low-frequency factor, deepest stage."}),
             "s2": ("FLOAT", {"default": 0.2, **FACTOR, "tooltip": "Skip low-frequency factor, next stage."}),
@@ -33,7 +34,8 @@ class TimedFreeU:
             "first_step": ("INT", {"default": 1, **step, "tooltip": (
                 "First active step, 1-based; negative counts from the end. Last 3 steps: first_step=-3, "
                 "last_step=-1. Steps 2 to 4: first_step=2, last_step=4.")}),
-            "last_step": ("INT", {"default": -1, **step, "tooltip": "Last active step, inclusive; -1 is the last step."}),
+            "last_step": ("INT", {"default": -1, **step,
+                                  "tooltip": "Last active step, inclusive; -1 is the last step."}),
             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": (
                 "Active only from this point of the model's noise range (0 = pure noise)...")}),
             "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": (

@@ -45,7 +45,8 @@ class FewStepSigmas:
                 "larger k stops at a lower sigma.")}),
             "time_rho": ("FLOAT", {"default": c.time_rho, "min": recipes.TIME_RHO_RANGE[0],
                                    "max": recipes.TIME_RHO_RANGE[1], "step": 0.05,
-                                   "tooltip": "custom: exponent of the Karras spacing in timestep space (paper: 1.2)."}),
+                                   "tooltip": "custom: exponent of the Karras spacing in timestep space "
+                                              "(paper: 1.2)."}),
         }, "optional": {
             "params": ("STRING", {"default": "", "multiline": False, "tooltip": (
                 "custom: a schedule as text, e.g. the output of Few-Step Schedule Tuner "
