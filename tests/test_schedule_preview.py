@@ -335,8 +335,10 @@ def test_timed_freeu_percent_window_is_shaded_where_it_acts(graph_page, artifact
     graph_page.js(set_freeu, ["start_percent", 0.35])
     graph_page.js(set_freeu, ["end_percent", 0.6])
     schedule = graph_page.settled()
-    assert schedule["freeu"] == [{"first_step": 1, "last_step": -1, "start_percent": 0.35, "end_percent": 0.6,
-                                  "steps": [3]}]  # the step TimedFreeU acts on (test_comfy_nodes checks that)
+    # the old LiteGraph rounds to its step in binary (0.35000000000000003); what the node gets is shown
+    assert schedule["freeu"] == [{"first_step": 1, "last_step": -1, "start_percent": pytest.approx(0.35, abs=1e-9),
+                                  "end_percent": pytest.approx(0.6, abs=1e-9), "steps": [3]}]
+    # step 3 is where Timed FreeU acts with this window (test_comfy_nodes checks that on the real node)
     graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_percent.png")
     graph_page.js(set_freeu, ["start_percent", 0.0])
     graph_page.js(set_freeu, ["end_percent", 1.0])
@@ -345,6 +347,7 @@ def test_timed_freeu_percent_window_is_shaded_where_it_acts(graph_page, artifact
 
 def test_invalid_custom_values_show_the_message(graph_page):
     graph_page.set_widget("recipe", CUSTOM)
+    graph_page.set_widget("steps", 9)
     graph_page.set_widget("base_steps", 8)
     graph_page.set_widget("end_index", 8)
     schedule = graph_page.settled()
