@@ -2,7 +2,8 @@
 
 Sockets, widget order and defaults come from the nodes' own INPUT_TYPES / RETURN_TYPES, so a
 workflow cannot drift from the nodes it uses; the recipe numbers come from fewstep/recipes.py.
-Run it after changing a node's inputs or a recipe, and commit the result:
+Run it after changing a node's inputs or a recipe, then scripts/build_thumbnails.py (the template
+browser's pictures; a test fails while they show an older workflow), and commit the result:
 
     python scripts/build_workflows.py            # PINNED ComfyUI (or COMFYUI_PATH)
 """

@@ -9,12 +9,12 @@ import importlib
 import inspect
 import json
 import math
-import os
 import urllib.parse
 from pathlib import Path
 
 import pytest
 import torch
+from build_thumbnails import CHROMIUM, CHROMIUM_ARGS
 from comfyui_server import ComfyServer
 from conftest import REPO
 from workflow_api import to_api
@@ -22,9 +22,6 @@ from workflow_api import to_api
 from fewstep.recipes import CUSTOM, RECIPES
 from fewstep.schedule import fewstep_sigmas, recipe_sigmas, standard_sigma_table
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step.json"
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the bundled workflow's loader lists it; nothing is queued
 ROUTE = "/fewstep/schedule"

@@ -200,3 +200,23 @@ def test_template_browser_lists_and_serves_every_workflow(comfy, tmp_path):
         for path in WORKFLOWS:
             status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{path.name}")
             assert status == 200 and json.loads(body) == json.loads(path.read_text()), path.name
+            thumbnail = path.with_suffix(".jpg")  # the browser's card picture: same name, .jpg
+            status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{thumbnail.name}")
+            assert status == 200 and body == thumbnail.read_bytes(), thumbnail.name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_every_workflow_has_a_thumbnail_of_its_current_version(path):
+    """scripts/build_thumbnails.py writes <name>.jpg (800x600) with the SHA-256 of the workflow it shows
+    in its JPEG comment: a workflow changed without re-making its thumbnail fails here."""
+    from build_thumbnails import THUMBNAIL_SIZE, source_tag
+    from PIL import Image
+
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.exists(), "no thumbnail: run scripts/build_thumbnails.py (COMFYUI_PATH=<current ComfyUI>)"
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size == THUMBNAIL_SIZE
+        assert image.info.get("comment", b"").decode() == source_tag(path), (
+            f"{thumbnail.name} shows an older {path.name}: run scripts/build_thumbnails.py")
+        # a picture of the graph, not a blank frame: many distinct colours
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 1000
