@@ -37,8 +37,12 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # imported at run time inside the harness, once ComfyUI and the pack are on sys.path
+    from fewstep.tuner import TuneResult
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -450,8 +454,7 @@ class Harness:
                 sigmas = self.pack_sigmas("custom", params=result.text)
                 if not torch.equal(sigmas, result.sigmas.float()):
                     raise AssertionError(f"Few-Step Sigmas does not reproduce the tuned schedule {result.text}")
-                tunings.append(Tuning(budget, solver, result.text, result.start_objective, result.objective,
-                                      result.candidates, result.model_evaluations, result.seconds, result.stopped_by))
+                tunings.append(Tuning(budget, solver, result))
                 log.info("tuned NFE %d %s: %.4f -> %.4f in %.1f s (%d schedules, %s)", budget, solver,
                          result.start_objective, result.objective, result.seconds, result.candidates,
                          result.stopped_by)
@@ -506,17 +509,11 @@ class Row:
 
 @dataclass
 class Tuning:
-    """One tuning run of the schedule tuner: its output string and cost (objective: mean per-probe RMS at 0)."""
+    """One tuning run of the schedule tuner (objective: mean per-probe RMS at 0)."""
 
     budget: int
     solver: str
-    text: str
-    start_objective: float
-    objective: float
-    candidates: int
-    model_evaluations: int
-    seconds: float
-    stopped_by: str
+    result: TuneResult  # its output string, objectives and cost
 
 
 @dataclass
@@ -697,8 +694,10 @@ def markdown(results: Results) -> str:
                 "| NFE | solver | objective: recipe -> tuned | schedules | model evaluations | seconds | stopped "
                 "| params |",
                 "|---:|---|---|---:|---:|---:|---|---|"]
-        out += [f"| {t.budget} | {t.solver} | {t.start_objective:.4f} -> {t.objective:.4f} | {t.candidates} | "
-                f"{t.model_evaluations} | {t.seconds:.1f} | {t.stopped_by} | `{t.text}` |" for t in results.tunings]
+        for t in results.tunings:
+            r = t.result
+            out.append(f"| {t.budget} | {t.solver} | {r.start_objective:.4f} -> {r.objective:.4f} | {r.candidates} | "
+                       f"{r.model_evaluations} | {r.seconds:.1f} | {r.stopped_by} | `{r.text}` |")
     out += ["", "### Reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
     out += [row_line("-", r) for r in results.off_budget()]
     f = results.floor

@@ -16,7 +16,7 @@ import torch
 
 from . import recipes
 from .recipes import Recipe
-from .schedule import fewstep_sigmas
+from .schedule import check_ramp, fewstep_sigmas
 from .solvers import SOLVERS
 
 PREFIX = "fewstep v1:"
@@ -61,11 +61,9 @@ class ScheduleParams:
         if message:
             return message
         if self.ramp is not None:
-            if len(self.ramp) != self.steps - 1:
-                return f"ramp has {len(self.ramp)} values; steps = {self.steps} needs {self.steps - 1}"
-            points = (0.0, *self.ramp, 1.0)
-            if not all(math.isfinite(v) for v in self.ramp) or any(b <= a for a, b in zip(points, points[1:])):
-                return "ramp values must increase strictly inside (0, 1)"
+            message = check_ramp(self.ramp, self.steps)
+            if message:
+                return message
         if self.solver is not None and self.solver not in SOLVERS:
             return f"solver = {self.solver!r} is not one of {list(SOLVERS)}"
         return None
@@ -129,14 +127,3 @@ def parse_params(text: str) -> ScheduleParams:
     if problem:
         raise fail(problem)
     return params
-
-
-def check_params(text: str) -> str | None:
-    """The message for a malformed non-empty string, or None (empty means: not given)."""
-    if not text.strip():
-        return None
-    try:
-        parse_params(text)
-    except ParamsError as error:
-        return str(error)
-    return None

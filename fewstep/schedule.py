@@ -7,6 +7,8 @@ the schedule is returned in float32, as ComfyUI's schedulers return it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .recipes import Recipe
@@ -46,6 +48,17 @@ def sigma_at_timestep(timestep: torch.Tensor, sigma_table: torch.Tensor) -> torc
     return ((1.0 - ac) / ac).sqrt()
 
 
+def check_ramp(ramp: tuple[float, ...], steps: int) -> str | None:
+    """Message for interior step positions that are not N-1 finite values increasing strictly inside
+    (0, 1), else None."""
+    if len(ramp) != steps - 1:
+        return f"ramp has {len(ramp)} values; steps = {steps} needs {steps - 1}"
+    points = (0.0, *ramp, 1.0)
+    if not all(math.isfinite(v) for v in ramp) or any(b <= a for a, b in zip(points, points[1:])):
+        return "ramp values must increase strictly inside (0, 1)"
+    return None
+
+
 def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_rho: float,
                    end_index: int, time_rho: float = 1.2, denoise: float = 1.0,
                    ramp: tuple[float, ...] | None = None) -> torch.Tensor:
@@ -67,11 +80,10 @@ def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_
     if ramp is None:
         ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     else:
-        if len(ramp) != steps - 1:
-            raise ValueError(f"ramp has {len(ramp)} values; {steps} steps need {steps - 1}")
+        problem = check_ramp(ramp, steps)
+        if problem:
+            raise ValueError(problem)
         ramp = torch.tensor([0.0, *ramp, 1.0], dtype=torch.float64)
-        if not bool((ramp[1:] > ramp[:-1]).all()):
-            raise ValueError("ramp values must increase strictly inside (0, 1)")
     start_inv, end_inv = t_start ** (1.0 / time_rho), t_end ** (1.0 / time_rho)
     timesteps = (start_inv + ramp * (end_inv - start_inv)) ** time_rho
     return sigma_at_timestep(timesteps, table).to(torch.float32)

@@ -68,8 +68,13 @@ def percent_to_sigma(percent: float, sigma_table: list[float]) -> float:
     return math.exp(a + (t - low) * (b - a))
 
 
-def check_percents(start_percent: float, end_percent: float) -> str | None:
-    """Message for a percent window that is out of range or reversed, else None."""
+def check_window(first_step: int, last_step: int, start_percent: float, end_percent: float) -> str | None:
+    """Message for a window (as Timed FreeU's inputs give it) with a step out of range or a percent out
+    of range or reversed, else None."""
+    for name, value in (("first_step", first_step), ("last_step", last_step)):
+        message = check_step(name, value)
+        if message:
+            return message
     for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
         if not 0.0 <= value <= 1.0:
             return f"{name} = {value} is out of range: allowed 0.0 to 1.0"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..fewstep.freeu import VERSIONS, freeu_scales, low_frequency_filter, scale_backbone
-from ..fewstep.window import STEP_LIMIT, Window, check_percents, check_step
+from ..fewstep.window import STEP_LIMIT, Window, check_window
 from .comfy_api import model_sampling_of, schedule_of, unet_model_channels
 
 FACTOR = {"min": 0.0, "max": 10.0, "step": 0.01}
@@ -78,8 +78,4 @@ def _check(version, first_step, last_step, start_percent, end_percent) -> str | 
     """Message for a bad input (named, with its allowed range), or None."""
     if version not in VERSIONS:
         return f"version = {version!r} is not one of {list(VERSIONS)}"
-    for name, value in (("first_step", first_step), ("last_step", last_step)):
-        message = check_step(name, value)
-        if message:
-            return message
-    return check_percents(start_percent, end_percent)
+    return check_window(first_step, last_step, start_percent, end_percent)

@@ -28,7 +28,7 @@ from aiohttp import web
 from ..fewstep.params import parse_params
 from ..fewstep.recipes import RECIPES
 from ..fewstep.schedule import continuous_timestep, standard_sigma_table
-from ..fewstep.window import Window, active_steps, check_percents, check_step, percent_to_sigma
+from ..fewstep.window import Window, active_steps, check_window, percent_to_sigma
 from .sigmas import FewStepSigmas, schedule
 
 SCHEDULE_PATH = "/fewstep/schedule"
@@ -143,11 +143,7 @@ def _parse_freeu(values: list[str]) -> list[tuple[int, int, float, float]]:
                            "'first_step,last_step,start_percent,end_percent', e.g. '2,4' or '1,-1,0,0.6'")
         first, last = (_number(FREEU, part, int) for part in parts[:2])
         start, end = (_number(FREEU, part, float) for part in parts[2:]) if len(parts) == 4 else (0.0, 1.0)
-        for step_name, value in (("first_step", first), ("last_step", last)):
-            message = check_step(step_name, value)
-            if message:
-                raise BadQuery(f"{FREEU}: {message}")
-        message = check_percents(start, end)
+        message = check_window(first, last, start, end)
         if message:
             raise BadQuery(f"{FREEU}: {message}")
         windows.append((first, last, start, end))

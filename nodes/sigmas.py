@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..fewstep import recipes
-from ..fewstep.params import check_params, parse_params
+from ..fewstep.params import ParamsError, parse_params
 from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES
 from ..fewstep.schedule import fewstep_sigmas, recipe_sigmas
 from .comfy_api import discrete_sigma_table, model_sampling_of
@@ -79,12 +79,14 @@ def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, pa
     """Message for a bad input (named, with its allowed range), or None."""
     if recipe not in RECIPE_CHOICES:
         return f"recipe = {recipe!r} is not one of {RECIPE_CHOICES}"
-    if recipe == CUSTOM and params.strip():  # the string replaces the custom widgets
-        low, high = recipes.DENOISE_RANGE
-        if not low <= denoise <= high:
-            return f"denoise = {denoise} is out of range: allowed {low} to {high}"
-        return check_params(params)
-    if recipe != CUSTOM:  # the custom widgets are ignored: check the recipe's own values with denoise
+    r = None  # what replaces the custom widgets: a named recipe's own values, or a params string's
+    if recipe != CUSTOM:
         r = RECIPES[recipe]
+    elif params.strip():
+        try:
+            r = parse_params(params)
+        except ParamsError as error:
+            return str(error)
+    if r is not None:  # checked with denoise all the same
         steps, base_steps, base_rho, end_index, time_rho = r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho
     return recipes.check_custom_parameters(steps, base_steps, base_rho, end_index, time_rho, denoise)

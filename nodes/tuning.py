@@ -11,7 +11,6 @@ import hashlib
 import logging
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import comfy.sample
 import comfy.utils
@@ -34,13 +33,6 @@ log = logging.getLogger("ComfyUI-FewStep")
 CACHE_SIZE = 16
 PROGRESS_STEPS = 1000
 KEY_VERSION = 1  # bump when the search changes, so old results are not served
-
-
-@dataclass
-class Tuned:
-    sigmas: torch.Tensor
-    text: str
-    result: TuneResult
 
 
 class _Fingerprint:
@@ -98,7 +90,7 @@ class TuneCache:
         self.size = size
         self.entries: OrderedDict = OrderedDict()
 
-    def get(self, key, references) -> Tuned | None:
+    def get(self, key, references) -> TuneResult | None:
         entry = self.entries.get(key)
         if entry is None:
             return None
@@ -110,7 +102,7 @@ class TuneCache:
         self.entries.move_to_end(key)
         return tuned
 
-    def put(self, key, references, tuned: Tuned) -> None:
+    def put(self, key, references, tuned: TuneResult) -> None:
         self.entries[key] = (references, tuned)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
@@ -124,7 +116,7 @@ CACHE = TuneCache()
 
 
 def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, steps: int, solver: str,
-                  probe_seeds: int, seed: int, time_budget: float) -> Tuned:
+                  probe_seeds: int, seed: int, time_budget: float) -> TuneResult:
     """Tune a ``steps``-evaluation schedule for ``solver`` on ``model`` with these conds (cached)."""
     latent_shape = tuple(latent.shape[1:])
     key, references = cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed,
@@ -164,6 +156,5 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
     log.info("Few-Step Schedule Tuner: %s (distance %.4g -> %.4g, %d schedules, %d model evaluations, "
              "%.1f s, stopped: %s)", result.text, result.start_objective, result.objective, result.candidates,
              result.model_evaluations, result.seconds, result.stopped_by)
-    tuned = Tuned(result.sigmas.clone(), result.text, result)
-    CACHE.put(key, references, tuned)
-    return tuned
+    CACHE.put(key, references, result)  # the node hands out copies of its sigmas
+    return result

@@ -3,7 +3,6 @@ checkpoint, bundled workflows turned into API prompts for it, and the evaluation
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from contextlib import contextmanager
@@ -38,8 +37,9 @@ def workflow_prompt(server, name: str, size: int, seed: int | None = None) -> di
     """A bundled workflow as an API prompt for the test server: its checkpoint, a reduced resolution,
     the test image, and optionally another seed (every sampler of the workflow gets it)."""
     workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
-    prompt = to_api(workflow, server.info)
-    prompt = copy.deepcopy(prompt) if seed is None else with_seed(prompt, seed)
+    prompt = to_api(workflow, server.info)  # new dicts on every call: edited in place below
+    if seed is not None:
+        prompt = with_seed(prompt, seed)
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "CheckpointLoaderSimple":

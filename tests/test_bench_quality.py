@@ -120,8 +120,9 @@ def test_quick_run_reports_tuned_schedules(quick):
     for tuning in quick.tunings:
         row = tuned[tuning.budget]
         assert row.method.nfe == tuning.budget and row.method.pack
-        params = parse_params(tuning.text)
+        params = parse_params(tuning.result.text)
         assert params.steps == tuning.budget and params.solver == "dpmpp_2m"
-        assert tuning.objective <= tuning.start_objective and tuning.candidates == quick.config.tune_candidates
+        assert tuning.result.objective <= tuning.result.start_objective
+        assert tuning.result.candidates == quick.config.tune_candidates
         assert len(row.method.sigmas) == tuning.budget + 1 and float(row.method.sigmas[-1]) > 0
     assert "### Tuned schedules" in quality.markdown(quick)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fewstep.window import Window, active_steps, check_percents, check_step, percent_to_sigma, step_of_sigma
+from fewstep.window import Window, active_steps, check_step, check_window, percent_to_sigma, step_of_sigma
 
 SCHEDULE = [14.6, 4.5, 1.96, 1.0, 0.5, 0.13]  # five steps
 
@@ -58,8 +58,10 @@ def test_percent_to_sigma_interpolates_log_sigma():
     assert percent_to_sigma(1e-9, table) == pytest.approx(table[10])
 
 
-def test_check_percents():
-    assert check_percents(0.0, 1.0) is None and check_percents(0.3, 0.3) is None
-    assert check_percents(-0.1, 1.0) == "start_percent = -0.1 is out of range: allowed 0.0 to 1.0"
-    assert check_percents(0.0, 1.5) == "end_percent = 1.5 is out of range: allowed 0.0 to 1.0"
-    assert check_percents(0.7, 0.2) == "start_percent = 0.7 must not be above end_percent = 0.2"
+def test_check_window():
+    assert check_window(1, -1, 0.0, 1.0) is None and check_window(2, 4, 0.3, 0.3) is None
+    assert check_window(1, -1, -0.1, 1.0) == "start_percent = -0.1 is out of range: allowed 0.0 to 1.0"
+    assert check_window(1, -1, 0.0, 1.5) == "end_percent = 1.5 is out of range: allowed 0.0 to 1.0"
+    assert check_window(1, -1, 0.7, 0.2) == "start_percent = 0.7 must not be above end_percent = 0.2"
+    assert check_window(0, -1, 0.0, 1.0) == check_step("first_step", 0)  # steps first, as Timed FreeU
+    assert check_window(1, 101, 0.7, 0.2) == check_step("last_step", 101)
