@@ -69,6 +69,19 @@ def tiny_model(comfy):
     return build_tiny_sd15()
 
 
+def count_evaluations(model):
+    """A clone whose UNet evaluations are counted (ComfyUI's own unet wrapper hook)."""
+    counted = model.clone()
+    calls = []
+
+    def wrapper(apply_model, args):
+        calls.append(float(args["timestep"].max()))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    counted.set_model_unet_function_wrapper(wrapper)
+    return counted, calls
+
+
 def conditioning(seed: int, tokens: int = 8):
     generator = torch.Generator().manual_seed(seed)
     return [[torch.randn(1, tokens, TINY_UNET["context_dim"], generator=generator), {}]]

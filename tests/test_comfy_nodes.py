@@ -4,7 +4,7 @@ from collections import defaultdict
 
 import pytest
 import torch
-from conftest import TINY_UNET, latent
+from conftest import TINY_UNET, count_evaluations, latent
 
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
@@ -38,19 +38,6 @@ def sample(comfy, model, sampler, sigma_schedule, conds, seed=7, cfg=5.5):
 
 def core_sampler(comfy, name):
     return comfy.custom_sampler.KSamplerSelect().get_sampler(name)[0]
-
-
-def count_evaluations(model):
-    """A clone whose UNet evaluations are counted (ComfyUI's own unet wrapper hook)."""
-    counted = model.clone()
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(float(args["timestep"].max()))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    counted.set_model_unet_function_wrapper(wrapper)
-    return counted, calls
 
 
 def record_backbone(model, patch):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import latent
+from conftest import count_evaluations, latent
 from test_bench_quality import quality
 
 from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
@@ -168,19 +168,6 @@ def sigmas_node(comfy):
     return comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]()
 
 
-def counted(model):
-    """A clone whose UNet evaluations are counted through ComfyUI's own unet wrapper hook."""
-    clone = model.clone()
-    calls = []
-
-    def wrapper(apply_model, args):
-        calls.append(float(args["timestep"].max()))
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    clone.set_model_unet_function_wrapper(wrapper)
-    return clone, calls
-
-
 def test_sigmas_node_params_input(comfy, tiny_model):
     cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]
     optional = cls.INPUT_TYPES()["optional"]
@@ -255,7 +242,7 @@ def node_run(comfy, tiny_model, conds):
     comfy.pack.nodes.tuning.CACHE.clear()
     per_evaluation = seconds_per_evaluation(comfy, tiny_model, conds)
     budget = float(math.ceil(max(5.0, 70 * per_evaluation)))
-    model, calls = counted(tiny_model)
+    model, calls = count_evaluations(tiny_model)
     updates = []
     import comfy.utils as comfy_utils
 
@@ -308,7 +295,7 @@ def test_tuner_node_cache(comfy, tiny_model, conds, node_run):
     for key in (tuning.cache_key(model, other_conds, conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget),
                 tuning.cache_key(model, conds[0], conds[1], 6.0, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget),
                 tuning.cache_key(model, conds[0], conds[1], 5.5, (4, 8, 16), 5, "dpmpp_2m", 2, 3, budget),
-                tuning.cache_key(counted(model)[0], conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3,
+                tuning.cache_key(count_evaluations(model)[0], conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3,
                                  budget)):
         assert tuning.CACHE.get(*key) is None
 
@@ -317,7 +304,7 @@ def test_tuner_node_is_interrupted_by_comfyui(comfy, tiny_model, conds):
     """ComfyUI's own interrupt flag (what the UI's Cancel sets) stops the search at the next evaluation."""
     import comfy.model_management as mm
 
-    model, calls = counted(tiny_model)
+    model, calls = count_evaluations(tiny_model)
 
     def interrupt_after_three(apply_model, args):
         calls_before = len(calls)
