@@ -33,25 +33,22 @@ SDXL_CFG = 5.5
 # Frontend colours of the two node kinds users edit (LiteGraph's green / purple presets)
 GREEN, PURPLE = ("#232", "#353"), ("#323", "#535")
 
-# Layout. A node's rectangle on screen is its title bar (TITLE above pos) and its body (size). Sizes are
-# the largest a node takes in any frontend the tests load (the old page, 1.27.10, 1.58.1 classic and
-# Nodes 2.0, where nodes are tallest; measured by tests/test_schedule_preview.py), so the layout is the
-# same in every mode: nodes are stacked in columns with GAP between one node's bottom and the next title.
+# Layout. A node's rectangle on screen is its title bar (TITLE above pos) and its body. Its size in the
+# workflow is what the classic canvas needs (the old page, 1.27.10, 1.58.1 classic); Nodes 2.0 (Vue
+# nodes) draws most nodes taller, whatever the size says. Nodes are stacked in columns leaving each
+# node the room it takes in Nodes 2.0 (measured in 1.58.1 by tests/test_schedule_preview.py, rounded
+# up) and GAP below that: the 1.58.1 classic canvas draws the node-source badge above the title bar.
 TITLE = 30
 GAP = 40
 COLUMNS = {"A": 20, "B": 400, "C": 860, "D": 1240, "E": 1620}  # widths 320, 400, 320, 320, 420 + 60 apart
-SIZES = {
-    "CheckpointLoaderSimple": (320, 110), "CLIPTextEncode": (400, 160), "EmptyLatentImage": (320, 120),
-    "VAEDecode": (230, 60), "VAEEncode": (230, 60), "SaveImage": (420, 460), "LoadImage": (320, 350),
-    "ImageScale": (320, 150), "TimedFreeU": (300, 320), "FewStepSigmas": (320, 490),  # + the schedule graph
-    "FewStepDPMPPSampler": (300, 120), "SamplerCustom": (320, 230), "KSampler": (320, 270),
-    "FewStepScheduleTuner": (320, 300),
+SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), title bar excluded
+    "CheckpointLoaderSimple": (320, 100, 110), "CLIPTextEncode": (400, 160, 120),
+    "EmptyLatentImage": (320, 110, 120), "VAEDecode": (230, 50, 60), "VAEEncode": (230, 50, 60),
+    "SaveImage": (420, 460, 460), "LoadImage": (320, 320, 360), "ImageScale": (320, 130, 150),
+    "TimedFreeU": (300, 280, 310), "FewStepSigmas": (320, 410, 480),  # 410: widgets + the schedule graph
+    "FewStepDPMPPSampler": (300, 90, 120), "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
+    "FewStepScheduleTuner": (320, 300, 300),
 }
-
-
-def below(*nodes: dict) -> int:
-    """The y (pos) of a node placed under the lowest of ``nodes``."""
-    return max(n["pos"][1] + n["size"][1] for n in nodes) + GAP + TITLE
 
 
 class Graph:
@@ -61,10 +58,16 @@ class Graph:
         self.definitions = definitions
         self.nodes: list[dict] = []
         self.links: list[list] = []
+        self.room: dict[int, int] = {}  # node id -> the height it takes in any mode (title bar excluded)
+
+    def below(self, *nodes: dict) -> int:
+        """The y (pos) of a node placed under the lowest of ``nodes``."""
+        return max(n["pos"][1] + self.room[n["id"]] for n in nodes) + GAP + TITLE
 
     def node(self, kind: str, pos, widgets: dict | None = None, *, title=None, size=None, colors=None) -> dict:
         spec = self.definitions[kind]
-        size = size or SIZES[kind]
+        width, height, room = SIZES[kind]
+        size = size or (width, height)
         widgets = dict(widgets or {})
         values = []
         for name, input_spec, _ in widget_inputs(spec):
@@ -91,6 +94,7 @@ class Graph:
                 "outputs": [{"name": name, "type": t, "links": [], "slot_index": i}
                             for i, (name, t) in enumerate(zip(spec["output_name"], spec["output"]))],
                 "properties": {"Node name for S&R": kind}, "widgets_values": values}
+        self.room[node["id"]] = max(size[1], room)
         if title:
             node["title"] = title
         if colors:
@@ -103,6 +107,7 @@ class Graph:
                 "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "title": title,
                 "properties": {"text": ""}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
         self.nodes.append(node)
+        self.room[node["id"]] = size[1]
         return node
 
     def connect(self, source: dict, output, target: dict, input_name: str) -> None:
@@ -122,7 +127,7 @@ class Graph:
 
 # SamplerCustom at the top of column D, VAE Decode under it
 CUSTOM_POS = (COLUMNS["D"], 40)
-DECODE_POS = (COLUMNS["D"], CUSTOM_POS[1] + SIZES["SamplerCustom"][1] + GAP + TITLE)
+DECODE_POS = (COLUMNS["D"], CUSTOM_POS[1] + SIZES["SamplerCustom"][2] + GAP + TITLE)
 
 
 def prompts(g: Graph, checkpoint: str):
@@ -130,7 +135,7 @@ def prompts(g: Graph, checkpoint: str):
     loader = g.node("CheckpointLoaderSimple", (COLUMNS["A"], 140), {"ckpt_name": checkpoint})
     positive = g.node("CLIPTextEncode", (COLUMNS["B"], 40), {"text": POSITIVE}, title="Positive prompt",
                       colors=GREEN)
-    negative = g.node("CLIPTextEncode", (COLUMNS["B"], below(positive)), {"text": NEGATIVE},
+    negative = g.node("CLIPTextEncode", (COLUMNS["B"], g.below(positive)), {"text": NEGATIVE},
                       title="Negative prompt", size=(400, 120), colors=PURPLE)
     g.connect(loader, "CLIP", positive, "clip")
     g.connect(loader, "CLIP", negative, "clip")
@@ -143,13 +148,13 @@ def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix
     Returns (loader, positive, negative, latent, decode) for the caller to wire a sampler into.
     """
     loader, positive, negative = prompts(g, checkpoint)
-    latent = g.node("EmptyLatentImage", (COLUMNS["B"], below(negative)),
+    latent = g.node("EmptyLatentImage", (COLUMNS["B"], g.below(negative)),
                     {"width": resolution, "height": resolution, "batch_size": 1})
     decode = g.node("VAEDecode", DECODE_POS)
     save = g.node("SaveImage", (COLUMNS["E"], 40), {"filename_prefix": prefix})
     g.connect(loader, "VAE", decode, "vae")
     g.connect(decode, "IMAGE", save, "images")
-    g.note(note, (COLUMNS["A"], below(loader, latent)), size=(760, 150))
+    g.note(note, (COLUMNS["A"], g.below(loader, latent)), size=(760, 150))
     return loader, positive, negative, latent, decode
 
 
@@ -166,12 +171,12 @@ def fewstep_sampling(g: Graph, recipe_name: str, model, positive, negative, late
             "first_step": f.first_step, "last_step": f.last_step})
         g.connect(patched, "MODEL", freeu, "model")
         patched = freeu
-        y = below(freeu)
+        y = g.below(freeu)
     own = {"steps": recipe.steps, "base_steps": recipe.base_steps, "base_rho": recipe.base_rho,
            "end_index": recipe.end_index, "time_rho": recipe.time_rho}  # shown, ignored until recipe = custom
     sigmas = g.node("FewStepSigmas", (x, y), {"recipe": recipe_name, "denoise": denoise, **own})
     g.connect(model, "MODEL", sigmas, "model")
-    sampler = g.node("FewStepDPMPPSampler", (x, below(sigmas)), {"solver": recipe.solver, "finish": "last_sigma"})
+    sampler = g.node("FewStepDPMPPSampler", (x, g.below(sigmas)), {"solver": recipe.solver, "finish": "last_sigma"})
     custom = g.node("SamplerCustom", CUSTOM_POS, {"add_noise": True, "noise_seed": seed, "cfg": cfg},
                     title=f"SamplerCustom ({recipe.steps} model evaluations)")
     for source, output, name in ((patched, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
@@ -222,15 +227,15 @@ def comparison_workflow(definitions) -> dict:
     decode["title"] = "VAE Decode (5 steps)"
     custom = fewstep_sampling(g, "SD1.5 5-step", loader, positive, negative, latent, SD15_CFG)
     g.connect(custom, "output", decode, "samples")
-    ksampler = g.node("KSampler", (COLUMNS["D"], below(decode)),
+    ksampler = g.node("KSampler", (COLUMNS["D"], g.below(decode)),
                       {"seed": SEED, "steps": 20, "cfg": SD15_CFG, "sampler_name": "dpmpp_2m", "scheduler": "karras",
                        "denoise": 1.0}, title="KSampler (20 steps, DPM++ 2M Karras)")
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (latent, "LATENT", "latent_image")):
         g.connect(source, output, ksampler, name)
-    decode20 = g.node("VAEDecode", (COLUMNS["D"], below(ksampler)), title="VAE Decode (20 steps)")
+    decode20 = g.node("VAEDecode", (COLUMNS["D"], g.below(ksampler)), title="VAE Decode (20 steps)")
     save = next(n for n in g.nodes if n["type"] == "SaveImage")
-    save20 = g.node("SaveImage", (COLUMNS["E"], below(save)), {"filename_prefix": "dpmpp_2m_karras_20step"})
+    save20 = g.node("SaveImage", (COLUMNS["E"], g.below(save)), {"filename_prefix": "dpmpp_2m_karras_20step"})
     g.connect(ksampler, "LATENT", decode20, "samples")
     g.connect(loader, "VAE", decode20, "vae")
     g.connect(decode20, "IMAGE", save20, "images")
@@ -244,10 +249,10 @@ def img2img_workflow(definitions, denoise: float = 0.6) -> dict:
             "Lower denoise keeps more of the input image. Load your image in Load Image; it is scaled to 512x512.")
     g = Graph(definitions)
     loader, positive, negative = prompts(g, SD15_CHECKPOINT)
-    image = g.node("LoadImage", (COLUMNS["A"], below(loader)), {"image": "example.png"})
-    scale = g.node("ImageScale", (COLUMNS["B"], below(negative)), {"upscale_method": "lanczos", "width": 512,
+    image = g.node("LoadImage", (COLUMNS["A"], g.below(loader)), {"image": "example.png"})
+    scale = g.node("ImageScale", (COLUMNS["B"], g.below(negative)), {"upscale_method": "lanczos", "width": 512,
                                                                     "height": 512, "crop": "center"})
-    encode = g.node("VAEEncode", (COLUMNS["B"], below(scale)))
+    encode = g.node("VAEEncode", (COLUMNS["B"], g.below(scale)))
     g.connect(image, "IMAGE", scale, "image")
     g.connect(scale, "IMAGE", encode, "pixels")
     g.connect(loader, "VAE", encode, "vae")
@@ -257,7 +262,7 @@ def img2img_workflow(definitions, denoise: float = 0.6) -> dict:
     g.connect(custom, "output", decode, "samples")
     g.connect(loader, "VAE", decode, "vae")
     g.connect(decode, "IMAGE", save, "images")
-    g.note(note, (COLUMNS["A"], below(image, encode)), size=(760, 130))
+    g.note(note, (COLUMNS["A"], g.below(image, encode)), size=(760, 130))
     return g.to_json()
 
 
@@ -271,16 +276,16 @@ def tuner_workflow(definitions, nfe: int = 5, solver: str = "dpmpp_2m", tuning_s
     g = Graph(definitions)
     loader, positive, negative, latent, decode = text_to_image(g, SD15_CHECKPOINT, 512, SD15_CFG,
                                                                "fewstep_tuned_5step", note)
-    small = g.node("EmptyLatentImage", (COLUMNS["B"], below(latent)),
+    small = g.node("EmptyLatentImage", (COLUMNS["B"], g.below(latent)),
                    {"width": tuning_size, "height": tuning_size, "batch_size": 1}, title="Tuning resolution")
     note_node = next(n for n in g.nodes if n["type"] == "Note")
-    note_node["pos"][1] = below(loader, small)  # under the tuning latent, which comes after it
+    note_node["pos"][1] = g.below(loader, small)  # under the tuning latent, which comes after it
     tuner = g.node("FewStepScheduleTuner", (COLUMNS["C"], 40), {"cfg": SD15_CFG, "nfe": nfe, "solver": solver},
                    colors=PURPLE)
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (small, "LATENT", "latent_image")):
         g.connect(source, output, tuner, name)
-    sampler = g.node("FewStepDPMPPSampler", (COLUMNS["C"], below(tuner)), {"solver": solver, "finish": "last_sigma"})
+    sampler = g.node("FewStepDPMPPSampler", (COLUMNS["C"], g.below(tuner)), {"solver": solver, "finish": "last_sigma"})
     custom = g.node("SamplerCustom", CUSTOM_POS, {"add_noise": True, "noise_seed": SEED, "cfg": SD15_CFG},
                     title=f"SamplerCustom ({nfe} model evaluations)")
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),

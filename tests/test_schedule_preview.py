@@ -188,6 +188,7 @@ NEEDS_PINNED = "needs PINNED ComfyUI (COMFYUI_PATH unset): only PINNED serves th
 # site-packages with CURRENT's own 1.27.10) and served by CURRENT with --front-end-root.
 FRONTEND_1581 = Path(sys.prefix) / "frontend-1.58.1" / "comfyui_frontend_package" / "static"
 SETTINGS = THUMBNAIL_SETTINGS  # the graph alone: no template browser, minimap or canvas menus over it
+MARGIN = 20  # graph units between two nodes of a bundled workflow
 CURVE, END = (0x66, 0xCC, 0xFF), (0xFF, 0xBB, 0x44)  # the colours of the drawn points (js/fewstep_sigmas.js)
 
 
@@ -591,14 +592,15 @@ def test_no_console_errors_from_the_extension(graph_page):
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_bundled_workflow_nodes_do_not_overlap(graph_page, artifacts, workflow):
     """Every node of every bundled workflow stands clear of the others at the sizes this frontend gives
-    them (title bars included; Nodes 2.0 nodes measured as the page lays them out)."""
+    them (title bars included; Nodes 2.0 nodes measured as the page lays them out), with MARGIN between
+    them: the 1.58.1 classic canvas draws a node's source badge (about 20 units) above its title bar."""
     graph_page.load(json.loads(workflow.read_text()))
     graph_page.js(FIT, [1500, 950, 40])
     graph_page.page.wait_for_timeout(1000)
     rects = graph_page.js(NODE_RECTS)
     assert all(r["dom"] == graph_page.mode.vue for r in rects)
     overlaps = [(a["name"], b["name"]) for i, a in enumerate(rects) for b in rects[i + 1:]
-                if a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
-                and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]]
+                if a["x"] < b["x"] + b["w"] + MARGIN and b["x"] < a["x"] + a["w"] + MARGIN
+                and a["y"] < b["y"] + b["h"] + MARGIN and b["y"] < a["y"] + a["h"] + MARGIN]
     graph_page.page.screenshot(path=str(artifacts / f"workflow_{workflow.stem}.png"))
-    assert overlaps == [], rects
+    assert overlaps == [], f"nodes closer than {MARGIN} units: {overlaps}; rectangles: {rects}"
