@@ -293,10 +293,17 @@ class GraphPage:
 
     def settled(self) -> dict:
         """The node's schedule once the graph shows its widgets' schedule."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         self.page.wait_for_function("() => window.__fewstep.idle()", timeout=20000)
-        self.page.wait_for_function(
-            "() => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.plotted.length > 0 "
-            "|| window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.error", timeout=20000)
+        try:
+            self.page.wait_for_function(
+                "() => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.plotted.length > 0 "
+                "|| window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.error", timeout=20000)
+        except PlaywrightTimeout:
+            state = self.node("n => ({schedule: !!n.fewstepSchedule, plotted: n.fewstepSchedule?.plotted?.length, "
+                              "idle: window.__fewstep.idle(), vue: !!LiteGraph.vueNodesMode})")
+            raise AssertionError(f"the schedule was fetched but never drawn in {self.mode.name}: {state}") from None
         return self.node("n => n.fewstepSchedule")
 
     def widgets(self) -> dict:
@@ -369,7 +376,8 @@ class GraphPage:
             box = canvas.bounding_box()
             width = canvas.evaluate("c => c.offsetWidth")
             scale = box["width"] / width
-            return [(box["x"] + p["x"] * scale, box["y"] + p["y"] * scale) for p in self.node("n => n.fewstepSchedule.plotted")]
+            plotted = self.node("n => n.fewstepSchedule.plotted")
+            return [(box["x"] + p["x"] * scale, box["y"] + p["y"] * scale) for p in plotted]
         return self.node("""n => { const c = window.app.canvas; const r = c.canvas.getBoundingClientRect();
             return n.fewstepSchedule.plotted.map(p => { const [x, y] = c.ds.convertOffsetToCanvas(
                 [n.pos[0] + p.x, n.pos[1] + p.y]); return [r.left + x, r.top + y]; }); }""")
@@ -507,13 +515,11 @@ def test_plot_follows_recipe_and_custom_changes(graph_page, artifacts):
 
 
 def band_green(image, points, step: int) -> float:
-    """The median green over the height of the plot, half way between points step-1 and step (the FreeU
-    band is green; the curve and the grid lines cross only a few pixels of the column)."""
-    (x0, y0), (x1, y1) = points[step - 1], points[step]
-    top, bottom = min(y for _, y in points), max(y for _, y in points)
-    x = round((x0 + x1) / 2)
-    column = sorted(image.getpixel((x, round(y)))[1] - image.getpixel((x, round(y)))[0]
-                    for y in range(round(top), round(bottom)))
+    """How green (green less red, the median over the plot's height) the column half way between points
+    step-1 and step is: the FreeU band is green; the curve and the grid lines cross few of its pixels."""
+    x = round((points[step - 1][0] + points[step][0]) / 2)
+    top, bottom = round(min(y for _, y in points)), round(max(y for _, y in points))
+    column = sorted(green - red for red, green, _ in (image.getpixel((x, y)) for y in range(top, bottom)))
     return column[len(column) // 2]
 
 
