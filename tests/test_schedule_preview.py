@@ -601,7 +601,9 @@ def test_bundled_workflow_nodes_do_not_overlap(graph_page, artifacts, workflow):
     them (title bars included; Nodes 2.0 nodes measured as the page lays them out), with MARGIN between
     them: the 1.58.1 classic canvas draws a node's source badge (about 20 units) above its title bar."""
     graph_page.load(json.loads(workflow.read_text()))
-    graph_page.js(FIT, [1500, 950, 40])
+    graph_page.js(FIT, [1500 - 70, 950 - 90, 40])  # clear of the current frontend's side bar and top bar
+    graph_page.js("() => { const ds = window.app.canvas.ds; ds.offset[0] += 60 / ds.scale; "
+                  "ds.offset[1] += 80 / ds.scale; window.app.canvas.setDirty(true, true); }")
     graph_page.page.wait_for_timeout(1000)
     rects = graph_page.js(NODE_RECTS)
     assert all(r["dom"] == graph_page.mode.vue for r in rects)
