@@ -122,6 +122,11 @@ async function fetchSchedule(node, state, query, key) {
   repaint(node);
 }
 
+// Nodes 2.0 switched on or off (a setting, no reload): the labels of the recipe's widgets follow.
+function relabelOnModeChange(node, state) {
+  if (state.vue !== vueNodes()) lockRecipeWidgets(node, node.fewstepSchedule?.error ? null : node.fewstepSchedule);
+}
+
 // Draw the graph again: the classic canvas on its next frame, a Nodes 2.0 widget canvas now.
 function repaint(node) {
   node.setDirtyCanvas?.(true, true);
@@ -134,7 +139,7 @@ function checkAll() {
   for (const [node, state] of states) {
     if (!node.graph) continue;
     refresh(node);
-    if (state.vue !== vueNodes()) lockRecipeWidgets(node, node.fewstepSchedule?.error ? null : node.fewstepSchedule);
+    relabelOnModeChange(node, state);
     if (state.drawn !== (node.fewstepSchedule ?? null)) plotWidget(node)?.triggerDraw?.();
   }
 }
@@ -171,6 +176,7 @@ function drawSchedule(ctx, node, width, top) {
   const schedule = node.fewstepSchedule;
   const state = stateOf(node);
   state.drawn = schedule ?? null;
+  relabelOnModeChange(node, state);
   // The classic canvas draws widgets translated to the node; Nodes 2.0 into the widget's own canvas.
   const surface = ctx.canvas && ctx.canvas === app.canvas?.canvas ? "node" : "widget";
   const margin = 10;

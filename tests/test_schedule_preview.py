@@ -595,6 +595,28 @@ def test_no_console_errors_from_the_extension(graph_page):
     assert graph_page.errors_from_extension() == []
 
 
+def test_switching_nodes_2_0_on_and_off_keeps_the_graph(graph_page):
+    """A user may switch Nodes 2.0 on or off with the workflow open (a setting, no reload)."""
+    if graph_page.mode.version != "1.58.1":
+        pytest.skip("Nodes 2.0 is tested on frontend 1.58.1 (1.27.10 has only an early experiment of it)")
+    graph_page.set_widget("recipe", "SD1.5 6-step")
+    expected = python_schedule("SD1.5 6-step")
+    graph_page.settled()
+    switch = "async (on) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
+    for vue in (not graph_page.mode.vue, graph_page.mode.vue):
+        graph_page.js(switch, vue)
+        graph_page.page.wait_for_function(
+            "(surface) => { const s = window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule; "
+            "return s.surface === surface && s.plotted.length > 0; }", arg="widget" if vue else "node", timeout=20000)
+        schedule = graph_page.settled()
+        assert [p["sigma"] for p in schedule["plotted"]] == expected
+        # the classic canvas hides a disabled widget's value, so the label carries it; Nodes 2.0 shows it
+        label = "steps (recipe)" if vue else "steps = 6 (recipe)"
+        graph_page.page.wait_for_function(
+            "(label) => window.app.graph.findNodesByType('FewStepSigmas', [])[0].widgets"
+            ".find(w => w.name === 'steps').label === label", arg=label, timeout=5000)
+
+
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_bundled_workflow_nodes_do_not_overlap(graph_page, artifacts, workflow):
     """Every node of every bundled workflow stands clear of the others at the sizes this frontend gives
