@@ -595,14 +595,16 @@ def test_no_console_errors_from_the_extension(graph_page):
     assert graph_page.errors_from_extension() == []
 
 
-def test_switching_nodes_2_0_on_and_off_keeps_the_graph(graph_page):
+def test_switching_nodes_2_0_on_and_off_keeps_the_graph(graph_page, request):
     """A user may switch Nodes 2.0 on or off with the workflow open (a setting, no reload)."""
     if graph_page.mode.version != "1.58.1":
         pytest.skip("Nodes 2.0 is tested on frontend 1.58.1 (1.27.10 has only an early experiment of it)")
     graph_page.set_widget("recipe", "SD1.5 6-step")
+    graph_page.set_widget("denoise", 1.0)
     expected = python_schedule("SD1.5 6-step")
     graph_page.settled()
     switch = "async (on) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
+    request.addfinalizer(lambda: graph_page.js(switch, graph_page.mode.vue))  # back to the mode the page is for
     for vue in (not graph_page.mode.vue, graph_page.mode.vue):
         graph_page.js(switch, vue)
         graph_page.page.wait_for_function(
