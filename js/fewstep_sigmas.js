@@ -6,9 +6,18 @@
 // A named recipe writes its own values into the custom widgets and disables them; `custom` makes
 // them editable again (starting from the last recipe's values).
 //
+// The graph is a canvas widget (draw + computeSize). The classic LiteGraph canvas (the old page, and
+// the current frontend's classic mode) calls its draw() on every frame, with node coordinates; Nodes
+// 2.0 (the current frontend's Vue nodes, LiteGraph.vueNodesMode) draws it into a canvas of its own
+// only when asked (widget.triggerDraw()). So the graph never relies on being redrawn: a widget
+// callback, a cheap periodic check of every node's query (which also sees Timed FreeU nodes anywhere
+// in the graph change) and the end of each request repaint it.
+//
 // For tests and other scripts (read-only):
 //   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, freeu, error,
-//                           plotted: [{step, sigma, x, y}]}  (x, y: node coordinates of drawn points)
+//                           plotted: [{step, sigma, x, y}], surface}
+//     plotted: the drawn points; x, y in node coordinates when surface is "node" (classic canvas),
+//     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0).
 //   window.__fewstep.idle()  true when every Few-Step Sigmas node shows the schedule of its widgets.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -20,16 +29,27 @@ const CUSTOM = "custom";
 const QUERY_TYPES = new Set(["INT", "FLOAT", "STRING", "COMBO"]); // and lists of choices: what the route parses
 let queryWidgets = ["recipe", "denoise", "steps", "base_steps", "base_rho", "end_index", "time_rho"]; // from nodeData
 const RECIPE_WIDGETS = ["steps", "base_steps", "base_rho", "end_index", "time_rho"]; // fixed by a named recipe
+const PLOT_WIDGET = "fewstep_schedule";
 const PLOT_HEIGHT = 180;
 const MIN_WIDTH = 320;
 const DEBOUNCE_MS = 150;
+const CHECK_MS = 250; // the periodic check of every node's query (see above)
 const MODE_MUTED = 2;
 const MODE_BYPASSED = 4;
 
-const states = new Map(); // node -> {key, timer, sequence, labels}
+const states = new Map(); // node -> {key, timer, sequence, inFlight, labels, drawn, vue}
 
 function widget(node, name) {
   return node.widgets?.find((w) => w.name === name);
+}
+
+// The graph's widget (the frontend may wrap the object given to addCustomWidget).
+function plotWidget(node) {
+  return widget(node, PLOT_WIDGET);
+}
+
+function vueNodes() {
+  return !!globalThis.LiteGraph?.vueNodesMode;
 }
 
 function colour(name, fallback) {
@@ -62,7 +82,7 @@ function queryOf(node) {
 function stateOf(node) {
   let state = states.get(node);
   if (!state) {
-    state = { key: null, timer: null, sequence: 0, inFlight: false, labels: {} };
+    state = { key: null, timer: null, sequence: 0, inFlight: false, labels: {}, drawn: null, vue: null };
     states.set(node, state);
   }
   return state;
@@ -97,19 +117,43 @@ async function fetchSchedule(node, state, query, key) {
     if (sequence === state.sequence) state.inFlight = false;
   }
   if (sequence !== state.sequence) return; // a newer request is on its way
-  node.fewstepSchedule = { query: key, plotted: [], ...schedule };
+  node.fewstepSchedule = { query: key, plotted: [], surface: null, ...schedule };
   lockRecipeWidgets(node, schedule.error ? null : schedule);
-  node.setDirtyCanvas?.(true, true);
+  repaint(node);
 }
 
-// The new LiteGraph widgets hide the value of a disabled widget; the label then carries it.
+// Nodes 2.0 switched on or off (a setting, no reload): the labels of the recipe's widgets follow.
+function relabelOnModeChange(node, state) {
+  if (state.vue !== vueNodes()) lockRecipeWidgets(node, node.fewstepSchedule?.error ? null : node.fewstepSchedule);
+}
+
+// Draw the graph again: the classic canvas on its next frame, a Nodes 2.0 widget canvas now.
+function repaint(node) {
+  node.setDirtyCanvas?.(true, true);
+  plotWidget(node)?.triggerDraw?.();
+}
+
+// The periodic check: a changed query (a Timed FreeU node edited, a value set by a script, undo)
+// asks again; a Nodes 2.0 graph that does not show the node's latest schedule is drawn again.
+function checkAll() {
+  for (const [node, state] of states) {
+    if (!node.graph) continue;
+    refresh(node);
+    relabelOnModeChange(node, state);
+    if (state.drawn !== (node.fewstepSchedule ?? null)) plotWidget(node)?.triggerDraw?.();
+  }
+}
+
+// The new LiteGraph widgets hide the value of a disabled widget on the classic canvas; the label
+// then carries it. Nodes 2.0 shows a disabled widget's value.
 function valueHiddenWhenDisabled(w) {
-  return typeof w.drawWidget === "function";
+  return typeof w.drawWidget === "function" && !vueNodes();
 }
 
 // Named recipe: its values in the custom widgets, disabled and labelled; custom: editable.
 function lockRecipeWidgets(node, schedule) {
   const state = stateOf(node);
+  state.vue = vueNodes();
   const named = widget(node, "recipe")?.value !== CUSTOM;
   for (const name of RECIPE_WIDGETS) {
     const w = widget(node, name);
@@ -130,6 +174,11 @@ function lockRecipeWidgets(node, schedule) {
 function drawSchedule(ctx, node, width, top) {
   refresh(node); // catches every way a widget can change (undo, paste, load, other scripts)
   const schedule = node.fewstepSchedule;
+  const state = stateOf(node);
+  state.drawn = schedule ?? null;
+  relabelOnModeChange(node, state);
+  // The classic canvas draws widgets translated to the node; Nodes 2.0 into the widget's own canvas.
+  const surface = ctx.canvas && ctx.canvas === app.canvas?.canvas ? "node" : "widget";
   const margin = 10;
   const left = margin;
   const right = width - margin;
@@ -234,6 +283,7 @@ function drawSchedule(ctx, node, width, top) {
   ctx.restore();
 
   node.fewstepSchedule.plotted = points;
+  node.fewstepSchedule.surface = surface;
 }
 
 function formatSigma(sigma) {
@@ -267,8 +317,8 @@ function setUp(node) {
     };
   }
   node.addCustomWidget({
-    type: "fewstep_schedule",
-    name: "fewstep_schedule",
+    type: PLOT_WIDGET,
+    name: PLOT_WIDGET,
     value: null,
     serialize: false, // not a node input: neither in the saved workflow nor in the prompt
     options: { serialize: false },
@@ -309,7 +359,7 @@ app.registerExtension({
     const onSerialize = nodeType.prototype.onSerialize;
     nodeType.prototype.onSerialize = function (serialised, ...args) {
       const result = onSerialize?.apply(this, [serialised, ...args]);
-      const index = this.widgets?.findIndex((w) => w.name === "fewstep_schedule") ?? -1;
+      const index = this.widgets?.findIndex((w) => w.name === PLOT_WIDGET) ?? -1;
       if (index >= 0 && serialised.widgets_values?.length > index) serialised.widgets_values.splice(index, 1);
       return result;
     };
@@ -322,6 +372,8 @@ app.registerExtension({
     };
   },
 });
+
+setInterval(checkAll, CHECK_MS);
 
 globalThis.__fewstep = {
   idle() {

@@ -33,6 +33,23 @@ SDXL_CFG = 5.5
 # Frontend colours of the two node kinds users edit (LiteGraph's green / purple presets)
 GREEN, PURPLE = ("#232", "#353"), ("#323", "#535")
 
+# Layout. A node's rectangle on screen is its title bar (TITLE above pos) and its body. Its size in the
+# workflow is what the classic canvas needs (the old page, 1.27.10, 1.58.1 classic); Nodes 2.0 (Vue
+# nodes) draws most nodes taller, whatever the size says. Nodes are stacked in columns leaving each
+# node the room it takes in Nodes 2.0 (measured in 1.58.1 by tests/test_schedule_preview.py, rounded
+# up) and GAP below that: the 1.58.1 classic canvas draws the node-source badge above the title bar.
+TITLE = 30
+GAP = 40
+COLUMNS = {"A": 20, "B": 400, "C": 860, "D": 1240, "E": 1620}  # widths 320, 400, 320, 320, 420 + 60 apart
+SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), title bar excluded
+    "CheckpointLoaderSimple": (320, 100, 110), "CLIPTextEncode": (400, 160, 120),
+    "EmptyLatentImage": (320, 110, 120), "VAEDecode": (230, 50, 60), "VAEEncode": (230, 50, 60),
+    "SaveImage": (420, 460, 460), "LoadImage": (320, 320, 360), "ImageScale": (320, 130, 150),
+    "TimedFreeU": (300, 280, 310), "FewStepSigmas": (320, 410, 480),  # 410: widgets + the schedule graph
+    "FewStepDPMPPSampler": (300, 90, 120), "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
+    "FewStepScheduleTuner": (320, 300, 300),
+}
+
 
 class Graph:
     """A UI-format workflow under construction."""
@@ -41,9 +58,16 @@ class Graph:
         self.definitions = definitions
         self.nodes: list[dict] = []
         self.links: list[list] = []
+        self.room: dict[int, int] = {}  # node id -> the height it takes in any mode (title bar excluded)
 
-    def node(self, kind: str, pos, widgets: dict | None = None, *, title=None, size=(320, 130), colors=None) -> dict:
+    def below(self, *nodes: dict) -> int:
+        """The y (pos) of a node placed under the lowest of ``nodes``."""
+        return max(n["pos"][1] + self.room[n["id"]] for n in nodes) + GAP + TITLE
+
+    def node(self, kind: str, pos, widgets: dict | None = None, *, title=None, size=None, colors=None) -> dict:
         spec = self.definitions[kind]
+        width, height, room = SIZES[kind]
+        size = size or (width, height)
         widgets = dict(widgets or {})
         values = []
         for name, input_spec, _ in widget_inputs(spec):
@@ -70,6 +94,7 @@ class Graph:
                 "outputs": [{"name": name, "type": t, "links": [], "slot_index": i}
                             for i, (name, t) in enumerate(zip(spec["output_name"], spec["output"]))],
                 "properties": {"Node name for S&R": kind}, "widgets_values": values}
+        self.room[node["id"]] = max(size[1], room)
         if title:
             node["title"] = title
         if colors:
@@ -82,6 +107,7 @@ class Graph:
                 "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "title": title,
                 "properties": {"text": ""}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
         self.nodes.append(node)
+        self.room[node["id"]] = size[1]
         return node
 
     def connect(self, source: dict, output, target: dict, input_name: str) -> None:
@@ -99,50 +125,60 @@ class Graph:
                 "extra": {"ds": {"scale": 0.75, "offset": [40, 60]}}, "version": 0.4}
 
 
+# SamplerCustom at the top of column D, VAE Decode under it
+CUSTOM_POS = (COLUMNS["D"], 40)
+DECODE_POS = (COLUMNS["D"], CUSTOM_POS[1] + SIZES["SamplerCustom"][2] + GAP + TITLE)
+
+
+def prompts(g: Graph, checkpoint: str):
+    """Loader (column A) and the two prompts (column B)."""
+    loader = g.node("CheckpointLoaderSimple", (COLUMNS["A"], 140), {"ckpt_name": checkpoint})
+    positive = g.node("CLIPTextEncode", (COLUMNS["B"], 40), {"text": POSITIVE}, title="Positive prompt",
+                      colors=GREEN)
+    negative = g.node("CLIPTextEncode", (COLUMNS["B"], g.below(positive)), {"text": NEGATIVE},
+                      title="Negative prompt", size=(400, 120), colors=PURPLE)
+    g.connect(loader, "CLIP", positive, "clip")
+    g.connect(loader, "CLIP", negative, "clip")
+    return loader, positive, negative
+
+
 def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix: str, note: str):
     """Loader, prompts, empty latent, VAE decode and save: the frame every recipe workflow shares.
 
     Returns (loader, positive, negative, latent, decode) for the caller to wire a sampler into.
     """
-    loader = g.node("CheckpointLoaderSimple", (20, 140), {"ckpt_name": checkpoint}, size=(320, 100))
-    positive = g.node("CLIPTextEncode", (380, 40), {"text": POSITIVE}, title="Positive prompt", size=(400, 160),
-                      colors=GREEN)
-    negative = g.node("CLIPTextEncode", (380, 240), {"text": NEGATIVE}, title="Negative prompt", size=(400, 120),
-                      colors=PURPLE)
-    latent = g.node("EmptyLatentImage", (380, 400), {"width": resolution, "height": resolution, "batch_size": 1},
-                    size=(320, 110))
-    g.connect(loader, "CLIP", positive, "clip")
-    g.connect(loader, "CLIP", negative, "clip")
-    decode = g.node("VAEDecode", (1300, 140), size=(220, 50))
-    save = g.node("SaveImage", (1560, 140), {"filename_prefix": prefix}, size=(420, 460))
+    loader, positive, negative = prompts(g, checkpoint)
+    latent = g.node("EmptyLatentImage", (COLUMNS["B"], g.below(negative)),
+                    {"width": resolution, "height": resolution, "batch_size": 1})
+    decode = g.node("VAEDecode", DECODE_POS)
+    save = g.node("SaveImage", (COLUMNS["E"], 40), {"filename_prefix": prefix})
     g.connect(loader, "VAE", decode, "vae")
     g.connect(decode, "IMAGE", save, "images")
-    g.note(note, (20, 560), size=(760, 150))
+    g.note(note, (COLUMNS["A"], g.below(loader, latent)), size=(760, 150))
     return loader, positive, negative, latent, decode
 
 
-def fewstep_sampling(g: Graph, recipe_name: str, model, positive, negative, latent, cfg: float, x=840, y=40,
+def fewstep_sampling(g: Graph, recipe_name: str, model, positive, negative, latent, cfg: float, x=COLUMNS["C"], y=40,
                      denoise: float = 1.0, seed: int = SEED):
     """FewStepSigmas + FewStepDPMPPSampler + (Timed FreeU as the recipe says) + SamplerCustom."""
     from fewstep.recipes import RECIPES
 
     recipe = RECIPES[recipe_name]
     patched = model
-    for i, f in enumerate(recipe.freeu):
-        freeu = g.node("TimedFreeU", (x, y + 330 * i), {
+    for f in recipe.freeu:
+        freeu = g.node("TimedFreeU", (x, y), {
             "b1": f.b1, "b2": f.b2, "s1": f.s1, "s2": f.s2, "version": "v1",
-            "first_step": f.first_step, "last_step": f.last_step}, size=(300, 280))
+            "first_step": f.first_step, "last_step": f.last_step})
         g.connect(patched, "MODEL", freeu, "model")
         patched = freeu
+        y = g.below(freeu)
     own = {"steps": recipe.steps, "base_steps": recipe.base_steps, "base_rho": recipe.base_rho,
            "end_index": recipe.end_index, "time_rho": recipe.time_rho}  # shown, ignored until recipe = custom
-    sigmas = g.node("FewStepSigmas", (x, y + 330 * len(recipe.freeu)),
-                    {"recipe": recipe_name, "denoise": denoise, **own}, size=(320, 390))  # + the schedule graph
+    sigmas = g.node("FewStepSigmas", (x, y), {"recipe": recipe_name, "denoise": denoise, **own})
     g.connect(model, "MODEL", sigmas, "model")
-    sampler = g.node("FewStepDPMPPSampler", (x, y + 330 * len(recipe.freeu) + 430),
-                     {"solver": recipe.solver, "finish": "last_sigma"}, size=(300, 90))
-    custom = g.node("SamplerCustom", (x + 340, y), {"add_noise": True, "noise_seed": seed, "cfg": cfg},
-                    title=f"SamplerCustom ({recipe.steps} model evaluations)", size=(320, 230))
+    sampler = g.node("FewStepDPMPPSampler", (x, g.below(sigmas)), {"solver": recipe.solver, "finish": "last_sigma"})
+    custom = g.node("SamplerCustom", CUSTOM_POS, {"add_noise": True, "noise_seed": seed, "cfg": cfg},
+                    title=f"SamplerCustom ({recipe.steps} model evaluations)")
     for source, output, name in ((patched, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (sampler, "SAMPLER", "sampler"),
                                  (sigmas, "SIGMAS", "sigmas"), (latent, "LATENT", "latent_image")):
@@ -191,14 +227,15 @@ def comparison_workflow(definitions) -> dict:
     decode["title"] = "VAE Decode (5 steps)"
     custom = fewstep_sampling(g, "SD1.5 5-step", loader, positive, negative, latent, SD15_CFG)
     g.connect(custom, "output", decode, "samples")
-    ksampler = g.node("KSampler", (1180, 760), {"seed": SEED, "steps": 20, "cfg": SD15_CFG, "sampler_name": "dpmpp_2m",
-                                                "scheduler": "karras", "denoise": 1.0},
-                      title="KSampler (20 steps, DPM++ 2M Karras)", size=(320, 270))
+    ksampler = g.node("KSampler", (COLUMNS["D"], g.below(decode)),
+                      {"seed": SEED, "steps": 20, "cfg": SD15_CFG, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+                       "denoise": 1.0}, title="KSampler (20 steps, DPM++ 2M Karras)")
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (latent, "LATENT", "latent_image")):
         g.connect(source, output, ksampler, name)
-    decode20 = g.node("VAEDecode", (1560, 760), title="VAE Decode (20 steps)", size=(220, 50))
-    save20 = g.node("SaveImage", (1800, 760), {"filename_prefix": "dpmpp_2m_karras_20step"}, size=(420, 460))
+    decode20 = g.node("VAEDecode", (COLUMNS["D"], g.below(ksampler)), title="VAE Decode (20 steps)")
+    save = next(n for n in g.nodes if n["type"] == "SaveImage")
+    save20 = g.node("SaveImage", (COLUMNS["E"], g.below(save)), {"filename_prefix": "dpmpp_2m_karras_20step"})
     g.connect(ksampler, "LATENT", decode20, "samples")
     g.connect(loader, "VAE", decode20, "vae")
     g.connect(decode20, "IMAGE", save20, "images")
@@ -211,27 +248,21 @@ def img2img_workflow(definitions, denoise: float = 0.6) -> dict:
             "lower (t_start = t_end + denoise x (999 - t_end)) and keeps 5 model evaluations and the same end sigma. "
             "Lower denoise keeps more of the input image. Load your image in Load Image; it is scaled to 512x512.")
     g = Graph(definitions)
-    loader = g.node("CheckpointLoaderSimple", (20, 140), {"ckpt_name": SD15_CHECKPOINT}, size=(320, 100))
-    positive = g.node("CLIPTextEncode", (380, 40), {"text": POSITIVE}, title="Positive prompt", size=(400, 160),
-                      colors=GREEN)
-    negative = g.node("CLIPTextEncode", (380, 240), {"text": NEGATIVE}, title="Negative prompt", size=(400, 120),
-                      colors=PURPLE)
-    g.connect(loader, "CLIP", positive, "clip")
-    g.connect(loader, "CLIP", negative, "clip")
-    image = g.node("LoadImage", (20, 400), {"image": "example.png"}, size=(320, 320))
-    scale = g.node("ImageScale", (380, 400), {"upscale_method": "lanczos", "width": 512, "height": 512,
-                                              "crop": "center"}, size=(320, 130))
-    encode = g.node("VAEEncode", (380, 580), size=(220, 50))
+    loader, positive, negative = prompts(g, SD15_CHECKPOINT)
+    image = g.node("LoadImage", (COLUMNS["A"], g.below(loader)), {"image": "example.png"})
+    scale = g.node("ImageScale", (COLUMNS["B"], g.below(negative)), {"upscale_method": "lanczos", "width": 512,
+                                                                    "height": 512, "crop": "center"})
+    encode = g.node("VAEEncode", (COLUMNS["B"], g.below(scale)))
     g.connect(image, "IMAGE", scale, "image")
     g.connect(scale, "IMAGE", encode, "pixels")
     g.connect(loader, "VAE", encode, "vae")
     custom = fewstep_sampling(g, "SD1.5 5-step", loader, positive, negative, encode, SD15_CFG, denoise=denoise)
-    decode = g.node("VAEDecode", (1300, 140), size=(220, 50))
-    save = g.node("SaveImage", (1560, 140), {"filename_prefix": "fewstep_img2img"}, size=(420, 460))
+    decode = g.node("VAEDecode", DECODE_POS)
+    save = g.node("SaveImage", (COLUMNS["E"], 40), {"filename_prefix": "fewstep_img2img"})
     g.connect(custom, "output", decode, "samples")
     g.connect(loader, "VAE", decode, "vae")
     g.connect(decode, "IMAGE", save, "images")
-    g.note(note, (20, 760), size=(760, 130))
+    g.note(note, (COLUMNS["A"], g.below(image, encode)), size=(760, 130))
     return g.to_json()
 
 
@@ -245,16 +276,18 @@ def tuner_workflow(definitions, nfe: int = 5, solver: str = "dpmpp_2m", tuning_s
     g = Graph(definitions)
     loader, positive, negative, latent, decode = text_to_image(g, SD15_CHECKPOINT, 512, SD15_CFG,
                                                                "fewstep_tuned_5step", note)
-    small = g.node("EmptyLatentImage", (380, 800), {"width": tuning_size, "height": tuning_size, "batch_size": 1},
-                   title="Tuning resolution", size=(320, 110))
-    tuner = g.node("FewStepScheduleTuner", (840, 40), {"cfg": SD15_CFG, "nfe": nfe, "solver": solver},
-                   size=(320, 300), colors=PURPLE)
+    small = g.node("EmptyLatentImage", (COLUMNS["B"], g.below(latent)),
+                   {"width": tuning_size, "height": tuning_size, "batch_size": 1}, title="Tuning resolution")
+    note_node = next(n for n in g.nodes if n["type"] == "Note")
+    note_node["pos"][1] = g.below(loader, small)  # under the tuning latent, which comes after it
+    tuner = g.node("FewStepScheduleTuner", (COLUMNS["C"], 40), {"cfg": SD15_CFG, "nfe": nfe, "solver": solver},
+                   colors=PURPLE)
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (small, "LATENT", "latent_image")):
         g.connect(source, output, tuner, name)
-    sampler = g.node("FewStepDPMPPSampler", (840, 380), {"solver": solver, "finish": "last_sigma"}, size=(300, 90))
-    custom = g.node("SamplerCustom", (1180, 40), {"add_noise": True, "noise_seed": SEED, "cfg": SD15_CFG},
-                    title=f"SamplerCustom ({nfe} model evaluations)", size=(320, 230))
+    sampler = g.node("FewStepDPMPPSampler", (COLUMNS["C"], g.below(tuner)), {"solver": solver, "finish": "last_sigma"})
+    custom = g.node("SamplerCustom", CUSTOM_POS, {"add_noise": True, "noise_seed": SEED, "cfg": SD15_CFG},
+                    title=f"SamplerCustom ({nfe} model evaluations)")
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (sampler, "SAMPLER", "sampler"),
                                  (tuner, "sigmas", "sigmas"), (latent, "LATENT", "latent_image")):

@@ -23,3 +23,6 @@ COMFY=$("$VENV/bin/python" scripts/comfyui_runtime.py)
 grep -v -E '^\s*(#|$)|^(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$VENV/comfyui-requirements.txt"
 $PIP install --quiet -r "$VENV/comfyui-requirements.txt" $TORCH
 echo "ComfyUI for the tests: $COMFY"
+# The newest frontend, for the browser tests of the schedule graph (classic and Nodes 2.0 modes) under
+# CURRENT (served with main.py --front-end-root). Kept apart from ComfyUI's own pinned frontend package.
+$PIP install --quiet --no-deps --upgrade --target "$VENV/frontend-1.58.1" comfyui-frontend-package==1.58.1

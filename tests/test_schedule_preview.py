@@ -1,20 +1,28 @@
 """The schedule graph on Few-Step Sigmas: GET /fewstep/schedule on a real ComfyUI server, and
-js/fewstep_sigmas.js in that server's own page, in real headless Chromium (Debian's package,
-driven by Playwright; no browser download). Screenshots go to tests/artifacts/<pinned|current>/.
+js/fewstep_sigmas.js in the pages that server can serve, in real headless Chromium (Debian's package,
+driven by Playwright; no browser download): under PINNED its old LiteGraph page; under CURRENT
+(COMFYUI_PATH) its own frontend 1.27.10 and the newest one, 1.58.1 (scripts/install_env.sh installs it
+into <venv>/frontend-1.58.1), in classic mode and in Nodes 2.0 mode (Vue nodes). Each mode's tests
+report the others as skipped with the ComfyUI they need. Screenshots go to
+tests/artifacts/schedule_graph/<mode>/.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
 import math
+import sys
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from build_thumbnails import CHROMIUM, CHROMIUM_ARGS
+from build_thumbnails import CHROMIUM, CHROMIUM_ARGS, FIT, workflow_files
+from build_thumbnails import SETTINGS as THUMBNAIL_SETTINGS
 from comfyui_server import ComfyServer
 from conftest import REPO
 from workflow_api import to_api
@@ -23,6 +31,7 @@ from fewstep.recipes import CUSTOM, RECIPES
 from fewstep.schedule import fewstep_sigmas, recipe_sigmas, standard_sigma_table
 
 WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step.json"
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the bundled workflow's loader lists it; nothing is queued
 ROUTE = "/fewstep/schedule"
 # RECIPES.md sanity values of SD1.5 5-step, computed independently of this pack.
@@ -48,10 +57,30 @@ def python_schedule(recipe: str, custom=(5, 8, 5.0, 6, 1.2), denoise=1.0) -> lis
 def server(comfy, tmp_path_factory):
     """A real ComfyUI server (COMFYUI_PATH or PINNED) with the pack installed."""
     work = tmp_path_factory.mktemp("preview-server")
-    placeholder = work / CHECKPOINT
-    placeholder.write_bytes(b"")
-    with ComfyServer(work / "server", checkpoints={CHECKPOINT: placeholder}) as running:
+    with started(ComfyServer(work / "server", checkpoints=placeholders(work))) as running:
         yield running
+
+
+def placeholders(work: Path) -> dict:
+    """Every checkpoint the bundled workflows' loaders name, as one empty file (nothing is queued)."""
+    empty = work / "empty.safetensors"
+    empty.write_bytes(b"")
+    names = {CHECKPOINT}
+    for path in WORKFLOWS:
+        names |= workflow_files(json.loads(path.read_text()))[0]
+    return {name: empty for name in names}
+
+
+@contextlib.contextmanager
+def started(server: ComfyServer):
+    """The server, running, with the input images the bundled workflows load."""
+    from PIL import Image
+
+    with server:
+        for path in WORKFLOWS:
+            for name in workflow_files(json.loads(path.read_text()))[1]:
+                Image.linear_gradient("L").resize((512, 512)).convert("RGB").save(server.input_dir / name)
+        yield server
 
 
 def get(server, path: str):
@@ -151,7 +180,34 @@ def test_every_widget_of_the_node_reaches_its_schedule(comfy):
     assert widgets <= set(inspect.signature(sigmas.schedule).parameters)
 
 
-# ---- the page ------------------------------------------------------------------------------------
+# ---- the page, in every frontend and mode the ComfyUI under test can serve ------------------------
+
+NEEDS_CURRENT = "needs CURRENT ComfyUI (COMFYUI_PATH)"
+NEEDS_PINNED = "needs PINNED ComfyUI (COMFYUI_PATH unset): only PINNED serves the old LiteGraph page"
+# The newest frontend, installed by scripts/install_env.sh next to the venv (it cannot share the venv's
+# site-packages with CURRENT's own 1.27.10) and served by CURRENT with --front-end-root.
+FRONTEND_1581 = Path(sys.prefix) / "frontend-1.58.1" / "comfyui_frontend_package" / "static"
+SETTINGS = THUMBNAIL_SETTINGS  # the graph alone: no template browser, minimap or canvas menus over it
+MARGIN = 20  # graph units between two nodes of a bundled workflow
+CURVE, END = (0x66, 0xCC, 0xFF), (0xFF, 0xBB, 0x44)  # the colours of the drawn points (js/fewstep_sigmas.js)
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    current: bool  # served by CURRENT (else PINNED)
+    version: str | None  # the frontend's own version (window.__COMFYUI_FRONTEND_VERSION__); None: the old page
+    root: Path | None = None  # --front-end-root
+    vue: bool = False  # Nodes 2.0 (Comfy.VueNodes.Enabled)
+
+
+MODES = [
+    Mode("pinned-page", current=False, version=None),
+    Mode("frontend-1.27.10", current=True, version="1.27.10"),
+    Mode("frontend-1.58.1-classic", current=True, version="1.58.1", root=FRONTEND_1581),
+    Mode("frontend-1.58.1-nodes2", current=True, version="1.58.1", root=FRONTEND_1581, vue=True),
+]
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -167,17 +223,58 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def artifacts(comfy):
-    folder = REPO / "tests" / "artifacts" / ("current" if comfy.current else "pinned")
+def server_1581(comfy, tmp_path_factory):
+    """CURRENT serving frontend 1.58.1 (--front-end-root) with the pack installed."""
+    if not (FRONTEND_1581 / "index.html").exists():
+        pytest.fail(f"{FRONTEND_1581} is missing: scripts/install_env.sh installs comfyui-frontend-package==1.58.1 "
+                    "there (pip install --no-deps --target <venv>/frontend-1.58.1)")
+    work = tmp_path_factory.mktemp("preview-server-1581")
+    with started(ComfyServer(work / "server", checkpoints=placeholders(work),
+                             args=["--front-end-root", str(FRONTEND_1581)])) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=MODES, ids=[m.name for m in MODES])
+def mode(request, comfy):
+    if request.param.current and not comfy.current:
+        pytest.skip(NEEDS_CURRENT)
+    if not request.param.current and comfy.current:
+        pytest.skip(NEEDS_PINNED)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def artifacts(mode):
+    folder = REPO / "tests" / "artifacts" / "schedule_graph" / mode.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-class GraphPage:
-    """The server's page with the bundled workflow loaded through it, and every console message."""
+# Screen rectangles of every node, in graph units, title bar included: the classic canvas draws a node
+# at least as tall as its widgets need (computeSize); Nodes 2.0 nodes are DOM elements.
+NODE_RECTS = """() => {
+  const c = window.app.canvas, ds = c.ds, r = c.canvas.getBoundingClientRect();
+  const title = LiteGraph.NODE_TITLE_HEIGHT ?? 30;
+  return window.app.graph._nodes.map((n) => {
+    const el = LiteGraph.vueNodesMode ? document.querySelector(`[data-node-id="${n.id}"]`) : null;
+    const name = n.title || n.type;
+    if (el) {
+      const b = el.getBoundingClientRect();
+      return {name, x: (b.left - r.left) / ds.scale - ds.offset[0], y: (b.top - r.top) / ds.scale - ds.offset[1],
+              w: b.width / ds.scale, h: b.height / ds.scale, dom: true};
+    }
+    const h = Math.max(n.size[1], n.computeSize?.()[1] ?? 0);
+    return {name, x: n.pos[0], y: n.pos[1] - title, w: n.size[0], h: h + title, dom: false};
+  });
+}"""
 
-    def __init__(self, page):
+
+class GraphPage:
+    """The server's page with a bundled workflow loaded through it, and every console message."""
+
+    def __init__(self, page, mode: Mode):
         self.page = page
+        self.mode = mode
         self.messages = []  # (kind, text, where)
         self.expected_errors = set()
         page.on("console", lambda m: self.messages.append((m.type, m.text, m.location.get("url", ""))))
@@ -190,12 +287,23 @@ class GraphPage:
         """Evaluate ``(node, arg) => ...`` on the workflow's Few-Step Sigmas node."""
         return self.js(f"([arg]) => ({script})(window.app.graph.findNodesByType('FewStepSigmas', [])[0], arg)", [arg])
 
+    def load(self, workflow: dict) -> None:
+        self.js("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+        self.page.wait_for_function("() => window.__fewstep.idle()", timeout=20000)
+
     def settled(self) -> dict:
         """The node's schedule once the graph shows its widgets' schedule."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         self.page.wait_for_function("() => window.__fewstep.idle()", timeout=20000)
-        self.page.wait_for_function(
-            "() => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.plotted.length > 0 "
-            "|| window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.error", timeout=20000)
+        try:
+            self.page.wait_for_function(
+                "() => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.plotted.length > 0 "
+                "|| window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.error", timeout=20000)
+        except PlaywrightTimeout:
+            state = self.node("n => ({schedule: !!n.fewstepSchedule, plotted: n.fewstepSchedule?.plotted?.length, "
+                              "idle: window.__fewstep.idle(), vue: !!LiteGraph.vueNodesMode})")
+            raise AssertionError(f"the schedule was fetched but never drawn in {self.mode.name}: {state}") from None
         return self.node("n => n.fewstepSchedule")
 
     def widgets(self) -> dict:
@@ -209,32 +317,83 @@ class GraphPage:
                      w.value = value; w.callback?.(value, window.app.canvas, n); n.setDirtyCanvas(true, true); }""",
                   [name, value])
 
+    def node_element(self):
+        """Nodes 2.0: the Few-Step Sigmas node's DOM element."""
+        node_id = self.node("n => n.id")
+        return self.page.locator(f'[data-node-id="{node_id}"]').first
+
     def click(self, name: str, right: float, down: float = 10) -> None:
-        """A real mouse click on a widget of the node, ``right`` px from the node's right edge."""
+        """A real mouse click on a classic canvas widget, ``right`` px from the node's right edge."""
         x, y = self.node("""(n, [name, right, down]) => { const w = n.widgets.find(w => w.name === name);
             const rect = window.app.canvas.canvas.getBoundingClientRect();
             const [cx, cy] = window.app.canvas.ds.convertOffsetToCanvas(
-                [n.pos[0] + n.size[0] - right, n.pos[1] + w.last_y + down]);
+                [n.pos[0] + n.size[0] - right, n.pos[1] + (w.last_y ?? w.y) + down]);
             return [rect.left + cx, rect.top + cy]; }""", [name, right, down])
         self.page.mouse.click(x, y)
 
-    def click_right_arrow(self, name: str) -> None:
-        """Click the right arrow of a widget (next choice / one step up)."""
-        self.click(name, 25)
+    def next_choice(self, name: str, choice: str) -> None:
+        """Pick the next choice of a combo widget with the mouse (its right arrow; Nodes 2.0: its list)."""
+        if not self.mode.vue:
+            self.click(name, 25)
+            return
+        self.node_element().locator(f'[data-widget-name="{name}"] [role="combobox"]').first.click()
+        self.page.get_by_role("option", name=choice, exact=True).first.click()
+
+    def step_up(self, name: str) -> None:
+        """One step up on a number widget with the mouse (its right arrow; Nodes 2.0: its + button)."""
+        if not self.mode.vue:
+            self.click(name, 25)
+            return
+        self.node_element().locator(f'[data-widget-name="{name}"] [data-testid="increment"]').first.click()
+
+    def click_plot(self) -> None:
+        """A real mouse click in the middle of the schedule graph."""
+        if self.mode.vue:
+            self.node_element().locator('[data-widget-name="fewstep_schedule"] canvas').first.click()
+        else:
+            self.click("fewstep_schedule", 150, 90)
 
     def show_node(self) -> None:
         self.node("""n => { const c = window.app.canvas; c.ds.scale = 1.4;
             c.ds.offset = [-n.pos[0] + 260, -n.pos[1] + 90]; c.setDirty(true, true); }""")
-        self.page.wait_for_timeout(500)
+        self.page.wait_for_timeout(700)
 
-    def screenshot(self, path: Path) -> None:
+    def node_box(self) -> dict:
+        """The node's rectangle on the page (CSS px), title included."""
+        if self.mode.vue:
+            return self.node_element().bounding_box()
+        return self.node("""n => { const c = window.app.canvas; const r = c.canvas.getBoundingClientRect();
+            const title = LiteGraph.NODE_TITLE_HEIGHT ?? 30;
+            const [x, y] = c.ds.convertOffsetToCanvas([n.pos[0], n.pos[1] - title]);
+            return {x: r.left + x, y: r.top + y, width: n.size[0] * c.ds.scale,
+                    height: (n.size[1] + title) * c.ds.scale}; }""")
+
+    def plotted_on_page(self) -> list:
+        """Where the drawn points are on the page (CSS px): node coordinates on the classic canvas, the
+        widget canvas' own coordinates in Nodes 2.0."""
+        if self.mode.vue:
+            canvas = self.node_element().locator('[data-widget-name="fewstep_schedule"] canvas').first
+            box = canvas.bounding_box()
+            width = canvas.evaluate("c => c.offsetWidth")
+            scale = box["width"] / width
+            plotted = self.node("n => n.fewstepSchedule.plotted")
+            return [(box["x"] + p["x"] * scale, box["y"] + p["y"] * scale) for p in plotted]
+        return self.node("""n => { const c = window.app.canvas; const r = c.canvas.getBoundingClientRect();
+            return n.fewstepSchedule.plotted.map(p => { const [x, y] = c.ds.convertOffsetToCanvas(
+                [n.pos[0] + p.x, n.pos[1] + p.y]); return [r.left + x, r.top + y]; }); }""")
+
+    def screenshot(self, path: Path):
+        """The node (and a margin) to ``path``, the whole page next to it; returns the page as an image."""
+        from PIL import Image
+
         self.show_node()
-        box = self.node("""n => { const c = window.app.canvas; const r = c.canvas.getBoundingClientRect();
-            const [x, y] = c.ds.convertOffsetToCanvas([n.pos[0] - 20, n.pos[1] - 50]);
-            return {x: r.left + x, y: r.top + y,
-                    width: (n.size[0] + 40) * c.ds.scale, height: (n.size[1] + 70) * c.ds.scale}; }""")
-        self.page.screenshot(path=str(path), clip=box)
-        self.page.screenshot(path=str(path.with_name(path.stem + "_page.png")))
+        box = self.node_box()
+        clip = {"x": max(box["x"] - 30, 0), "y": max(box["y"] - 30, 0), "width": box["width"] + 60,
+                "height": box["height"] + 60}
+        self.page.screenshot(path=str(path), clip=clip)
+        whole = path.with_name(path.stem + "_page.png")
+        self.page.screenshot(path=str(whole))
+        return Image.open(whole).convert("RGB")
 
     def errors_from_extension(self) -> list:
         return [m for m in self.messages if m[0] in ("error", "pageerror") and m not in self.expected_errors
@@ -242,17 +401,43 @@ class GraphPage:
 
 
 @pytest.fixture(scope="module")
-def graph_page(server, browser, comfy):
-    if comfy.current:  # the new frontend greets a new user with the template browser over the canvas
-        assert server.post_json("/settings/Comfy.TutorialCompleted", True)[0] == 200
+def graph_page(mode, request, browser):
+    server = request.getfixturevalue("server_1581" if mode.root else "server")
+    if mode.current:  # the new frontends greet a new user with the template browser over the canvas
+        for setting, value in {**SETTINGS, "Comfy.VueNodes.Enabled": mode.vue}.items():
+            assert server.post_json(f"/settings/{setting}", value)[0] == 200
     page = browser.new_page(viewport={"width": 1500, "height": 950})
-    graph = GraphPage(page)
+    graph = GraphPage(page, mode)
     page.goto(server.url)
     page.wait_for_function(
         "() => window.app?.graph && window.__fewstep && LiteGraph.registered_node_types.FewStepSigmas", timeout=120000)
-    graph.js("async (workflow) => { await window.app.loadGraphData(workflow); }", json.loads(WORKFLOW.read_text()))
+    assert graph.js("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null") == mode.version
+    graph.load(json.loads(WORKFLOW.read_text()))
+    assert graph.js("() => !!LiteGraph.vueNodesMode") == mode.vue
+    graph.server = server
     yield graph
     page.close()
+
+
+def colour_near(image, x: float, y: float, colour, radius: int = 1, tolerance: int = 40) -> bool:
+    """Whether a pixel within ``radius`` of (x, y) has ``colour``."""
+    for dx in range(-radius, radius + 1):
+        for dy in range(-radius, radius + 1):
+            pixel = image.getpixel((round(x) + dx, round(y) + dy))
+            if max(abs(a - b) for a, b in zip(pixel, colour)) <= tolerance:
+                return True
+    return False
+
+
+def assert_drawn(graph_page, image, schedule) -> None:
+    """The points the node says it drew are on the screen, in the curve's colours."""
+    points = graph_page.plotted_on_page()
+    assert len(points) == len(schedule["sigmas"]) > 1
+    for x, y in points[:-1]:
+        assert colour_near(image, x, y, CURVE), (x, y, image.getpixel((round(x), round(y))))
+    assert colour_near(image, *points[-1], END), (points[-1], image.getpixel(tuple(map(round, points[-1]))))
+    box = graph_page.node_box()
+    assert all(box["x"] < x < box["x"] + box["width"] and box["y"] < y < box["y"] + box["height"] for x, y in points)
 
 
 def test_bundled_workflow_draws_the_python_schedule(graph_page, artifacts):
@@ -261,12 +446,11 @@ def test_bundled_workflow_draws_the_python_schedule(graph_page, artifacts):
     assert schedule["recipe"] == "SD1.5 5-step" and schedule["nfe"] == 5 and schedule["solver"] == "dpmpp_1s"
     assert schedule["sigmas"] == expected
     assert schedule["sigmas"] == pytest.approx(SD15_5STEP, rel=2e-5)
+    assert schedule["surface"] == ("widget" if graph_page.mode.vue else "node")
     plotted = schedule["plotted"]
     assert [p["step"] for p in plotted] == list(range(6))
     assert [p["sigma"] for p in plotted] == expected
-    # drawn left to right, each lower than the last, inside the node: a log scale in sigma
-    size = graph_page.node("n => [n.size[0], n.size[1]]")
-    assert all(0 < p["x"] < size[0] and 0 < p["y"] < size[1] for p in plotted)
+    # drawn left to right, each lower than the last: a log scale in sigma
     xs, ys = [p["x"] for p in plotted], [p["y"] for p in plotted]
     assert all(b > a for a, b in zip(xs, xs[1:])) and all(b > a for a, b in zip(ys, ys[1:]))
     log_slope = [(ys[i + 1] - ys[i]) / (math.log(expected[i]) - math.log(expected[i + 1])) for i in range(5)]
@@ -280,14 +464,21 @@ def test_bundled_workflow_draws_the_python_schedule(graph_page, artifacts):
     for name in CUSTOM_WIDGETS:
         assert widgets[name]["value"] == getattr(recipe, name)
         assert widgets[name]["disabled"] and "(recipe)" in widgets[name]["label"]
-    graph_page.screenshot(artifacts / "fewstep_sigmas_named_recipe.png")
+    image = graph_page.screenshot(artifacts / "fewstep_sigmas_named_recipe.png")
+    assert_drawn(graph_page, image, schedule)
+    if graph_page.mode.vue:  # what the user reads: the marked labels and the recipe's values, disabled
+        for name in CUSTOM_WIDGETS:
+            row = graph_page.node_element().locator(f'[data-widget-name="{name}"]').first
+            assert f"{name} (recipe)" in row.inner_text()
+            field = row.locator("input").first
+            assert field.is_disabled() and float(field.input_value()) == getattr(recipe, name)
 
 
 def test_plot_follows_recipe_and_custom_changes(graph_page, artifacts):
     graph_page.set_widget("recipe", "SD1.5 5-step")
     graph_page.settled()
     graph_page.show_node()
-    graph_page.click_right_arrow("recipe")  # next choice: SD1.5 6-step
+    graph_page.next_choice("recipe", "SD1.5 6-step")  # with the mouse
     schedule = graph_page.settled()
     assert schedule["recipe"] == "SD1.5 6-step" and schedule["nfe"] == 6
     assert [p["sigma"] for p in schedule["plotted"]] == python_schedule("SD1.5 6-step")
@@ -307,7 +498,7 @@ def test_plot_follows_recipe_and_custom_changes(graph_page, artifacts):
     assert schedule["sigmas"] == python_schedule(CUSTOM, (8, 12, 12.0, 10, 1.2))
 
     graph_page.show_node()
-    graph_page.click_right_arrow("steps")  # 8 -> 9 with the mouse
+    graph_page.step_up("steps")  # 8 -> 9 with the mouse
     schedule = graph_page.settled()
     assert graph_page.widgets()["steps"]["value"] == 9
     assert schedule["nfe"] == 9 and len(schedule["plotted"]) == 10
@@ -319,7 +510,17 @@ def test_plot_follows_recipe_and_custom_changes(graph_page, artifacts):
     assert schedule["params"] == {"steps": 9, "base_steps": 12, "base_rho": 12, "end_index": 10, "time_rho": 2,
                                   "denoise": 0.6}
     assert [p["sigma"] for p in schedule["plotted"]] == python_schedule(CUSTOM, (9, 12, 12.0, 10, 2.0), 0.6)
-    graph_page.screenshot(artifacts / "fewstep_sigmas_custom.png")
+    image = graph_page.screenshot(artifacts / "fewstep_sigmas_custom.png")
+    assert_drawn(graph_page, image, schedule)
+
+
+def band_green(image, points, step: int) -> float:
+    """How green (green less red, the median over the plot's height) the column half way between points
+    step-1 and step is: the FreeU band is green; the curve and the grid lines cross few of its pixels."""
+    x = round((points[step - 1][0] + points[step][0]) / 2)
+    top, bottom = round(min(y for _, y in points)), round(max(y for _, y in points))
+    column = sorted(green - red for red, green, _ in (image.getpixel((x, y)) for y in range(top, bottom)))
+    return column[len(column) // 2]
 
 
 def test_timed_freeu_percent_window_is_shaded_where_it_acts(graph_page, artifacts):
@@ -336,10 +537,20 @@ def test_timed_freeu_percent_window_is_shaded_where_it_acts(graph_page, artifact
     assert schedule["freeu"] == [{"first_step": 1, "last_step": -1, "start_percent": pytest.approx(0.35, abs=1e-9),
                                   "end_percent": pytest.approx(0.6, abs=1e-9), "steps": [3]}]
     # step 3 is where Timed FreeU acts with this window (test_comfy_nodes checks that on the real node)
-    graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_percent.png")
-    graph_page.js(set_freeu, ["start_percent", 0.0])
-    graph_page.js(set_freeu, ["end_percent", 1.0])
-    assert graph_page.settled()["freeu"][0]["steps"] == [1, 2, 3, 4, 5]
+    image = graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_percent.png")
+    assert_drawn(graph_page, image, schedule)
+    points = graph_page.plotted_on_page()
+    shaded, plain = band_green(image, points, 3), [band_green(image, points, s) for s in (1, 2, 4, 5)]
+    assert shaded > max(plain) + 10, (shaded, plain)
+    # a FreeU change made anywhere in the graph reaches the plot without touching Few-Step Sigmas
+    graph_page.js("""() => { const n = window.app.graph.findNodesByType('TimedFreeU', [])[0];
+        n.widgets.find(w => w.name === 'start_percent').value = 0.0;
+        n.widgets.find(w => w.name === 'end_percent').value = 1.0; }""")
+    schedule = graph_page.settled()
+    assert schedule["freeu"][0]["steps"] == [1, 2, 3, 4, 5]
+    image = graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_all_steps.png")
+    points = graph_page.plotted_on_page()
+    assert min(band_green(image, points, s) for s in range(1, 6)) > max(plain) + 10
 
 
 def test_invalid_custom_values_show_the_message(graph_page):
@@ -357,7 +568,7 @@ def test_invalid_custom_values_show_the_message(graph_page):
     assert "error" not in schedule and len(schedule["plotted"]) == 10
 
 
-def test_saved_workflow_and_prompt_hold_only_the_node_inputs(graph_page, server):
+def test_saved_workflow_and_prompt_hold_only_the_node_inputs(graph_page):
     graph_page.set_widget("recipe", "SD1.5 8-step")
     graph_page.set_widget("denoise", 0.6)
     graph_page.settled()
@@ -370,15 +581,58 @@ def test_saved_workflow_and_prompt_hold_only_the_node_inputs(graph_page, server)
     prompt = graph_page.js("async () => (await window.app.graphToPrompt()).output")
     inputs = prompt[str(node["id"])]["inputs"]
     assert set(inputs) == {"model", "recipe", "denoise", *CUSTOM_WIDGETS, "params"}
-    assert to_api(saved, server.object_info())[str(node["id"])]["inputs"] == inputs
+    assert to_api(saved, graph_page.server.object_info())[str(node["id"])]["inputs"] == inputs
 
 
 def test_no_console_errors_from_the_extension(graph_page):
     before = graph_page.settled()
     graph_page.show_node()
-    graph_page.click("fewstep_schedule", 150, 90)  # a click on the graph itself changes nothing
+    graph_page.click_plot()  # a click on the graph itself changes nothing
     graph_page.page.wait_for_timeout(300)
     assert graph_page.settled()["sigmas"] == before["sigmas"]
     names = graph_page.js("() => window.app.extensions.map(e => e.name)")
     assert "ComfyUI-FewStep.FewStepSigmas" in names  # registered through app.registerExtension
     assert graph_page.errors_from_extension() == []
+
+
+def test_switching_nodes_2_0_on_and_off_keeps_the_graph(graph_page, request):
+    """A user may switch Nodes 2.0 on or off with the workflow open (a setting, no reload)."""
+    if graph_page.mode.version != "1.58.1":
+        pytest.skip("Nodes 2.0 is tested on frontend 1.58.1 (1.27.10 has only an early experiment of it)")
+    graph_page.set_widget("recipe", "SD1.5 6-step")
+    graph_page.set_widget("denoise", 1.0)
+    expected = python_schedule("SD1.5 6-step")
+    graph_page.settled()
+    switch = "async (on) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on); }"
+    request.addfinalizer(lambda: graph_page.js(switch, graph_page.mode.vue))  # back to the mode the page is for
+    for vue in (not graph_page.mode.vue, graph_page.mode.vue):
+        graph_page.js(switch, vue)
+        graph_page.page.wait_for_function(
+            "(surface) => { const s = window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule; "
+            "return s.surface === surface && s.plotted.length > 0; }", arg="widget" if vue else "node", timeout=20000)
+        schedule = graph_page.settled()
+        assert [p["sigma"] for p in schedule["plotted"]] == expected
+        # the classic canvas hides a disabled widget's value, so the label carries it; Nodes 2.0 shows it
+        label = "steps (recipe)" if vue else "steps = 6 (recipe)"
+        graph_page.page.wait_for_function(
+            "(label) => window.app.graph.findNodesByType('FewStepSigmas', [])[0].widgets"
+            ".find(w => w.name === 'steps').label === label", arg=label, timeout=5000)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_bundled_workflow_nodes_do_not_overlap(graph_page, artifacts, workflow):
+    """Every node of every bundled workflow stands clear of the others at the sizes this frontend gives
+    them (title bars included; Nodes 2.0 nodes measured as the page lays them out), with MARGIN between
+    them: the 1.58.1 classic canvas draws a node's source badge (about 20 units) above its title bar."""
+    graph_page.load(json.loads(workflow.read_text()))
+    graph_page.js(FIT, [1500 - 70, 950 - 90, 40])  # clear of the current frontend's side bar and top bar
+    graph_page.js("() => { const ds = window.app.canvas.ds; ds.offset[0] += 60 / ds.scale; "
+                  "ds.offset[1] += 80 / ds.scale; window.app.canvas.setDirty(true, true); }")
+    graph_page.page.wait_for_timeout(1000)
+    rects = graph_page.js(NODE_RECTS)
+    assert all(r["dom"] == graph_page.mode.vue for r in rects)
+    overlaps = [(a["name"], b["name"]) for i, a in enumerate(rects) for b in rects[i + 1:]
+                if a["x"] < b["x"] + b["w"] + MARGIN and b["x"] < a["x"] + a["w"] + MARGIN
+                and a["y"] < b["y"] + b["h"] + MARGIN and b["y"] < a["y"] + a["h"] + MARGIN]
+    graph_page.page.screenshot(path=str(artifacts / f"workflow_{workflow.stem}.png"))
+    assert overlaps == [], f"nodes closer than {MARGIN} units: {overlaps}; rectangles: {rects}"
