@@ -21,7 +21,7 @@ def run_demo(*args, cwd=None):
 def test_without_a_checkpoint_it_says_where_to_put_one(tmp_path):
     result = run_demo("--checkpoint", str(tmp_path / "missing.safetensors"))
     assert result.returncode == 2
-    assert "models/checkpoints" in result.stderr and str(COMFY) in result.stderr
+    assert "models/checkpoints" in result.stderr and str(COMFY.resolve()) in result.stderr  # resolved, as the demo
     assert "--checkpoint" in result.stderr
 
 
@@ -37,6 +37,7 @@ def test_demo_runs_the_workflow_and_the_20_step_baseline(tmp_path):
     assert re.search(r"is \d+\.\d+x faster than 20-step DPM\+\+ 2M Karras \(5 vs 20 model evaluations\)",
                      result.stdout), result.stdout
     assert len(list(out.glob("*.png"))) == 2
+    assert "RANDOM WEIGHTS" not in result.stdout  # a checkpoint given is used as given, whatever its weights
 
 
 def test_without_any_checkpoint_it_runs_on_random_weights_and_says_so(tmp_path):
