@@ -86,7 +86,8 @@ def test_published_package_alone_loads_in_comfyui(tmp_path):
         import_comfy()
         import nodes
         assert run_maybe_async(nodes.load_custom_node({str(pack)!r})) is not False
-        ours = sorted(k for k, v in nodes.NODE_CLASS_MAPPINGS.items() if {str(pack)!r} in sys.modules[v.__module__].__file__)
+        ours = sorted(k for k, v in nodes.NODE_CLASS_MAPPINGS.items()
+                      if {str(pack)!r} in (sys.modules[v.__module__].__file__ or ""))
         print("NODES", ",".join(ours))
         print("WEB", any(os.path.samefile(d, {str(pack / "js")!r}) for d in nodes.EXTENSION_WEB_DIRS.values()))
     """)
