@@ -14,7 +14,8 @@ $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 test: $(VENV)/.installed
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Runs a bundled workflow on your checkpoint next to 20-step DPM++2M Karras (see scripts/demo.py --help)
+# Runs a bundled workflow on your checkpoint next to 20-step DPM++2M Karras; with no checkpoint, on random weights
+# (timings and evaluation counts only). See scripts/demo.py --help.
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 

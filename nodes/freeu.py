@@ -59,7 +59,9 @@ class TimedFreeU:
 
         def output_block_patch(h, hsp, transformer_options):
             scale = scales.get(int(h.shape[1]))
-            if scale is None:
+            # Newer ComfyUI lets an earlier patch consume the skip (hsp=None): no skip to filter, and h may no
+            # longer be the plain backbone, so this block is left exactly as that patch returned it.
+            if scale is None or hsp is None:
                 return h, hsp
             if not always:
                 sigmas = transformer_options["sigmas"]

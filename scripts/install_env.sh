@@ -21,6 +21,9 @@ $PIP install --quiet -r requirements-dev.txt
 COMFY=$("$VENV/bin/python" scripts/comfyui_runtime.py)
 # ComfyUI's requirements, less torch (pinned above) and torchaudio (optional; it needs another torch).
 grep -v -E '^\s*(#|$)|^(torch|torchvision|torchaudio)\s*([<>=~!].*)?$' "$COMFY/requirements.txt" > "$VENV/comfyui-requirements.txt"
+# What ComfyUI imports at start but does not list: v0.3.64's server.py imports requests (nothing else
+# pulls it in with transformers 5), and its comfy_api imports packaging.
+printf 'requests\npackaging\n' >> "$VENV/comfyui-requirements.txt"
 $PIP install --quiet -r "$VENV/comfyui-requirements.txt" $TORCH
 echo "ComfyUI for the tests: $COMFY"
 # The newest frontend, for the browser tests of the schedule graph (classic and Nodes 2.0 modes) under

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,11 @@ def core(comfy, tmp_path_factory):
     from PIL import Image
 
     nodes = comfy.nodes
-    for name, cls in comfy.custom_sampler.NODE_CLASS_MAPPINGS.items():  # SamplerCustom, as main.py registers it
-        nodes.NODE_CLASS_MAPPINGS.setdefault(name, cls)
+    # SamplerCustom's module, registered by ComfyUI's own loader as main.py does. Not through the module's
+    # NODE_CLASS_MAPPINGS: newer ComfyUI's V3 modules have none (they declare comfy_entrypoint instead).
+    extras = Path(comfy.path) / "comfy_extras" / "nodes_custom_sampler.py"
+    if "SamplerCustom" not in nodes.NODE_CLASS_MAPPINGS:
+        assert comfy.run(nodes.load_custom_node(str(extras), set(nodes.NODE_CLASS_MAPPINGS))) is not False, extras
     models = tmp_path_factory.mktemp("models")
     (models / TEST_CHECKPOINT).write_bytes(b"")  # validate_prompt checks the name, it does not load it
     folder_paths.add_model_folder_path("checkpoints", str(models))
@@ -203,6 +207,41 @@ def test_template_browser_lists_and_serves_every_workflow(comfy, tmp_path):
             thumbnail = path.with_suffix(".jpg")  # the browser's card picture: same name, .jpg
             status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{thumbnail.name}")
             assert status == 200 and body == thumbnail.read_bytes(), thumbnail.name
+
+
+def test_template_browser_needs_no_thumbnails(comfy, tmp_path):
+    """Newer ComfyUI's template route (0.38, app/custom_node_manager.py) lists and serves only <name>.json: a
+    thumbnail is never served. So with no .jpg in the pack at all, CURRENT's real route must list every
+    workflow, serve it unchanged, and what it serves must convert against the server's own /object_info."""
+    from comfyui_server import PACK_NAME, ComfyServer
+    from workflow_api import to_api
+
+    if not comfy.current:
+        pytest.skip("PINNED ComfyUI (March 2024) has no template browser")
+    # The pack as the server sees it (ComfyServer keeps a folder that is already in place): our files,
+    # with a workflows/ folder that holds the .json files only.
+    pack = tmp_path / "custom_nodes" / PACK_NAME
+    pack.mkdir(parents=True)
+    for item in REPO.iterdir():
+        if item.name not in ("workflows", ".git", ".venv", ".comfyui"):
+            (pack / item.name).symlink_to(item, target_is_directory=item.is_dir())
+    (pack / "workflows").mkdir()
+    for path in WORKFLOWS:  # copies: the server's static route does not follow links out of the folder
+        shutil.copyfile(path, pack / "workflows" / path.name)
+    assert not list((pack / "workflows").glob("*.jpg"))
+
+    with ComfyServer(tmp_path) as server:
+        assert server.object_info()["FewStepSigmas"]  # the pack loaded from the copy
+        status, body = server.request("GET", "/workflow_templates")
+        assert status == 200
+        assert sorted(json.loads(body)[PACK_NAME]) == sorted(EXPECTED)
+        info = server.object_info()
+        for path in WORKFLOWS:
+            status, body = server.request("GET", f"/api/workflow_templates/{PACK_NAME}/{path.name}")
+            assert status == 200 and json.loads(body) == json.loads(path.read_text()), path.name
+            assert to_api(json.loads(body), info), path.name  # loads: every node and widget known to the server
+            status, _ = server.request("GET", f"/api/workflow_templates/{PACK_NAME}/{path.stem}.jpg")
+            assert status == 404, path.name  # no thumbnail, and nothing else needed it
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
