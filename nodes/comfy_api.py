@@ -19,7 +19,7 @@ import comfy.samplers
 import torch
 
 from ..fewstep.recipes import recipe_for_step_count
-from ..fewstep.schedule import recipe_sigmas
+from ..fewstep.schedule import TRAINING_TIMESTEPS, recipe_sigmas
 from ..fewstep.solvers import FINISH_LAST_SIGMA, sample_fewstep
 
 log = logging.getLogger("ComfyUI-FewStep")
@@ -37,16 +37,28 @@ def model_sampling_of(model) -> object:
 
 
 def discrete_sigma_table(model_sampling) -> torch.Tensor:
-    """The model's table of discrete sigmas, or a clear error for models the schedule does not fit."""
+    """The model's sigma at each of the 1000 training timesteps (float64), or a clear error for models
+    the schedule does not fit.
+
+    A full table (eps, v-prediction, zero-terminal SNR) is the model's own ``sigmas``. A shorter one
+    (``lcm`` sampling: 50 sigmas at t = 19, 39, ..., 999) is read through the model's own
+    ``sigma(timestep)``, which interpolates between its timesteps and clamps below the first one, so
+    the schedule's timesteps mean the same on every discrete SD-family model.
+    """
     ms = comfy.model_sampling
-    excluded = tuple(getattr(ms, name) for name in ("CONST", "EDM", "StableCascadeSampling") if hasattr(ms, name))
+    excluded = tuple(getattr(ms, name) for name in ("CONST", "EDM", "StableCascadeSampling",
+                                                    "ModelSamplingDiscreteEDM") if hasattr(ms, name))
     if not isinstance(model_sampling, ms.ModelSamplingDiscrete) or isinstance(model_sampling, excluded):
         kind = ", ".join(base.__name__ for base in type(model_sampling).__bases__) or type(model_sampling).__name__
         raise ValueError(
             "Few-Step schedules are built on the discrete 1000-step noise schedule of SD1.x / SD2.x / SDXL "
             f"(eps or v-prediction) models; this model uses {kind} (flow-matching or continuous models "
             "such as SD3, Flux or Stable Cascade are not supported).")
-    return model_sampling.sigmas.detach().to("cpu", torch.float64)
+    sigmas = model_sampling.sigmas.detach()
+    if len(sigmas) != TRAINING_TIMESTEPS:
+        timesteps = torch.arange(TRAINING_TIMESTEPS, dtype=torch.float32, device=sigmas.device)
+        sigmas = model_sampling.sigma(timesteps)
+    return sigmas.to("cpu", torch.float64)
 
 
 def unet_model_channels(model) -> int:

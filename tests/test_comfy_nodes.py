@@ -109,13 +109,15 @@ def test_sigmas_node_custom_and_denoise(comfy, tiny_model):
 
 
 def test_sigmas_follow_model_sampling_patches(comfy, tiny_model):
-    """A ModelSamplingDiscrete patch (v-prediction, zero-terminal-SNR) is what the schedule is built on."""
+    """A ModelSamplingDiscrete patch (v-prediction, zero-terminal-SNR) is what the schedule is read on: the
+    same timesteps, the model's own sigmas (tests/test_model_sampling.py holds the rule in detail)."""
     patched = comfy.model_advanced.ModelSamplingDiscrete().patch(tiny_model, "v_prediction", True)[0]
     ours = sigmas(comfy, patched)
     table = patched.get_model_object("model_sampling").sigmas if hasattr(patched, "get_model_object") \
         else patched.object_patches["model_sampling"].sigmas
     torch.testing.assert_close(ours, recipe_sigmas(RECIPES["SD1.5 5-step"], table.double()))
     assert ours[0] > 100  # zero-terminal-SNR: the first sigma is huge
+    assert float(ours[-1]) == pytest.approx(0.132, rel=0.05)  # and it still stops near the paper's end sigma
     assert not torch.allclose(ours, sigmas(comfy, tiny_model))
 
 
