@@ -29,6 +29,18 @@ TRAINING_TIMESTEPS = 1000
 _STANDARD_TABLE = standard_sigma_table(TRAINING_TIMESTEPS)
 
 
+# Each step must lower sigma by at least 0.01 % (log-sigma h >= 1e-4), or it does not count in
+# float32, the precision of ComfyUI's SIGMAS (2^-24 = 6e-8 relative per value): (1) the solvers use
+# the step's size h = log(s / s') from two float32 values, so below 1e-4 it is off by more than
+# 0.1 %, and equal values make DPM++2M divide by zero; (2) DPM++2M's correction after such a step
+# multiplies the difference of two model outputs by h / (2 h_prev): for the largest step a schedule
+# can follow it with (h ~ 3) that is 15000x, bringing float32 rounding of the outputs to 1e-3;
+# (3) ComfyUI gives the model its timestep rounded to an integer, so the model hardly tells the
+# two sigmas apart and the evaluation is wasted. The densest schedule the node's ranges allow on
+# purpose (100 steps over log(14.6 / 0.029) = 6.2) averages h = 0.06, 600 times the limit.
+MIN_LOG_STEP = 1e-4
+
+
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
     """n sigmas from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (Karras et al.)."""
     ramp = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
@@ -109,6 +121,34 @@ def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_
                          f"{TRAINING_TIMESTEPS} training timesteps")
     timesteps = fewstep_timesteps(steps, base_steps, base_rho, end_index, time_rho, denoise, ramp)
     return sigma_at_timestep(timesteps, sigma_table).to(torch.float32)
+
+
+def schedule_problem(sigmas: torch.Tensor, final_zero: bool = False) -> str | None:
+    """Why ``sigmas`` cannot be sampled, or None: every value finite and positive (a last 0 allowed
+    when ``final_zero``), and every step lowers log-sigma by at least MIN_LOG_STEP (so strictly
+    descending, also in float32)."""
+    values = torch.as_tensor(sigmas).detach().to("cpu", torch.float64).reshape(-1).tolist()
+    if not values:
+        return "it is empty"
+    for i, value in enumerate(values):
+        last_zero = final_zero and i == len(values) - 1 and i > 0 and value == 0.0
+        if not math.isfinite(value) or (value <= 0.0 and not last_zero):
+            return f"sigmas[{i}] = {value:g}; sigmas must be finite and above 0" + (
+                " (a last 0 is allowed)" if final_zero else "")
+    short = [i for i in range(1, len(values))
+             if values[i] != 0.0 and not math.log(values[i - 1]) - math.log(values[i]) >= MIN_LOG_STEP]
+    if not short:
+        return None
+    if len(short) == 1:
+        which = f"step {short[0]} of {len(values) - 1} does"
+    elif short == list(range(short[0], short[-1] + 1)):
+        which = f"steps {short[0]} to {short[-1]} of {len(values) - 1} do"
+    else:
+        which = f"steps {', '.join(map(str, short[:5]))}{', ...' if len(short) > 5 else ''} of {len(values) - 1} do"
+    i = short[0]
+    return (f"{which} not lower sigma by at least 0.01 % (step {i}: sigma {values[i - 1]:.7g} -> {values[i]:.7g}); "
+            "a schedule must descend strictly, each step by at least 0.01 % (log-sigma 1e-4), the least that "
+            "float32 sigmas and the solvers resolve")
 
 
 def recipe_sigmas(recipe: Recipe, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:

@@ -19,7 +19,7 @@ import comfy.samplers
 import torch
 
 from ..fewstep.recipes import recipe_for_step_count
-from ..fewstep.schedule import TRAINING_TIMESTEPS, recipe_sigmas
+from ..fewstep.schedule import TRAINING_TIMESTEPS, recipe_sigmas, schedule_problem
 from ..fewstep.solvers import FINISH_LAST_SIGMA, sample_fewstep
 
 log = logging.getLogger("ComfyUI-FewStep")
@@ -79,7 +79,17 @@ def schedule_of(transformer_options: dict) -> list[float] | None:
 
 def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,
                          solver="dpmpp_1s", finish=FINISH_LAST_SIGMA):
-    """Run the few-step solver with the schedule visible to model patches (PINNED does not pass it)."""
+    """Run the few-step solver with the schedule visible to model patches (PINNED does not pass it).
+
+    A SIGMAS input that cannot be sampled (not strictly descending, a step below 0.01 %, not finite; a
+    trailing 0 is fine) stops here with a message, before any model evaluation.
+    """
+    problem = schedule_problem(sigmas, final_zero=True)
+    if problem:
+        raise ValueError(
+            f"Few-Step DPM++ Sampler ({solver}; on KSampler: fewstep_{solver}): the SIGMAS input cannot be sampled: "
+            f"{problem}. Connect a schedule that descends strictly (Few-Step Sigmas, or a core scheduler; a last "
+            "sigma of 0 is fine).")
     extra_args = dict(extra_args or {})
     model_options = dict(extra_args.get("model_options") or {})  # never mutate the patcher's own dict
     transformer_options = dict(model_options.get("transformer_options") or {})
@@ -113,7 +123,12 @@ def check_interrupted() -> None:
 
 def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (see recipes.py)."""
-    return recipe_sigmas(recipe_for_step_count(steps), discrete_sigma_table(model_sampling))
+    sigmas = recipe_sigmas(recipe_for_step_count(steps), discrete_sigma_table(model_sampling))
+    problem = schedule_problem(sigmas)
+    if problem:  # only at absurd counts: KSampler asks for steps / denoise steps (e.g. 10000 / 0.01)
+        raise ValueError(f"fewstep scheduler: {steps} steps (KSampler's steps / denoise) give a schedule that cannot "
+                         f"be sampled: {problem}. Use fewer steps or a larger denoise.")
+    return sigmas
 
 
 def _append_once(lists, name: str) -> None:

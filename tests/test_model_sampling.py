@@ -170,3 +170,22 @@ def test_tuner_on_a_zero_terminal_snr_model(comfy, tiny_model, conds):
     assert float(sigmas[0]) == pytest.approx(float(ms.sigmas[-1]), rel=1e-6)
     assert comfy_timestep(ms, sigmas)[-1] == expected_end_timestep("v_prediction", t_end)
     assert torch.equal(fewstep_sigmas_node(comfy, model, params=text), sigmas)
+
+
+def test_lcm_refuses_a_custom_schedule_with_several_steps_below_its_lowest_timestep(comfy, tiny_model):
+    """An LCM model has no sigma below timestep 19: a schedule with two or more steps there would repeat its
+    lowest sigma. Valid on the standard table, the node refuses it on that model, naming the inputs."""
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]
+    custom = (20, 8, 5.0, 7, 3.0)  # ends at timestep 0, crowded there
+    assert (reference_timesteps(*custom) < 19).sum() >= 3 and cls.VALIDATE_INPUTS("custom", *custom, 1.0) is True
+    model, ms = patched(comfy, tiny_model, "lcm", False)
+    with pytest.raises(ValueError) as raised:
+        fewstep_sigmas_node(comfy, model, custom=custom)
+    message = str(raised.value)
+    assert message.startswith("Few-Step Sigmas: steps = 20, base_steps = 8, base_rho = 5.0, end_index = 7, "
+                              "time_rho = 3.0 and denoise = 1.0 give a schedule that cannot be sampled on this "
+                              "model's noise schedule (sigma 0.1345 to 14.61): ")
+    assert f"This model has no sigma below {float(ms.sigmas[0]):.4g} (lcm sampling: no timestep below 19)" in message
+    assert "down to 0 (time_rho = 3.0)" in message
+    eps_model, _ = patched(comfy, tiny_model, "eps", False)  # the same inputs on a full table: fine
+    assert len(fewstep_sigmas_node(comfy, eps_model, custom=custom)) == 21

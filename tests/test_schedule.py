@@ -1,5 +1,7 @@
 """Every recipe's sigmas against an independent float64 derivation from RECIPES.md."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from fewstep.schedule import (
     fewstep_sigmas,
     fewstep_timesteps,
     recipe_sigmas,
+    schedule_problem,
     sigma_at_timestep,
     standard_sigma_table,
 )
@@ -157,3 +160,24 @@ def test_timesteps_are_the_standard_schedules_whatever_the_table(name):
 def test_a_table_not_indexed_by_the_1000_training_timesteps_is_refused():
     with pytest.raises(ValueError, match="50 entries; it must give the sigma of each of the 1000 training timesteps"):
         fewstep_sigmas(standard_sigma_table()[19::20], 5, 8, 5.0, 6)
+
+
+def test_schedule_problem_threshold_is_one_ten_thousandth_in_log_sigma():
+    assert schedule_problem(torch.tensor([2.0, 2.0 * math.exp(-1.01e-4), 0.1])) is None
+    assert "step 1 of 2 does not lower sigma by at least 0.01 %" in schedule_problem(
+        torch.tensor([2.0, 2.0 * math.exp(-0.99e-4), 0.1], dtype=torch.float64))
+    assert schedule_problem(torch.tensor([2.0, 0.5, 0.0]), final_zero=True) is None
+    assert schedule_problem(torch.tensor([2.0, 0.5, 0.0])) == "sigmas[2] = 0; sigmas must be finite and above 0"
+    assert schedule_problem(torch.tensor([2.0, 0.0, 0.0]), final_zero=True).startswith("sigmas[1] = 0")
+    assert schedule_problem(torch.tensor([])) == "it is empty"
+    assert schedule_problem(torch.tensor([1.0, 2.0, 1.5, 1.6, 1.0, 1.1, 0.5, 0.6, 0.2])) == (
+        "steps 1, 3, 5, 7 of 8 do not lower sigma by at least 0.01 % (step 1: sigma 1 -> 2); a schedule must "
+        "descend strictly, each step by at least 0.01 % (log-sigma 1e-4), the least that float32 sigmas and the "
+        "solvers resolve")
+
+
+def test_the_issue_example_repeats_a_sigma_in_float32():
+    """steps 100, base_steps 3, base_rho 1.0, end_index 2, time_rho 10: many copies of sigma_min at the end."""
+    sigmas = fewstep_sigmas(standard_sigma_table(), 100, 3, 1.0, 2, 10.0)
+    assert (sigmas[-9:] == sigmas[-1]).all() and float(sigmas[-1]) == pytest.approx(0.0291672, rel=1e-5)
+    assert schedule_problem(sigmas).startswith("steps 78 to 100 of 100 do not lower sigma by at least 0.01 %")
