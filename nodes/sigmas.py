@@ -14,7 +14,7 @@ class FewStepSigmas:
         "The early-stopping schedule of 'Hyperparameters are all you need' (arXiv 2510.02390): N+1 sigmas "
         "spaced in timestep space, ending at a small non-zero sigma, so N model evaluations. Use with "
         "Few-Step DPM++ Sampler in SamplerCustom. Named recipes reproduce the paper; 'custom' uses the "
-        "parameters below.")
+        "parameters below. Values whose schedule would repeat a sigma (a step below 0.01 %) are refused.")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("N+1 sigmas, descending, the last one above zero (no zero appended).",)
@@ -24,7 +24,10 @@ class FewStepSigmas:
     def INPUT_TYPES(cls):
         c = DEFAULT_CUSTOM
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The schedule uses this model's own discrete noise schedule."}),
+            "model": ("MODEL", {"tooltip": (
+                "The schedule's timesteps (those of the standard SD1.x / SDXL schedule) are read on this model's "
+                "own discrete noise schedule: v-prediction and zero-terminal-SNR models start at their own first "
+                "sigma and stop at the recipe's timestep.")}),
             "recipe": (RECIPE_CHOICES, {"default": RECIPE_CHOICES[0], "tooltip": (
                 "A recipe of the paper (SD1.5 at 512x512, SDXL at 1024x1024), or 'custom' to use the "
                 "parameters below. Named recipes ignore them.")}),
