@@ -1,8 +1,12 @@
 """The paper's early-stopping "custom time schedule" (RECIPES.md, "The schedule").
 
-All functions work on a model's own table of discrete sigmas (``sigma_table[t]`` for t = 0..T-1,
-increasing), so they follow patched or v-prediction discrete models. Maths is done in float64 and
-the schedule is returned in float32, as ComfyUI's schedulers return it.
+The schedule is defined in TIMESTEP space on the standard SD1.x / SDXL training schedule
+(``standard_sigma_table``): it starts at t = 999 and ends at the timestep of base sigma k of a
+Karras list between that schedule's sigma_min and sigma_max, as the paper defines it. Those
+timesteps are then read on the model's own table of discrete sigmas (``sigma_table[t]`` for the
+training timesteps t = 0..999, non-decreasing), so a patched, v-prediction or zero-terminal-SNR
+model gets the same timesteps: its own first sigma (t = 999) and the recipe's end timestep.
+Maths is done in float64 and the schedule is returned in float32, as ComfyUI's schedulers return it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ def standard_sigma_table(timesteps: int = 1000) -> torch.Tensor:
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, timesteps, dtype=torch.float64) ** 2
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     return ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+TRAINING_TIMESTEPS = 1000
+_STANDARD_TABLE = standard_sigma_table(TRAINING_TIMESTEPS)
+
+
+# Each step must lower sigma by at least 0.01 % (log-sigma h >= 1e-4), or it does not count in
+# float32, the precision of ComfyUI's SIGMAS (2^-24 = 6e-8 relative per value): (1) the solvers use
+# the step's size h = log(s / s') from two float32 values, so below 1e-4 it is off by more than
+# 0.1 %, and equal values make DPM++2M divide by zero; (2) DPM++2M's correction after such a step
+# multiplies the difference of two model outputs by h / (2 h_prev): for the largest step a schedule
+# can follow it with (h ~ 3) that is 15000x, bringing float32 rounding of the outputs to 1e-3;
+# (3) ComfyUI gives the model its timestep rounded to an integer, so the model hardly tells the
+# two sigmas apart and the evaluation is wasted. The densest schedule the node's ranges allow on
+# purpose (100 steps over log(14.6 / 0.029) = 6.2) averages h = 0.06, 600 times the limit.
+MIN_LOG_STEP = 1e-4
 
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
@@ -39,7 +59,8 @@ def continuous_timestep(sigma: torch.Tensor, sigma_table: torch.Tensor) -> torch
 
 
 def sigma_at_timestep(timestep: torch.Tensor, sigma_table: torch.Tensor) -> torch.Tensor:
-    """Sigma of a fractional timestep, interpolating alphas_cumprod linearly as the reference does."""
+    """Sigma of a fractional timestep, interpolating alphas_cumprod linearly as the reference does
+    (timesteps outside the table are clamped to its ends)."""
     alphas_cumprod = 1.0 / (1.0 + sigma_table.to(torch.float64) ** 2)
     t = torch.as_tensor(timestep, dtype=torch.float64).clamp(0, len(sigma_table) - 1)
     low = t.floor().long()
@@ -59,23 +80,25 @@ def check_ramp(ramp: tuple[float, ...], steps: int) -> str | None:
     return None
 
 
-def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_rho: float,
-                   end_index: int, time_rho: float = 1.2, denoise: float = 1.0,
-                   ramp: tuple[float, ...] | None = None) -> torch.Tensor:
-    """The N+1 sigmas of the early-stopping schedule; the last one is above zero (NFE = N).
+def fewstep_timesteps(steps: int, base_steps: int, base_rho: float, end_index: int, time_rho: float = 1.2,
+                      denoise: float = 1.0, ramp: tuple[float, ...] | None = None) -> torch.Tensor:
+    """The N+1 fractional timesteps (float64, descending) of the early-stopping schedule.
 
-    ``denoise`` < 1 (img2img) starts lower in timestep space: t_start' = t_end + denoise *
-    (t_start - t_end), and the same N steps are spaced with ``time_rho`` between t_start' and t_end.
-    ``ramp`` (N-1 increasing values in (0, 1), e.g. from the schedule tuner) replaces the even
-    positions j/N of the interior steps in that Karras spacing; None keeps them even, as the paper.
+    t_start = 999 and t_end = the timestep of base sigma k on the standard training schedule, whatever
+    the model (the paper's definition). ``denoise`` < 1 (img2img) starts lower in timestep space:
+    t_start' = t_end + denoise * (t_start - t_end), and the same N steps are spaced with ``time_rho``
+    between t_start' and t_end. ``ramp`` (N-1 increasing values in (0, 1), e.g. from the schedule
+    tuner) replaces the even positions j/N of the interior steps in that Karras spacing; None keeps
+    them even, as the paper.
     """
     if not 1 <= end_index < base_steps:
         raise ValueError(f"end_index = {end_index} must be between 1 and base_steps - 1 = {base_steps - 1}")
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise = {denoise} must be in (0, 1]")
-    table = sigma_table.to(torch.float64)
+    table = _STANDARD_TABLE
     base = karras_sigmas(base_steps, float(table[0]), float(table[-1]), base_rho)
-    t_start, t_end = continuous_timestep(base[[0, end_index]], table).tolist()
+    t_start = float(len(table) - 1)  # t(base[0]) = t(sigma_max) = 999
+    t_end = float(continuous_timestep(base[end_index], table))
     t_start = t_end + denoise * (t_start - t_end)
     if ramp is None:
         ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
@@ -85,8 +108,47 @@ def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_
             raise ValueError(problem)
         ramp = torch.tensor([0.0, *ramp, 1.0], dtype=torch.float64)
     start_inv, end_inv = t_start ** (1.0 / time_rho), t_end ** (1.0 / time_rho)
-    timesteps = (start_inv + ramp * (end_inv - start_inv)) ** time_rho
-    return sigma_at_timestep(timesteps, table).to(torch.float32)
+    return (start_inv + ramp * (end_inv - start_inv)) ** time_rho
+
+
+def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_rho: float,
+                   end_index: int, time_rho: float = 1.2, denoise: float = 1.0,
+                   ramp: tuple[float, ...] | None = None) -> torch.Tensor:
+    """The N+1 sigmas of the early-stopping schedule on a model's sigma table; the last one is above
+    zero (NFE = N). The timesteps are ``fewstep_timesteps``'s, whatever the table."""
+    if len(sigma_table) != TRAINING_TIMESTEPS:
+        raise ValueError(f"the sigma table has {len(sigma_table)} entries; it must give the sigma of each of the "
+                         f"{TRAINING_TIMESTEPS} training timesteps")
+    timesteps = fewstep_timesteps(steps, base_steps, base_rho, end_index, time_rho, denoise, ramp)
+    return sigma_at_timestep(timesteps, sigma_table).to(torch.float32)
+
+
+def schedule_problem(sigmas: torch.Tensor, final_zero: bool = False) -> str | None:
+    """Why ``sigmas`` cannot be sampled, or None: every value finite and positive (a last 0 allowed
+    when ``final_zero``), and every step lowers log-sigma by at least MIN_LOG_STEP (so strictly
+    descending, also in float32)."""
+    values = torch.as_tensor(sigmas).detach().to("cpu", torch.float64).reshape(-1).tolist()
+    if not values:
+        return "it is empty"
+    for i, value in enumerate(values):
+        last_zero = final_zero and i == len(values) - 1 and i > 0 and value == 0.0
+        if not math.isfinite(value) or (value <= 0.0 and not last_zero):
+            return f"sigmas[{i}] = {value:g}; sigmas must be finite and above 0" + (
+                " (a last 0 is allowed)" if final_zero else "")
+    short = [i for i in range(1, len(values))
+             if values[i] != 0.0 and not math.log(values[i - 1]) - math.log(values[i]) >= MIN_LOG_STEP]
+    if not short:
+        return None
+    if len(short) == 1:
+        which = f"step {short[0]} of {len(values) - 1} does"
+    elif short == list(range(short[0], short[-1] + 1)):
+        which = f"steps {short[0]} to {short[-1]} of {len(values) - 1} do"
+    else:
+        which = f"steps {', '.join(map(str, short[:5]))}{', ...' if len(short) > 5 else ''} of {len(values) - 1} do"
+    i = short[0]
+    return (f"{which} not lower sigma by at least 0.01 % (step {i}: sigma {values[i - 1]:.7g} -> {values[i]:.7g}); "
+            "a schedule must descend strictly, each step by at least 0.01 % (log-sigma 1e-4), the least that "
+            "float32 sigmas and the solvers resolve")
 
 
 def recipe_sigmas(recipe: Recipe, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:

@@ -11,6 +11,8 @@ import math
 import torch
 from tqdm.auto import trange
 
+from .schedule import schedule_problem
+
 SOLVERS = ("dpmpp_1s", "dpmpp_2m")
 FINISH_LAST_SIGMA = "last_sigma"
 FINISH_DENOISED = "denoised"
@@ -44,11 +46,15 @@ def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dic
 
     With finish="last_sigma" the latent at the last sigma is returned, as the paper decodes it.
     With finish="denoised" and a last sigma above zero, one more evaluation returns D(x, sigma_N).
+    ``sigmas`` must descend strictly (see ``schedule.schedule_problem``; a last 0 is allowed), else ValueError.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver = {solver!r} is not one of {SOLVERS}")
     if finish not in FINISHES:
         raise ValueError(f"finish = {finish!r} is not one of {FINISHES}")
+    problem = schedule_problem(sigmas, final_zero=True)
+    if problem:
+        raise ValueError(f"sigmas: {problem}")
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones([x.shape[0]])
     values = sigmas.tolist()

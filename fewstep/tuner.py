@@ -34,7 +34,7 @@ import torch
 
 from .params import ScheduleParams, format_params, rounded
 from .recipes import RHO_RANGE, TIME_RHO_RANGE, recipe_for_step_count
-from .schedule import karras_sigmas
+from .schedule import karras_sigmas, schedule_problem
 from .solvers import SOLVERS, sample_fewstep
 
 REFERENCE_STEPS = 40
@@ -67,9 +67,8 @@ def distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def valid_schedule(sigmas: torch.Tensor, steps: int) -> bool:
-    """N+1 finite sigmas, positive, strictly descending."""
-    return (len(sigmas) == steps + 1 and bool(torch.isfinite(sigmas).all()) and float(sigmas[-1]) > 0.0
-            and bool((sigmas[1:] < sigmas[:-1]).all()))
+    """N+1 finite sigmas, positive, strictly descending by steps that count (``schedule.schedule_problem``)."""
+    return len(sigmas) == steps + 1 and schedule_problem(sigmas) is None
 
 
 @dataclass

@@ -69,18 +69,34 @@ def percent_to_sigma(percent: float, sigma_table: list[float]) -> float:
 
 
 def check_window(first_step: int, last_step: int, start_percent: float, end_percent: float) -> str | None:
-    """Message for a window (as Timed FreeU's inputs give it) with a step out of range or a percent out
-    of range or reversed, else None."""
+    """Message for a window (as Timed FreeU's inputs give it) with a step out of range, steps of the same
+    sign in reverse order (a window empty for every schedule), or a percent out of range or reversed,
+    else None. Steps of mixed signs can select no step of a short schedule: ``empty_window_message``."""
     for name, value in (("first_step", first_step), ("last_step", last_step)):
         message = check_step(name, value)
         if message:
             return message
+    if (first_step > 0) == (last_step > 0) and first_step > last_step:
+        return (f"first_step = {first_step} is after last_step = {last_step}: the window selects no step (steps are "
+                f"inclusive, counted {'from the start' if first_step > 0 else 'from the end'}); for steps "
+                f"{last_step} to {first_step} swap them")
     for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
         if not 0.0 <= value <= 1.0:
             return f"{name} = {value} is out of range: allowed 0.0 to 1.0"
     if start_percent > end_percent:
         return f"start_percent = {start_percent} must not be above end_percent = {end_percent}"
     return None
+
+
+def empty_window_message(first_step: int, last_step: int, total_steps: int) -> str | None:
+    """Message when the step window selects no step of a ``total_steps`` schedule (it can only be known once
+    the schedule is: e.g. first_step = 5, last_step = -3 is steps 5 to 5 of 7 and nothing of 6), else None."""
+    window = Window(first_step, last_step)
+    if window.steps(total_steps):
+        return None
+    first, last = (s if s > 0 else total_steps + 1 + s for s in (first_step, last_step))
+    return (f"first_step = {first_step} and last_step = {last_step} select no step of this {total_steps}-step "
+            f"schedule (they resolve to steps {first} to {last}), so this Timed FreeU does nothing")
 
 
 def step_of_sigma(sigma: float, schedule: list[float]) -> int:

@@ -19,7 +19,7 @@ import comfy.samplers
 import torch
 
 from ..fewstep.recipes import recipe_for_step_count
-from ..fewstep.schedule import recipe_sigmas
+from ..fewstep.schedule import TRAINING_TIMESTEPS, recipe_sigmas, schedule_problem
 from ..fewstep.solvers import FINISH_LAST_SIGMA, sample_fewstep
 
 log = logging.getLogger("ComfyUI-FewStep")
@@ -37,16 +37,28 @@ def model_sampling_of(model) -> object:
 
 
 def discrete_sigma_table(model_sampling) -> torch.Tensor:
-    """The model's table of discrete sigmas, or a clear error for models the schedule does not fit."""
+    """The model's sigma at each of the 1000 training timesteps (float64), or a clear error for models
+    the schedule does not fit.
+
+    A full table (eps, v-prediction, zero-terminal SNR) is the model's own ``sigmas``. A shorter one
+    (``lcm`` sampling: 50 sigmas at t = 19, 39, ..., 999) is read through the model's own
+    ``sigma(timestep)``, which interpolates between its timesteps and clamps below the first one, so
+    the schedule's timesteps mean the same on every discrete SD-family model.
+    """
     ms = comfy.model_sampling
-    excluded = tuple(getattr(ms, name) for name in ("CONST", "EDM", "StableCascadeSampling") if hasattr(ms, name))
+    excluded = tuple(getattr(ms, name) for name in ("CONST", "EDM", "StableCascadeSampling",
+                                                    "ModelSamplingDiscreteEDM") if hasattr(ms, name))
     if not isinstance(model_sampling, ms.ModelSamplingDiscrete) or isinstance(model_sampling, excluded):
         kind = ", ".join(base.__name__ for base in type(model_sampling).__bases__) or type(model_sampling).__name__
         raise ValueError(
             "Few-Step schedules are built on the discrete 1000-step noise schedule of SD1.x / SD2.x / SDXL "
             f"(eps or v-prediction) models; this model uses {kind} (flow-matching or continuous models "
             "such as SD3, Flux or Stable Cascade are not supported).")
-    return model_sampling.sigmas.detach().to("cpu", torch.float64)
+    sigmas = model_sampling.sigmas.detach()
+    if len(sigmas) != TRAINING_TIMESTEPS:
+        timesteps = torch.arange(TRAINING_TIMESTEPS, dtype=torch.float32, device=sigmas.device)
+        sigmas = model_sampling.sigma(timesteps)
+    return sigmas.to("cpu", torch.float64)
 
 
 def unet_model_channels(model) -> int:
@@ -67,7 +79,17 @@ def schedule_of(transformer_options: dict) -> list[float] | None:
 
 def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,
                          solver="dpmpp_1s", finish=FINISH_LAST_SIGMA):
-    """Run the few-step solver with the schedule visible to model patches (PINNED does not pass it)."""
+    """Run the few-step solver with the schedule visible to model patches (PINNED does not pass it).
+
+    A SIGMAS input that cannot be sampled (not strictly descending, a step below 0.01 %, not finite; a
+    trailing 0 is fine) stops here with a message, before any model evaluation.
+    """
+    problem = schedule_problem(sigmas, final_zero=True)
+    if problem:
+        raise ValueError(
+            f"Few-Step DPM++ Sampler ({solver}; on KSampler: fewstep_{solver}): the SIGMAS input cannot be sampled: "
+            f"{problem}. Connect a schedule that descends strictly (Few-Step Sigmas, or a core scheduler; a last "
+            "sigma of 0 is fine).")
     extra_args = dict(extra_args or {})
     model_options = dict(extra_args.get("model_options") or {})  # never mutate the patcher's own dict
     transformer_options = dict(model_options.get("transformer_options") or {})
@@ -101,7 +123,12 @@ def check_interrupted() -> None:
 
 def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (see recipes.py)."""
-    return recipe_sigmas(recipe_for_step_count(steps), discrete_sigma_table(model_sampling))
+    sigmas = recipe_sigmas(recipe_for_step_count(steps), discrete_sigma_table(model_sampling))
+    problem = schedule_problem(sigmas)
+    if problem:  # only at absurd counts: KSampler asks for steps / denoise steps (e.g. 10000 / 0.01)
+        raise ValueError(f"fewstep scheduler: {steps} steps (KSampler's steps / denoise) give a schedule that cannot "
+                         f"be sampled: {problem}. Use fewer steps or a larger denoise.")
+    return sigmas
 
 
 def _append_once(lists, name: str) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..fewstep.freeu import VERSIONS, freeu_scales, low_frequency_filter, scale_backbone
-from ..fewstep.window import STEP_LIMIT, Window, check_window
+from ..fewstep.window import STEP_LIMIT, Window, check_window, empty_window_message
 from .comfy_api import model_sampling_of, schedule_of, unet_model_channels
+
+log = logging.getLogger("ComfyUI-FewStep")
 
 FACTOR = {"min": 0.0, "max": 10.0, "step": 0.01}
 
@@ -56,6 +60,7 @@ class TimedFreeU:
                         float(model_sampling.percent_to_sigma(end_percent)))
         always = window.every_step and start_percent == 0.0 and end_percent == 1.0
         decided = [None, False]  # (sigmas tensor of the current evaluation, active?)
+        warned = set()  # schedule lengths already warned about (an empty step window)
 
         def output_block_patch(h, hsp, transformer_options):
             scale = scales.get(int(h.shape[1]))
@@ -66,7 +71,7 @@ class TimedFreeU:
             if not always:
                 sigmas = transformer_options["sigmas"]
                 if decided[0] is not sigmas:  # one look-up per model evaluation, not per block
-                    decided[:] = [sigmas, window.active(float(sigmas.max()), schedule_of(transformer_options))]
+                    decided[:] = [sigmas, _active(window, sigmas, transformer_options, warned)]
                 if not decided[1]:
                     return h, hsp
             return scale_backbone(h, scale[0], version), low_frequency_filter(hsp, scale[1])
@@ -74,6 +79,18 @@ class TimedFreeU:
         patched = model.clone()
         patched.set_model_output_block_patch(output_block_patch)
         return (patched,)
+
+
+def _active(window: Window, sigmas, transformer_options: dict, warned: set) -> bool:
+    """Whether ``window`` holds at this evaluation; logs a warning, once per schedule length, when its steps
+    select no step of the schedule (mixed-sign steps on a short schedule, or steps beyond its end)."""
+    schedule = schedule_of(transformer_options)
+    if schedule is not None and not window.every_step and len(schedule) not in warned:
+        warned.add(len(schedule))
+        message = empty_window_message(window.first_step, window.last_step, len(schedule) - 1)
+        if message:
+            log.warning("Timed FreeU: %s", message)
+    return window.active(float(sigmas.max()), schedule)
 
 
 def _check(version, first_step, last_step, start_percent, end_percent) -> str | None:

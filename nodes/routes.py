@@ -13,8 +13,11 @@ recipe's suggested one (null for ``custom``); ``timesteps`` are the fractional t
 sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives the UNet). Optional
 ``freeu`` parameters ("first_step,last_step" or "first_step,last_step,start_percent,end_percent",
 repeatable, as on Timed FreeU) add ``"freeu": [{first_step, last_step, start_percent, end_percent,
-steps: [1-based steps where that Timed FreeU is on]}]`` (percents as ComfyUI maps them to sigmas on
-the same standard table). A bad, missing or unknown parameter gets HTTP
+steps: [1-based steps where that Timed FreeU is on], warning?}]`` (percents as ComfyUI maps them to sigmas
+on the same standard table; ``warning``, only when present, says that the step window selects no step of
+this schedule). A schedule that cannot be sampled (not strictly descending in float32, see
+``fewstep.schedule.schedule_problem``) is refused by VALIDATE_INPUTS like any bad input. A bad, missing or
+unknown parameter gets HTTP
 400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
 """
 
@@ -28,7 +31,7 @@ from aiohttp import web
 from ..fewstep.params import parse_params
 from ..fewstep.recipes import RECIPES
 from ..fewstep.schedule import continuous_timestep, standard_sigma_table
-from ..fewstep.window import Window, active_steps, check_window, percent_to_sigma
+from ..fewstep.window import Window, active_steps, check_window, empty_window_message, percent_to_sigma
 from .sigmas import FewStepSigmas, schedule
 
 SCHEDULE_PATH = "/fewstep/schedule"
@@ -82,8 +85,12 @@ def schedule_reply(query) -> tuple[int, dict]:
         body["freeu"] = []
         for first, last, start, end in windows:
             window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
-            body["freeu"].append({"first_step": first, "last_step": last, "start_percent": start,
-                                  "end_percent": end, "steps": active_steps(window, schedule_list)})
+            entry = {"first_step": first, "last_step": last, "start_percent": start, "end_percent": end,
+                     "steps": active_steps(window, schedule_list)}
+            warning = empty_window_message(first, last, nfe)
+            if warning:
+                entry["warning"] = f"Timed FreeU: {warning}"
+            body["freeu"].append(entry)
     return 200, body
 
 

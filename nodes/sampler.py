@@ -12,7 +12,8 @@ class FewStepDPMPPSampler:
     DESCRIPTION = (
         "DPM++1S (first order) or DPM++2M (second order) exactly as in the paper, for schedules that end "
         "above zero such as Few-Step Sigmas. Passes the schedule to model patches, so Timed FreeU's step "
-        "window works on every ComfyUI version.")
+        "window works on every ComfyUI version. Refuses SIGMAS that do not descend strictly (each step by at "
+        "least 0.01 %; a last sigma of 0 is fine) before any model evaluation.")
     CATEGORY = "sampling/custom_sampling/samplers"
     RETURN_TYPES = ("SAMPLER",)
     FUNCTION = "get_sampler"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..fewstep import recipes
-from ..fewstep.params import ParamsError, parse_params
+from ..fewstep.params import ParamsError, ScheduleParams, parse_params
 from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES
-from ..fewstep.schedule import fewstep_sigmas, recipe_sigmas
+from ..fewstep.schedule import fewstep_timesteps, schedule_problem, standard_sigma_table
 from .comfy_api import discrete_sigma_table, model_sampling_of
 
 
@@ -14,7 +14,7 @@ class FewStepSigmas:
         "The early-stopping schedule of 'Hyperparameters are all you need' (arXiv 2510.02390): N+1 sigmas "
         "spaced in timestep space, ending at a small non-zero sigma, so N model evaluations. Use with "
         "Few-Step DPM++ Sampler in SamplerCustom. Named recipes reproduce the paper; 'custom' uses the "
-        "parameters below.")
+        "parameters below. Values whose schedule would repeat a sigma (a step below 0.01 %) are refused.")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("N+1 sigmas, descending, the last one above zero (no zero appended).",)
@@ -24,7 +24,10 @@ class FewStepSigmas:
     def INPUT_TYPES(cls):
         c = DEFAULT_CUSTOM
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The schedule uses this model's own discrete noise schedule."}),
+            "model": ("MODEL", {"tooltip": (
+                "The schedule's timesteps (those of the standard SD1.x / SDXL schedule) are read on this model's "
+                "own discrete noise schedule: v-prediction and zero-terminal-SNR models start at their own first "
+                "sigma and stop at the recipe's timestep.")}),
             "recipe": (RECIPE_CHOICES, {"default": RECIPE_CHOICES[0], "tooltip": (
                 "A recipe of the paper (SD1.5 at 512x512, SDXL at 1024x1024), or 'custom' to use the "
                 "parameters below. Named recipes ignore them.")}),
@@ -63,30 +66,70 @@ class FewStepSigmas:
         if message:
             raise ValueError(f"Few-Step Sigmas: {message}")
         table = discrete_sigma_table(model_sampling_of(model))
-        return (schedule(table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params),)
+        sigmas = schedule(table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params)
+        problem = schedule_problem(sigmas)
+        if problem:  # the inputs passed on the standard table; this model's table (e.g. lcm) differs
+            inputs = _inputs(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params)
+            hint = _hint(_used(recipe, steps, base_steps, base_rho, end_index, time_rho, params), denoise)
+            lowest = float(table[0])
+            floor = (f" This model has no sigma below {lowest:.4g} (lcm sampling: no timestep below 19), so the "
+                     "steps below it repeat it." if float(sigmas[-1]) <= lowest * (1 + 1e-6) else "")
+            raise ValueError(f"Few-Step Sigmas: {inputs} give a schedule that cannot be sampled on this model's noise "
+                             f"schedule (sigma {lowest:.4g} to {float(table[-1]):.4g}): {problem}.{floor} {hint}")
+        return (sigmas,)
 
 
 def schedule(sigma_table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
     """The node's sigmas on ``sigma_table`` for checked inputs (also served to the graph on the node)."""
-    if recipe == CUSTOM and params.strip():
-        return parse_params(params).sigmas(sigma_table, denoise)
-    if recipe == CUSTOM:
-        return fewstep_sigmas(sigma_table, steps, base_steps, base_rho, end_index, time_rho, denoise)
-    return recipe_sigmas(RECIPES[recipe], sigma_table, denoise)
+    return _used(recipe, steps, base_steps, base_rho, end_index, time_rho, params).sigmas(sigma_table, denoise)
+
+
+STANDARD_TABLE = standard_sigma_table()
+
+
+def _used(recipe, steps, base_steps, base_rho, end_index, time_rho, params="") -> ScheduleParams:
+    """The schedule parameters in force: a named recipe's own, a params string's, or the custom widgets'."""
+    if recipe != CUSTOM:
+        return ScheduleParams.from_recipe(RECIPES[recipe])
+    if params.strip():
+        return parse_params(params)
+    return ScheduleParams(steps, base_steps, base_rho, end_index, time_rho)
 
 
 def _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params="") -> str | None:
-    """Message for a bad input (named, with its allowed range), or None."""
+    """Message for a bad input (named, with its allowed range) or for inputs whose schedule cannot be
+    sampled (on the standard SD1.x / SDXL table, see ``schedule_problem``), or None."""
     if recipe not in RECIPE_CHOICES:
         return f"recipe = {recipe!r} is not one of {RECIPE_CHOICES}"
-    r = None  # what replaces the custom widgets: a named recipe's own values, or a params string's
+    try:
+        p = _used(recipe, steps, base_steps, base_rho, end_index, time_rho, params)
+    except ParamsError as error:
+        return str(error)
+    message = recipes.check_custom_parameters(p.steps, p.base_steps, p.base_rho, p.end_index, p.time_rho, denoise)
+    if message:  # checked with denoise all the same
+        return message
+    problem = schedule_problem(p.sigmas(STANDARD_TABLE, denoise))
+    if problem:
+        return (f"{_inputs(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params)} give a schedule "
+                f"that cannot be sampled: {problem}. {_hint(p, denoise)}")
+    return None
+
+
+def _inputs(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params="") -> str:
+    """The inputs a schedule came from, named as on the node."""
     if recipe != CUSTOM:
-        r = RECIPES[recipe]
-    elif params.strip():
-        try:
-            r = parse_params(params)
-        except ParamsError as error:
-            return str(error)
-    if r is not None:  # checked with denoise all the same
-        steps, base_steps, base_rho, end_index, time_rho = r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho
-    return recipes.check_custom_parameters(steps, base_steps, base_rho, end_index, time_rho, denoise)
+        return f"recipe = {recipe!r} and denoise = {denoise}"
+    if params.strip():
+        return f"params = {params.strip()!r} and denoise = {denoise}"
+    return (f"steps = {steps}, base_steps = {base_steps}, base_rho = {base_rho}, end_index = {end_index}, "
+            f"time_rho = {time_rho} and denoise = {denoise}")
+
+
+def _hint(p: ScheduleParams, denoise: float) -> str:
+    """Where the schedule's steps run in timestep space, and which inputs widen or even them out."""
+    timesteps = fewstep_timesteps(p.steps, p.base_steps, p.base_rho, p.end_index, p.time_rho, denoise, p.ramp)
+    return (f"Its {p.steps} steps run from timestep {round(float(timesteps[0]), 3):g} down to "
+            f"{round(float(timesteps[-1]), 3):g} "
+            f"(time_rho = {p.time_rho}): use fewer steps, a time_rho nearer 1, a longer span (a larger denoise; an "
+            "end further from 999: a larger end_index or base_rho; an end above 0: end_index below base_steps - 1)"
+            + (", or ramp values further apart" if p.ramp else "") + ".")

@@ -109,13 +109,15 @@ def test_sigmas_node_custom_and_denoise(comfy, tiny_model):
 
 
 def test_sigmas_follow_model_sampling_patches(comfy, tiny_model):
-    """A ModelSamplingDiscrete patch (v-prediction, zero-terminal-SNR) is what the schedule is built on."""
+    """A ModelSamplingDiscrete patch (v-prediction, zero-terminal-SNR) is what the schedule is read on: the
+    same timesteps, the model's own sigmas (tests/test_model_sampling.py holds the rule in detail)."""
     patched = comfy.model_advanced.ModelSamplingDiscrete().patch(tiny_model, "v_prediction", True)[0]
     ours = sigmas(comfy, patched)
     table = patched.get_model_object("model_sampling").sigmas if hasattr(patched, "get_model_object") \
         else patched.object_patches["model_sampling"].sigmas
     torch.testing.assert_close(ours, recipe_sigmas(RECIPES["SD1.5 5-step"], table.double()))
     assert ours[0] > 100  # zero-terminal-SNR: the first sigma is huge
+    assert float(ours[-1]) == pytest.approx(0.132, rel=0.05)  # and it still stops near the paper's end sigma
     assert not torch.allclose(ours, sigmas(comfy, tiny_model))
 
 
@@ -205,12 +207,25 @@ def test_timed_freeu_whole_window_equals_core_freeu(comfy, tiny_model, conds, ve
     assert (x_ours - x_core).abs().max() < 1e-4 * effect  # and the same thing as core (round-off apart)
 
 
-def test_timed_freeu_empty_window_equals_no_patch(comfy, tiny_model, conds):
+def test_timed_freeu_empty_window_equals_no_patch_and_says_so(comfy, tiny_model, conds, caplog):
+    """A step window that selects no step of THIS schedule (beyond its end, or mixed signs on a short one) does
+    nothing and logs a warning once; one that is empty for every schedule is refused (see the validation test)."""
     schedule = sigmas(comfy, tiny_model, "SD1.5 5-step")
     x_plain, _ = sample(comfy, tiny_model, fewstep_sampler(comfy), schedule, conds)
-    for steps in [(6, 9), (4, 2)]:
-        x_empty, _ = sample(comfy, timed_freeu(comfy, tiny_model, steps=steps), fewstep_sampler(comfy), schedule, conds)
+    for steps in [(6, 9), (5, -3)]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ComfyUI-FewStep"):
+            x_empty, _ = sample(comfy, timed_freeu(comfy, tiny_model, steps=steps), fewstep_sampler(comfy), schedule,
+                                conds)
         assert torch.equal(x_empty, x_plain)
+        warnings = [r.getMessage() for r in caplog.records if "Timed FreeU" in r.getMessage()]
+        assert warnings == [f"Timed FreeU: first_step = {steps[0]} and last_step = {steps[1]} select no step of this "
+                            f"5-step schedule (they resolve to steps {steps[0]} to "
+                            f"{steps[1] if steps[1] > 0 else 6 + steps[1]}), so this Timed FreeU does nothing"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ComfyUI-FewStep"):  # a window that selects a step: not a word
+        sample(comfy, timed_freeu(comfy, tiny_model, steps=(5, -1)), fewstep_sampler(comfy), schedule, conds)
+    assert not [r for r in caplog.records if "Timed FreeU" in r.getMessage()]
 
 
 @pytest.mark.parametrize("steps, active", [((2, 4), {2, 3, 4}), ((-3, -1), {4, 5, 6}), ((6, 6), {6}), ((1, 1), {1})])
@@ -264,6 +279,12 @@ def test_timed_freeu_validation_and_non_unet_models(comfy, tiny_model):
     assert "version = 'v3'" in cls.VALIDATE_INPUTS("v3", 1, -1, 0.0, 1.0)
     assert "start_percent = 0.6 must not be above end_percent = 0.4" in cls.VALIDATE_INPUTS("v1", 1, -1, 0.6, 0.4)
     assert cls.VALIDATE_INPUTS("v2", -3, -1, 0.0, 1.0) is True
+    assert cls.VALIDATE_INPUTS("v1", 4, 2, 0.0, 1.0).startswith("first_step = 4 is after last_step = 2: the window "
+                                                                 "selects no step")
+    assert cls.VALIDATE_INPUTS("v1", -1, -3, 0.0, 1.0).startswith("first_step = -1 is after last_step = -3")
+    assert cls.VALIDATE_INPUTS("v1", 5, -3, 0.0, 1.0) is True  # mixed signs: empty or not depends on the schedule
+    with pytest.raises(ValueError, match="Timed FreeU: first_step = 4 is after last_step = 2"):
+        timed_freeu(comfy, tiny_model, steps=(4, 2))
     with pytest.raises(ValueError, match="Timed FreeU: last_step = 500"):
         timed_freeu(comfy, tiny_model, steps=(1, 500))
     with pytest.raises(ValueError, match="applies to UNet models only"):

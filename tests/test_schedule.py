@@ -1,11 +1,21 @@
 """Every recipe's sigmas against an independent float64 derivation from RECIPES.md."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from fewstep.recipes import RECIPES, check_custom_parameters, recipe_for_step_count
-from fewstep.schedule import continuous_timestep, fewstep_sigmas, recipe_sigmas, sigma_at_timestep, standard_sigma_table
+from fewstep.schedule import (
+    continuous_timestep,
+    fewstep_sigmas,
+    fewstep_timesteps,
+    recipe_sigmas,
+    schedule_problem,
+    sigma_at_timestep,
+    standard_sigma_table,
+)
 
 # Straight from RECIPES.md, in numpy, without the project's code.
 BETAS = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000) ** 2
@@ -13,7 +23,7 @@ AC = np.cumprod(1.0 - BETAS)
 SIGMAS = np.sqrt((1.0 - AC) / AC)
 
 
-def reference_schedule(N, n, rho, k, time_rho=1.2, denoise=1.0):
+def reference_timesteps(N, n, rho, k, time_rho=1.2, denoise=1.0):
     smin, smax = SIGMAS[0], SIGMAS[-1]
     base = [(smax ** (1 / rho) + i / (n - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for i in range(n)]
     log_table = np.log(SIGMAS)
@@ -22,6 +32,11 @@ def reference_schedule(N, n, rho, k, time_rho=1.2, denoise=1.0):
     t_start = t_end + denoise * (t_start - t_end)
     c = [(t_start ** (1 / time_rho) + j / N * (t_end ** (1 / time_rho) - t_start ** (1 / time_rho))) ** time_rho
          for j in range(N + 1)]
+    return np.array(c)
+
+
+def reference_schedule(N, n, rho, k, time_rho=1.2, denoise=1.0):
+    c = reference_timesteps(N, n, rho, k, time_rho, denoise)
     out = []
     for cj in np.clip(c, 0, 999):
         lo, hi = int(np.floor(cj)), int(np.ceil(cj))
@@ -125,3 +140,44 @@ def test_bad_custom_parameters_are_named(args, name):
 def test_good_custom_parameters_pass():
     assert check_custom_parameters(5, 8, 5.0, 7, 1.2, 1.0) is None
     assert "denoise" in check_custom_parameters(5, 8, 5.0, 6, 1.2, 0.0)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_timesteps_are_the_standard_schedules_whatever_the_table(name):
+    """The rule for patched models: the timesteps come from the standard schedule, only the table differs.
+    A table whose last sigma is 4518.8 (as zero-terminal SNR makes it) and whose others are standard gives
+    the standard schedule except its first sigma, which is the table's own (t = 999)."""
+    r = RECIPES[name]
+    args = (r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho)
+    np.testing.assert_allclose(fewstep_timesteps(*args).numpy(), reference_timesteps(*args), rtol=1e-9)
+    table = standard_sigma_table()
+    table[-1] = 4518.76
+    ours, standard = fewstep_sigmas(table, *args), recipe_sigmas(r, standard_sigma_table())
+    assert float(ours[0]) == pytest.approx(4518.76, rel=1e-6)
+    assert torch.equal(ours[1:], standard[1:])
+
+
+def test_a_table_not_indexed_by_the_1000_training_timesteps_is_refused():
+    with pytest.raises(ValueError, match="50 entries; it must give the sigma of each of the 1000 training timesteps"):
+        fewstep_sigmas(standard_sigma_table()[19::20], 5, 8, 5.0, 6)
+
+
+def test_schedule_problem_threshold_is_one_ten_thousandth_in_log_sigma():
+    assert schedule_problem(torch.tensor([2.0, 2.0 * math.exp(-1.01e-4), 0.1])) is None
+    assert "step 1 of 2 does not lower sigma by at least 0.01 %" in schedule_problem(
+        torch.tensor([2.0, 2.0 * math.exp(-0.99e-4), 0.1], dtype=torch.float64))
+    assert schedule_problem(torch.tensor([2.0, 0.5, 0.0]), final_zero=True) is None
+    assert schedule_problem(torch.tensor([2.0, 0.5, 0.0])) == "sigmas[2] = 0; sigmas must be finite and above 0"
+    assert schedule_problem(torch.tensor([2.0, 0.0, 0.0]), final_zero=True).startswith("sigmas[1] = 0")
+    assert schedule_problem(torch.tensor([])) == "it is empty"
+    assert schedule_problem(torch.tensor([1.0, 2.0, 1.5, 1.6, 1.0, 1.1, 0.5, 0.6, 0.2])) == (
+        "steps 1, 3, 5, 7 of 8 do not lower sigma by at least 0.01 % (step 1: sigma 1 -> 2); a schedule must "
+        "descend strictly, each step by at least 0.01 % (log-sigma 1e-4), the least that float32 sigmas and the "
+        "solvers resolve")
+
+
+def test_the_issue_example_repeats_a_sigma_in_float32():
+    """steps 100, base_steps 3, base_rho 1.0, end_index 2, time_rho 10: many copies of sigma_min at the end."""
+    sigmas = fewstep_sigmas(standard_sigma_table(), 100, 3, 1.0, 2, 10.0)
+    assert (sigmas[-9:] == sigmas[-1]).all() and float(sigmas[-1]) == pytest.approx(0.0291672, rel=1e-5)
+    assert schedule_problem(sigmas).startswith("steps 78 to 100 of 100 do not lower sigma by at least 0.01 %")

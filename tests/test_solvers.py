@@ -98,3 +98,28 @@ def test_bad_solver_and_finish_are_named():
         sample_fewstep(ToyDenoiser(), torch.zeros(1, 1, 2, 2), sigmas, solver="euler")
     with pytest.raises(ValueError, match="finish"):
         sample_fewstep(ToyDenoiser(), torch.zeros(1, 1, 2, 2), sigmas, finish="zero")
+
+
+@pytest.mark.parametrize("sigmas, problem", [
+    ([14.6, 1.0, 1.0, 0.1], "step 2 of 3 does not lower sigma by at least 0.01 %"),
+    ([14.6, 1.0, 0.99995, 0.1], "step 2 of 3 does not lower sigma by at least 0.01 %"),
+    ([0.1, 1.0, 14.6], "steps 1 to 2 of 2 do not lower sigma"),
+    ([14.6, float("nan"), 0.1], "sigmas[1] = nan; sigmas must be finite and above 0"),
+    ([14.6, 1.0, -0.1], "sigmas[2] = -0.1; sigmas must be finite and above 0"),
+    ([14.6, 0.0, 0.0], "sigmas[1] = 0"),
+])
+@pytest.mark.parametrize("solver", ["dpmpp_1s", "dpmpp_2m"])
+def test_a_schedule_that_cannot_be_sampled_is_refused_before_any_evaluation(sigmas, problem, solver):
+    model = ToyDenoiser()
+    with pytest.raises(ValueError, match="^sigmas: " + problem.replace("(", r"\(").replace("[", r"\[")):
+        sample_fewstep(model, torch.zeros(1, 4, 2, 2), torch.tensor(sigmas), disable=True, solver=solver)
+    assert model.calls == []
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_1s", "dpmpp_2m"])
+def test_a_trailing_zero_and_a_single_sigma_are_fine(solver):
+    model = ToyDenoiser()
+    x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = sample_fewstep(model, x * 14.6, torch.tensor([14.6, 2.0, 0.5, 0.0]), disable=True, solver=solver)
+    assert len(model.calls) == 3 and torch.isfinite(out).all()
+    assert torch.equal(sample_fewstep(model, x, torch.tensor([3.0]), disable=True, solver=solver), x)

@@ -2,7 +2,15 @@
 
 import pytest
 
-from fewstep.window import Window, active_steps, check_step, check_window, percent_to_sigma, step_of_sigma
+from fewstep.window import (
+    Window,
+    active_steps,
+    check_step,
+    check_window,
+    empty_window_message,
+    percent_to_sigma,
+    step_of_sigma,
+)
 
 SCHEDULE = [14.6, 4.5, 1.96, 1.0, 0.5, 0.13]  # five steps
 
@@ -65,3 +73,27 @@ def test_check_window():
     assert check_window(1, -1, 0.7, 0.2) == "start_percent = 0.7 must not be above end_percent = 0.2"
     assert check_window(0, -1, 0.0, 1.0) == check_step("first_step", 0)  # steps first, as Timed FreeU
     assert check_window(1, 101, 0.7, 0.2) == check_step("last_step", 101)
+
+
+def test_reversed_steps_of_one_sign_are_refused_by_the_check():
+    """Same sign and first after last: no schedule has a step in that window, so it is an input error."""
+    message = check_window(4, 2, 0.0, 1.0)
+    assert message.startswith("first_step = 4 is after last_step = 2: the window selects no step")
+    assert "swap them" in message
+    assert check_window(-1, -3, 0.0, 1.0).startswith("first_step = -1 is after last_step = -3")
+    for first, last in ((2, 2), (2, 4), (-3, -1), (5, -3), (-2, 3), (1, -1)):  # mixed signs depend on N
+        assert check_window(first, last, 0.0, 1.0) is None
+
+
+def test_empty_window_message_depends_on_the_schedule_length():
+    # first_step = 5, last_step = -3: steps 5..N-2, so nothing below N = 7
+    assert empty_window_message(5, -3, 7) is None and list(Window(5, -3).steps(7)) == [5]
+    message = empty_window_message(5, -3, 6)
+    assert message == ("first_step = 5 and last_step = -3 select no step of this 6-step schedule (they resolve to "
+                       "steps 5 to 4), so this Timed FreeU does nothing")
+    # first_step = -2, last_step = 3: steps N-1..3, so nothing above N = 4
+    assert empty_window_message(-2, 3, 4) is None and empty_window_message(-2, 3, 5) is not None
+    assert empty_window_message(6, 9, 5) is not None and empty_window_message(6, 9, 6) is None  # beyond the end
+    for n in range(1, 30):  # the message says exactly when the window is empty
+        for first, last in ((5, -3), (-2, 3), (2, 4), (-3, -1), (6, 9)):
+            assert (empty_window_message(first, last, n) is None) == bool(list(Window(first, last).steps(n)))
