@@ -15,9 +15,10 @@
 //
 // For tests and other scripts (read-only):
 //   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, freeu, error,
-//                           plotted: [{step, sigma, x, y}], surface}
+//                           plotted: [{step, sigma, x, y}], surface, notes}
 //     plotted: the drawn points; x, y in node coordinates when surface is "node" (classic canvas),
 //     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0).
+//     notes: the warnings drawn on the graph (a Timed FreeU window that selects no step of the schedule).
 //   window.__fewstep.idle()  true when every Few-Step Sigmas node shows the schedule of its widgets.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -228,6 +229,14 @@ function drawSchedule(ctx, node, width, top) {
     ctx.textAlign = "left";
     ctx.fillText("FreeU", xOf(Math.min(...freeuSteps) - 1) + 3, plot.bottom - 4); // the curve is high there
   }
+  // A Timed FreeU whose step window selects no step of this schedule (the route says so): named, top right,
+  // where the descending curve is low.
+  const notes = (schedule.freeu ?? []).filter((w) => w.warning)
+    .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: no step of ${nfe}`);
+  ctx.fillStyle = "#fb4";
+  ctx.textAlign = "right";
+  ctx.font = "10px Arial";
+  notes.forEach((note, i) => ctx.fillText(note, plot.right - 4, plot.top + 11 + 12 * i));
 
   // Decades of sigma: grid lines and labels.
   ctx.strokeStyle = "rgba(128, 128, 128, 0.35)";
@@ -283,6 +292,7 @@ function drawSchedule(ctx, node, width, top) {
   ctx.restore();
 
   node.fewstepSchedule.plotted = points;
+  node.fewstepSchedule.notes = notes;
   node.fewstepSchedule.surface = surface;
 }
 

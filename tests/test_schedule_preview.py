@@ -553,6 +553,36 @@ def test_timed_freeu_percent_window_is_shaded_where_it_acts(graph_page, artifact
     assert min(band_green(image, points, s) for s in range(1, 6)) > max(plain) + 10
 
 
+def test_timed_freeu_window_that_selects_no_step_is_named_on_the_graph(graph_page, artifacts):
+    """A step window valid in itself (mixed signs) can select no step of a short schedule: the graph says so
+    (the route's ``warning``) and shades nothing, rather than drawing it as if FreeU were on."""
+    graph_page.set_widget("recipe", "SD1.5 5-step")
+    graph_page.set_widget("denoise", 1.0)
+    set_steps = """([first, last]) => { const n = window.app.graph.findNodesByType('TimedFreeU', [])[0];
+        for (const [name, value] of [['first_step', first], ['last_step', last]]) {
+            const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value, window.app.canvas, n); }
+        window.app.graph.setDirtyCanvas(true, true); }"""
+    try:
+        graph_page.js(set_steps, [5, -3])  # steps 5..3 of 5: nothing
+        schedule = graph_page.settled()
+        assert schedule["freeu"][0]["steps"] == []
+        assert "select no step of this 5-step schedule" in schedule["freeu"][0]["warning"]
+        image = graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_no_step.png")
+        assert graph_page.node("(n) => n.fewstepSchedule.notes") == ["Timed FreeU 5..-3: no step of 5"]
+        points = graph_page.plotted_on_page()
+        empty = [band_green(image, points, s) for s in range(1, 6)]
+        graph_page.js(set_steps, [2, -2])  # steps 2..4: shaded, no note
+        schedule = graph_page.settled()
+        assert schedule["freeu"][0]["steps"] == [2, 3, 4] and "warning" not in schedule["freeu"][0]
+        image = graph_page.screenshot(artifacts / "fewstep_sigmas_freeu_steps_2_to_4.png")
+        assert graph_page.node("(n) => n.fewstepSchedule.notes") == []
+        points = graph_page.plotted_on_page()
+        assert min(band_green(image, points, s) for s in (2, 3, 4)) > max(empty) + 10
+    finally:
+        graph_page.js(set_steps, [1, -1])
+        graph_page.settled()
+
+
 def test_invalid_custom_values_show_the_message(graph_page):
     graph_page.set_widget("recipe", CUSTOM)
     graph_page.set_widget("steps", 9)
