@@ -3,6 +3,11 @@
 A recipe is (N, n, rho, k, time_rho): N model evaluations, a base Karras list of n sigmas with
 exponent rho, the schedule ending at the timestep of the k-th base sigma, and N+1 timesteps spaced
 with exponent time_rho between the first base sigma and that end (see ``schedule.py``).
+
+The base list and both end points are taken on the standard SD1.x / SDXL training schedule (the
+paper's definition), so a recipe is a list of TIMESTEPS: every discrete SD-family model, v-prediction
+and zero-terminal SNR included, starts at its own sigma of t = 999 and stops at the recipe's end
+timestep (SD1.5 5/6-step and SDXL 6-step: t = 18.3; SD1.5 8-step: 22.7; SDXL 8-step: 3.2).
 """
 
 from __future__ import annotations
