@@ -30,10 +30,19 @@ SCHEDULE_KEY = "sample_sigmas"  # where CURRENT puts the schedule in transformer
 
 
 def model_sampling_of(model) -> object:
-    """The patched model_sampling of a ModelPatcher, in both ComfyUI versions."""
+    """The patched model_sampling of a ModelPatcher, in both ComfyUI versions.
+
+    PINNED has no ``get_model_object``. While another clone of the same model is loaded, its object
+    patch (a zero-terminal-SNR ModelSamplingDiscrete, say) sits on the shared ``model.model`` and the
+    original waits in ``object_patches_backup``, a dict the clones share: read it from there, as
+    CURRENT's ``get_model_object`` does, not the other clone's.
+    """
     if hasattr(model, "get_model_object"):
         return model.get_model_object("model_sampling")
-    return model.object_patches.get("model_sampling", model.model.model_sampling)
+    if "model_sampling" in model.object_patches:
+        return model.object_patches["model_sampling"]
+    backup = getattr(model, "object_patches_backup", None) or {}
+    return backup.get("model_sampling", model.model.model_sampling)
 
 
 def discrete_sigma_table(model_sampling) -> torch.Tensor:

@@ -189,3 +189,20 @@ def test_lcm_refuses_a_custom_schedule_with_several_steps_below_its_lowest_times
     assert "down to 0 (time_rho = 3.0)" in message
     eps_model, _ = patched(comfy, tiny_model, "eps", False)  # the same inputs on a full table: fine
     assert len(fewstep_sigmas_node(comfy, eps_model, custom=custom)) == 21
+
+
+def test_a_plain_clone_keeps_its_own_schedule_while_a_patched_clone_is_loaded(comfy, tiny_model):
+    """ComfyUI applies a loaded clone's object patches to the model all clones share (PINNED keeps the
+    original in a shared backup): a plain clone's schedule must still be read on the original table."""
+    plain = tiny_model.clone()
+    expected = node(comfy, "FewStepSigmas").get_sigmas(plain, "SD1.5 5-step", 1.0, 5, 8, 5.0, 6, 1.2)[0]
+    zsnr, zsnr_sampling = patched(comfy, tiny_model.clone(), "v_prediction", True)
+    zsnr.patch_model()
+    try:
+        assert tiny_model.model.model_sampling is zsnr_sampling  # the patch sits on the shared model now
+        got = node(comfy, "FewStepSigmas").get_sigmas(plain, "SD1.5 5-step", 1.0, 5, 8, 5.0, 6, 1.2)[0]
+        on_zsnr = node(comfy, "FewStepSigmas").get_sigmas(zsnr, "SD1.5 5-step", 1.0, 5, 8, 5.0, 6, 1.2)[0]
+    finally:
+        zsnr.unpatch_model()
+    assert torch.equal(got, expected)
+    assert float(on_zsnr[0]) > 4000 and float(expected[0]) == pytest.approx(14.6146, rel=1e-4)
