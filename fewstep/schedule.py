@@ -26,7 +26,7 @@ def standard_sigma_table(timesteps: int = 1000) -> torch.Tensor:
 
 
 TRAINING_TIMESTEPS = 1000
-_STANDARD_TABLE = standard_sigma_table(TRAINING_TIMESTEPS)
+STANDARD_TABLE = standard_sigma_table(TRAINING_TIMESTEPS)  # the paper's schedule; read-only, shared
 
 
 # Each step must lower sigma by at least 0.01 % (log-sigma h >= 1e-4), or it does not count in
@@ -95,7 +95,7 @@ def fewstep_timesteps(steps: int, base_steps: int, base_rho: float, end_index: i
         raise ValueError(f"end_index = {end_index} must be between 1 and base_steps - 1 = {base_steps - 1}")
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise = {denoise} must be in (0, 1]")
-    table = _STANDARD_TABLE
+    table = STANDARD_TABLE
     base = karras_sigmas(base_steps, float(table[0]), float(table[-1]), base_rho)
     t_start = float(len(table) - 1)  # t(base[0]) = t(sigma_max) = 999
     t_end = float(continuous_timestep(base[end_index], table))

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from ..fewstep.params import parse_params
 from ..fewstep.recipes import RECIPES
-from ..fewstep.schedule import continuous_timestep, standard_sigma_table
+from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
 from ..fewstep.window import Window, active_steps, check_window, empty_window_message, percent_to_sigma
 from .sigmas import FewStepSigmas, schedule
 
@@ -39,8 +39,7 @@ FREEU = "freeu"
 PARAMETERS = ("steps", "base_steps", "base_rho", "end_index", "time_rho")  # what a named recipe fixes
 PARSERS = {"INT": int, "FLOAT": float, "STRING": str}
 
-_SIGMA_TABLE = standard_sigma_table()
-_SIGMA_LIST = _SIGMA_TABLE.tolist()
+_SIGMA_LIST = STANDARD_TABLE.tolist()
 
 
 class BadQuery(ValueError):
@@ -64,8 +63,8 @@ def schedule_reply(query) -> tuple[int, dict]:
     if verdict is not True:
         return 400, {"error": f"Few-Step Sigmas: {verdict}"}
 
-    sigmas = _call(schedule, {"sigma_table": _SIGMA_TABLE, **inputs})
-    timesteps = continuous_timestep(sigmas.to(_SIGMA_TABLE.dtype), _SIGMA_TABLE)
+    sigmas = _call(schedule, {"sigma_table": STANDARD_TABLE, **inputs})
+    timesteps = continuous_timestep(sigmas.to(STANDARD_TABLE.dtype), STANDARD_TABLE)
     recipe = RECIPES.get(inputs["recipe"])
     used = inputs if recipe is None else asdict(recipe)  # a named recipe ignores the custom widgets
     if recipe is None and str(inputs.get("params", "")).strip():  # a params string replaces them

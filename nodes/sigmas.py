@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..fewstep import recipes
 from ..fewstep.params import ParamsError, ScheduleParams, parse_params
 from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES
-from ..fewstep.schedule import fewstep_timesteps, schedule_problem, standard_sigma_table
+from ..fewstep.schedule import STANDARD_TABLE, fewstep_timesteps, schedule_problem
 from .comfy_api import discrete_sigma_table, model_sampling_of
 
 
@@ -82,9 +82,6 @@ class FewStepSigmas:
 def schedule(sigma_table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
     """The node's sigmas on ``sigma_table`` for checked inputs (also served to the graph on the node)."""
     return _used(recipe, steps, base_steps, base_rho, end_index, time_rho, params).sigmas(sigma_table, denoise)
-
-
-STANDARD_TABLE = standard_sigma_table()
 
 
 def _used(recipe, steps, base_steps, base_rho, end_index, time_rho, params="") -> ScheduleParams:

@@ -39,6 +39,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".sft")
 FEWSTEP_NODES = {"FewStepSigmas", "FewStepDPMPPSampler", "TimedFreeU"}
 NOISE_PREFIX = "RANDOM-WEIGHTS-noise_"  # file names of images made with random weights say so
 RANDOM_SIZES = {"sd15": "about 2 GB", "sdxl": "about 7 GB"}
+LABELS = {"sd15": "SD1.5", "sdxl": "SDXL"}  # architecture names as users know them
 
 
 def find_checkpoint(comfyui: Path, wanted: str) -> Path | None:
@@ -57,7 +58,7 @@ def architecture(workflow_name: str) -> str:
 
 def random_weights_notice(arch: str, when: str) -> str:
     """What the user must know about a run on random weights (printed before and after it)."""
-    label = {"sd15": "SD1.5", "sdxl": "SDXL"}[arch]
+    label = LABELS[arch]
     if when == "before":
         return (f"*** RANDOM WEIGHTS: a full-size {label} checkpoint with random weights, not a model: the images "
                 "will be noise;\n*** only the wall times and the model-evaluation counts mean anything. For real "
@@ -144,14 +145,14 @@ def main(argv=None) -> int:
     checkpoint = None if random_weights else options.checkpoint or find_checkpoint(comfyui, wanted)
     if options.checkpoint and not options.checkpoint.is_file():
         print(f"No checkpoint at {options.checkpoint}. Put one (for this workflow: {wanted}, or any "
-              f"{'SDXL' if arch == 'sdxl' else 'SD1.5'} checkpoint) in\n  {where}\n"
+              f"{LABELS[arch]} checkpoint) in\n  {where}\n"
               "or pass --checkpoint /path/to/model.safetensors (make demo DEMO_ARGS=\"--checkpoint ...\"), "
               "or --random-weights for a timing-only run.", file=sys.stderr)
         return 2
     if checkpoint is None and not random_weights:
         random_weights = True
         print(f"No checkpoint in {where} (for real images put {wanted} or any "
-              f"{'SDXL' if arch == 'sdxl' else 'SD1.5'} checkpoint there, or pass --checkpoint).\n"
+              f"{LABELS[arch]} checkpoint there, or pass --checkpoint).\n"
               "Running the same demo on random weights instead (--random-weights).")
     if random_weights:
         from random_checkpoint import checkpoint_path, random_checkpoint
