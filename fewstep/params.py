@@ -17,7 +17,7 @@ import torch
 from . import recipes
 from .recipes import Recipe
 from .schedule import check_ramp, fewstep_sigmas
-from .solvers import SOLVERS
+from .solvers import SCHEDULE_SOLVERS
 
 PREFIX = "fewstep v1:"
 REQUIRED = ("steps", "base_steps", "base_rho", "end_index", "time_rho")
@@ -25,7 +25,7 @@ KEYS = (*REQUIRED, "ramp", "solver")
 EXAMPLE = "fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2"
 ALLOWED = (f"allowed: '{PREFIX}' followed by key=value pairs separated by spaces; required keys "
            f"{', '.join(REQUIRED)}; optional ramp (N-1 comma-separated values increasing strictly inside "
-           f"(0, 1)) and solver ({' or '.join(SOLVERS)}); for example '{EXAMPLE}'")
+           f"(0, 1)) and solver ({', '.join(SCHEDULE_SOLVERS)}); for example '{EXAMPLE}'")
 
 
 class ParamsError(ValueError):
@@ -64,8 +64,8 @@ class ScheduleParams:
             message = check_ramp(self.ramp, self.steps)
             if message:
                 return message
-        if self.solver is not None and self.solver not in SOLVERS:
-            return f"solver = {self.solver!r} is not one of {list(SOLVERS)}"
+        if self.solver is not None and self.solver not in SCHEDULE_SOLVERS:
+            return f"solver = {self.solver!r} is not one of {list(SCHEDULE_SOLVERS)}"
         return None
 
 

@@ -36,13 +36,17 @@ class Recipe:
     base_steps: int  # n, length of the base Karras list
     base_rho: float  # rho of the base Karras list
     end_index: int  # k, the schedule stops at the timestep of base sigma k
-    solver: str  # "dpmpp_1s" or "dpmpp_2m"
+    solver: str  # one of solvers.SCHEDULE_SOLVERS: "dpmpp_1s", "dpmpp_2m", "unipc" or "unipc_afs"
     freeu: tuple[FreeUSetting, ...] = ()
     time_rho: float = 1.2
     resolution: int = 512
 
 
 PAPER_FREEU = (1.1, 1.1, 0.9, 0.2)
+# F-scheduler (the paper's v3): FreeU v1 on the last model evaluations of the UniPC recipes. Their solver is
+# UniPC bh1 in the noise form with order "auto" (1 up to 6 evaluations, 2 from 7), "unipc_afs" with the
+# analytical first step (see unipc.py); steps count model evaluations, with or without AFS.
+UNIPC_FREEU = (1.2, 1.2, 0.9, 0.2)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -57,6 +61,14 @@ RECIPES: dict[str, Recipe] = {
             resolution=1024,
         ),
         Recipe("SDXL 8-step", 8, 12, 12.0, 10, "dpmpp_2m", resolution=1024),
+        # F-scheduler: the v3 headline (SDXL at 1024 in 6 evaluations) and its UniPC recipes.
+        Recipe("SDXL 6-step UniPC", 6, 12, 12.0, 10, "unipc_afs", (FreeUSetting(*UNIPC_FREEU, -3, -1),),
+               resolution=1024),
+        Recipe("SDXL 8-step UniPC", 8, 12, 12.0, 10, "unipc_afs", (FreeUSetting(*UNIPC_FREEU, -3, -1),),
+               resolution=1024),
+        Recipe("SD1.5 5-step UniPC", 5, 8, 5.0, 6, "unipc", (FreeUSetting(*UNIPC_FREEU, -2, -1),)),
+        Recipe("SD1.5 6-step UniPC", 6, 8, 5.0, 6, "unipc", (FreeUSetting(*UNIPC_FREEU, -2, -1),)),
+        Recipe("SD1.5 8-step UniPC", 8, 12, 7.0, 9, "unipc", (FreeUSetting(*UNIPC_FREEU, -2, -1),)),
     )
 }
 

@@ -13,7 +13,10 @@ from tqdm.auto import trange
 
 from .schedule import schedule_problem
 
-SOLVERS = ("dpmpp_1s", "dpmpp_2m")
+SOLVERS = ("dpmpp_1s", "dpmpp_2m")  # Few-Step DPM++ Sampler's choices
+# UniPC as the F-scheduler recipes run it (noise form, bh1, order auto), without / with the analytical first step
+UNIPC_SOLVERS = ("unipc", "unipc_afs")
+SCHEDULE_SOLVERS = (*SOLVERS, *UNIPC_SOLVERS)  # what a recipe, the tuner and a params string can name
 FINISH_LAST_SIGMA = "last_sigma"
 FINISH_DENOISED = "denoised"
 FINISHES = (FINISH_LAST_SIGMA, FINISH_DENOISED)
@@ -77,3 +80,19 @@ def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dic
             callback({"x": x, "i": steps, "sigma": sigmas[-1], "sigma_hat": sigmas[-1], "denoised": denoised})
         x = denoised
     return x
+
+
+def sample_solver(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
+                  disable: bool | None = None, solver: str = "dpmpp_1s", finish: str = FINISH_LAST_SIGMA,
+                  sigma_table: torch.Tensor | None = None) -> torch.Tensor:
+    """Run any of SCHEDULE_SOLVERS over ``sigmas`` (k-diffusion signature). ``sigma_table``, the model's sigma at
+    each training timestep, places the AFS midpoint of "unipc_afs" (default: the standard SD1.x / SDXL table)."""
+    if solver in SOLVERS:
+        return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish)
+    if solver not in UNIPC_SOLVERS:
+        raise ValueError(f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}")
+    from .unipc import sample_unipc  # unipc imports this module's constants: imported here, not at the top
+
+    table = {} if sigma_table is None else {"sigma_table": sigma_table}
+    return sample_unipc(model, x, sigmas, extra_args, callback, disable, afs=solver == "unipc_afs", finish=finish,
+                        **table)

@@ -35,7 +35,7 @@ import torch
 from .params import ScheduleParams, format_params, rounded
 from .recipes import RHO_RANGE, TIME_RHO_RANGE, recipe_for_step_count
 from .schedule import karras_sigmas, schedule_problem
-from .solvers import SOLVERS, sample_fewstep
+from .solvers import SCHEDULE_SOLVERS, sample_solver
 
 REFERENCE_STEPS = 40
 LOGIT_LIMIT = 3.0  # increments stay within a factor e^6 of each other: none collapses
@@ -45,11 +45,12 @@ FINAL_STEP = {"base_rho": 0.004, "time_rho": 0.004, "ramp": 0.01}
 Run = Callable[[torch.Tensor, str], torch.Tensor]
 
 
-def denoiser_run(denoiser: Callable, x_start: torch.Tensor) -> Run:
-    """run(sigmas, solver): the solver over ``sigmas`` from ``x_start`` with D(x, sigma_batch) = ``denoiser``."""
+def denoiser_run(denoiser: Callable, x_start: torch.Tensor, sigma_table: torch.Tensor | None = None) -> Run:
+    """run(sigmas, solver): the solver over ``sigmas`` from ``x_start`` with D(x, sigma_batch) = ``denoiser``
+    (``sigma_table``: the model's, for the AFS midpoint of "unipc_afs"; default the standard one)."""
     def run(sigmas: torch.Tensor, solver: str) -> torch.Tensor:
         with torch.no_grad():
-            return sample_fewstep(denoiser, x_start, sigmas, disable=True, solver=solver)
+            return sample_solver(denoiser, x_start, sigmas, disable=True, solver=solver, sigma_table=sigma_table)
     return run
 
 
@@ -121,8 +122,8 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
     ``progress(fraction of the time budget, best objective)`` is called after each candidate;
     ``check_interrupt()`` before each one (it raises to abort). The time budget includes the reference.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver = {solver!r} is not one of {list(SOLVERS)}")
+    if solver not in SCHEDULE_SOLVERS:
+        raise ValueError(f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}")
     if steps < 1:
         raise ValueError(f"steps = {steps} must be at least 1")
     began = clock()

@@ -4,10 +4,12 @@ from .freeu import TimedFreeU
 from .sampler import FewStepDPMPPSampler
 from .sigmas import FewStepSigmas
 from .tuner import FewStepScheduleTuner
+from .unipc_sampler import FewStepUniPCSampler
 
 NODE_CLASS_MAPPINGS = {
     "FewStepSigmas": FewStepSigmas,
     "FewStepDPMPPSampler": FewStepDPMPPSampler,
+    "FewStepUniPCSampler": FewStepUniPCSampler,
     "TimedFreeU": TimedFreeU,
     "FewStepScheduleTuner": FewStepScheduleTuner,
 }
@@ -15,6 +17,7 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FewStepSigmas": "Few-Step Sigmas",
     "FewStepDPMPPSampler": "Few-Step DPM++ Sampler",
+    "FewStepUniPCSampler": "Few-Step UniPC Sampler",
     "TimedFreeU": "Timed FreeU",
     "FewStepScheduleTuner": "Few-Step Schedule Tuner",
 }

@@ -20,11 +20,14 @@ import torch
 
 from ..fewstep.recipes import recipe_for_step_count
 from ..fewstep.schedule import TRAINING_TIMESTEPS, recipe_sigmas, schedule_problem
-from ..fewstep.solvers import FINISH_LAST_SIGMA, sample_fewstep
+from ..fewstep.solvers import FINISH_LAST_SIGMA, SOLVERS, sample_solver
+from ..fewstep.unipc import sample_unipc
 
 log = logging.getLogger("ComfyUI-FewStep")
 
-SAMPLER_NAMES = {"fewstep_dpmpp_1s": "dpmpp_1s", "fewstep_dpmpp_2m": "dpmpp_2m"}
+# KSampler's sampler names -> solver (solvers.SCHEDULE_SOLVERS). fewstep_unipc is UniPC as the SD1.5 UniPC
+# recipes run it (noise form, bh1, order auto, no analytical first step: KSampler's schedulers do not plan for it).
+SAMPLER_NAMES = {"fewstep_dpmpp_1s": "dpmpp_1s", "fewstep_dpmpp_2m": "dpmpp_2m", "fewstep_unipc": "unipc"}
 SCHEDULER_NAME = "fewstep"
 SCHEDULE_KEY = "sample_sigmas"  # where CURRENT puts the schedule in transformer_options
 
@@ -86,17 +89,37 @@ def schedule_of(transformer_options: dict) -> list[float] | None:
     return None if schedule is None else torch.as_tensor(schedule).tolist()  # one device sync, not one per sigma
 
 
-def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                         solver="dpmpp_1s", finish=FINISH_LAST_SIGMA):
-    """Run the few-step solver with the schedule visible to model patches (PINNED does not pass it).
+def sampling_sigma_table(model) -> torch.Tensor:
+    """The sigma table of the model a k-diffusion sampler function is given (ComfyUI's KSamplerX0Inpaint
+    around the guider around the BaseModel, in both versions; its model_sampling is the patched one)."""
+    base_model = getattr(getattr(model, "inner_model", None), "inner_model", None)
+    if base_model is None or not hasattr(base_model, "model_sampling"):
+        raise ValueError("the analytical first step needs the model's noise schedule, and this sampler was not "
+                         "given a ComfyUI model (use it in SamplerCustom, SamplerCustomAdvanced or KSampler)")
+    return discrete_sigma_table(base_model.model_sampling)
 
-    A SIGMAS input that cannot be sampled (not strictly descending, a step below 0.01 %, not finite; a
-    trailing 0 is fine) stops here with a message, before any model evaluation.
+
+def sampler_label(solver: str) -> str:
+    """How the node and the KSampler name of ``solver`` read in messages."""
+    if solver in SOLVERS:
+        return f"Few-Step DPM++ Sampler ({solver}; on KSampler: fewstep_{solver})"
+    return "Few-Step UniPC Sampler (on KSampler: fewstep_unipc)"
+
+
+def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                         solver="dpmpp_1s", finish=FINISH_LAST_SIGMA, sigma_table=None, **unipc_options):
+    """Run a few-step solver with the schedule visible to model patches (PINNED does not pass it).
+
+    ``solver`` is one of solvers.SCHEDULE_SOLVERS; ``unipc_options`` (order, variant, afs, prediction of
+    ``unipc.sample_unipc``), when given, run UniPC with them (Few-Step UniPC Sampler). ``sigma_table`` places
+    the AFS midpoint; by default it is the sampled model's own. A SIGMAS input that cannot be sampled (not
+    strictly descending, a step below 0.01 %, not finite; a trailing 0 is fine) stops here with a message,
+    before any model evaluation.
     """
     problem = schedule_problem(sigmas, final_zero=True)
     if problem:
         raise ValueError(
-            f"Few-Step DPM++ Sampler ({solver}; on KSampler: fewstep_{solver}): the SIGMAS input cannot be sampled: "
+            f"{sampler_label('unipc' if unipc_options else solver)}: the SIGMAS input cannot be sampled: "
             f"{problem}. Connect a schedule that descends strictly (Few-Step Sigmas, or a core scheduler; a last "
             "sigma of 0 is fine).")
     extra_args = dict(extra_args or {})
@@ -105,7 +128,14 @@ def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disab
     transformer_options[SCHEDULE_KEY] = sigmas
     model_options["transformer_options"] = transformer_options
     extra_args["model_options"] = model_options
-    return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish)
+    afs = unipc_options.get("afs", False) if unipc_options else solver == "unipc_afs"
+    if afs and sigma_table is None:
+        sigma_table = sampling_sigma_table(model)
+    if unipc_options:
+        table = {} if sigma_table is None else {"sigma_table": sigma_table}
+        return sample_unipc(model, x, sigmas, extra_args, callback, disable, finish=finish, **unipc_options, **table)
+    return sample_solver(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish,
+                         sigma_table=sigma_table)
 
 
 def empty_latent_for(model, latent: torch.Tensor) -> torch.Tensor:

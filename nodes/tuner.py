@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..fewstep.solvers import SOLVERS
+from ..fewstep.solvers import SCHEDULE_SOLVERS
 from .tuning import tune_on_model
 
 NFE_RANGE = (2, 50)
@@ -40,8 +40,9 @@ class FewStepScheduleTuner:
                 "to larger sizes reasonably but is best at the size it was tuned at.")}),
             "nfe": ("INT", {"default": 5, "min": NFE_RANGE[0], "max": NFE_RANGE[1],
                             "tooltip": "The budget N: model evaluations of the schedule (N+1 sigmas)."}),
-            "solver": (list(SOLVERS), {"default": "dpmpp_2m", "tooltip": (
-                "The solver you will sample with (Few-Step DPM++ Sampler's `solver`); the schedule is tuned "
+            "solver": (list(SCHEDULE_SOLVERS), {"default": "dpmpp_2m", "tooltip": (
+                "The solver you will sample with: Few-Step DPM++ Sampler's `solver`, or unipc / unipc_afs for "
+                "Few-Step UniPC Sampler (order auto, bh1, noise form) with afs off / on. The schedule is tuned "
                 "for it.")}),
             "probe_seeds": ("INT", {"default": 4, "min": PROBE_RANGE[0], "max": PROBE_RANGE[1], "tooltip": (
                 "How many noise samples the schedule is tuned on (one batch). More: less overfitting to "
@@ -81,6 +82,6 @@ def _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) -> str | Non
     for name, value, low, high in checks:
         if not (low <= value <= high):
             return f"{name} = {value} is out of range: allowed {low} to {high}"
-    if solver not in SOLVERS:
-        return f"solver = {solver!r} is not one of {list(SOLVERS)}"
+    if solver not in SCHEDULE_SOLVERS:
+        return f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}"
     return None

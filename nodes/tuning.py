@@ -144,7 +144,7 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         def run(schedule: torch.Tensor, which: str) -> torch.Tensor:
             with torch.no_grad():
                 return sample_with_schedule(denoiser, x, schedule.to(x.device), extra_args, None, True,
-                                            solver=which)
+                                            solver=which, sigma_table=table)
 
         outcome["result"] = tune(run, table, steps, solver, start=start, time_budget=time_budget,
                                  progress=progress, check_interrupt=check_interrupted)

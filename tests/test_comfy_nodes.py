@@ -9,7 +9,8 @@ from conftest import TINY_UNET, count_evaluations, latent
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
 
-IDS = {"FewStepSigmas": "Few-Step Sigmas", "FewStepDPMPPSampler": "Few-Step DPM++ Sampler", "TimedFreeU": "Timed FreeU"}
+IDS = {"FewStepSigmas": "Few-Step Sigmas", "FewStepDPMPPSampler": "Few-Step DPM++ Sampler", "TimedFreeU": "Timed FreeU",
+       "FewStepUniPCSampler": "Few-Step UniPC Sampler"}
 DEEP = TINY_UNET["model_channels"] * 4  # backbone channels of the decoder blocks b1/s1 apply to
 
 
@@ -87,9 +88,12 @@ def test_nodes_load_through_comfyui_loader(comfy):
         assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id] == display
     assert comfy.pack.WEB_DIRECTORY == "./js"
     inputs = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"].INPUT_TYPES()["required"]
-    assert inputs["recipe"][0] == ["SD1.5 5-step", "SD1.5 6-step", "SD1.5 8-step", "SDXL 6-step", "SDXL 8-step", "custom"]
+    assert inputs["recipe"][0] == ["SD1.5 5-step", "SD1.5 6-step", "SD1.5 8-step", "SDXL 6-step", "SDXL 8-step",
+                                   "SDXL 6-step UniPC", "SDXL 8-step UniPC", "SD1.5 5-step UniPC",
+                                   "SD1.5 6-step UniPC", "SD1.5 8-step UniPC", "custom"]
     assert comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"].CATEGORY == "sampling/custom_sampling/schedulers"
     assert comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"].CATEGORY == "sampling/custom_sampling/samplers"
+    assert comfy.nodes.NODE_CLASS_MAPPINGS["FewStepUniPCSampler"].CATEGORY == "sampling/custom_sampling/samplers"
     assert comfy.nodes.NODE_CLASS_MAPPINGS["TimedFreeU"].CATEGORY == "model_patches/unet"
 
 
