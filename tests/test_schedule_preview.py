@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from afs_reference import evaluated_sigmas, midpoint
 from build_thumbnails import CHROMIUM, CHROMIUM_ARGS, FIT, workflow_files
 from build_thumbnails import SETTINGS as THUMBNAIL_SETTINGS
 from comfyui_server import ComfyServer
@@ -29,6 +30,7 @@ from workflow_api import to_api
 
 from fewstep.recipes import CUSTOM, RECIPES
 from fewstep.schedule import fewstep_sigmas, recipe_sigmas, standard_sigma_table
+from fewstep.solvers import UNIPC_SOLVERS
 
 WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step.json"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -121,6 +123,57 @@ def test_route_sd15_5step_sanity_values_and_freeu_steps(server):
     # (starting at 1.96) is inside; 0.5 is sigma ~1.7, so steps 4 and 5 (1.00, 0.50) are below it
     assert [w["steps"] for w in reply["freeu"]] == [[2, 3, 4], [3, 4, 5], [], [3], []]
     assert [(w["start_percent"], w["end_percent"]) for w in reply["freeu"]] == [(0, 1)] * 3 + [(0.35, 0.6), (0, 0.5)]
+
+
+UNIPC_RECIPES = [name for name, r in RECIPES.items() if r.solver in UNIPC_SOLVERS]
+
+
+@pytest.mark.parametrize("recipe", UNIPC_RECIPES)
+def test_route_unipc_recipes_say_where_the_model_is_evaluated(server, recipe):
+    """UniPC recipes: the solver settings, the AFS midpoint (tests/afs_reference.py, written from RECIPES.md)
+    and the N evaluated sigmas; the recipe's own Timed FreeU window on its last evaluations."""
+    r = RECIPES[recipe]
+    windows = [f"{f.first_step},{f.last_step}" for f in r.freeu] + ["1,-1,0.05,1"]
+    status, reply = get(server, f"{ROUTE}?{query(recipe, freeu=windows)}")
+    assert status == 200, reply
+    table = standard_sigma_table().tolist()
+    sigmas = python_schedule(recipe)
+    afs = r.solver == "unipc_afs"
+    assert recipe.startswith("SDXL") == afs  # the SDXL UniPC recipes use the analytical first step
+    assert reply["sigmas"] == sigmas and reply["nfe"] == r.steps
+    # order auto: 1 up to 6 evaluations, 2 from 7 (RECIPES.md)
+    assert reply["unipc"] == {"solver": r.solver, "order": 1 if r.steps <= 6 else 2, "variant": "bh1", "afs": afs}
+    assert reply["evaluations"] == pytest.approx(evaluated_sigmas(sigmas, afs, table), rel=1e-6)
+    assert len(reply["evaluations"]) == r.steps and sigmas[-1] not in reply["evaluations"]
+    if afs:
+        sigma, timestep = midpoint(sigmas[0], sigmas[1], table)
+        assert reply["afs_midpoint"]["sigma"] == pytest.approx(sigma, rel=1e-6)
+        assert reply["afs_midpoint"]["timestep"] == pytest.approx(timestep, abs=1e-3)
+        assert sigmas[1] < sigma < sigmas[0] and reply["evaluations"][0] == reply["afs_midpoint"]["sigma"]
+    else:
+        assert "afs_midpoint" not in reply and reply["evaluations"] == sigmas[:-1]
+    last = 3 if recipe.startswith("SDXL") else 2  # FreeU on the last 3 (SDXL) or 2 (SD1.5) evaluations
+    assert reply["freeu"][0]["steps"] == list(range(r.steps - last + 1, r.steps + 1))
+    # start_percent 0.05 is sigma ~11 (t ~949): below sigma_0, above the AFS midpoint (t ~902-928). With AFS
+    # step 1 is evaluated at the midpoint, so the window holds there, as Timed FreeU decides it per evaluation.
+    assert reply["freeu"][1]["steps"] == list(range(1 if afs else 2, r.steps + 1))
+
+
+def test_route_dpmpp_recipes_evaluate_every_sigma_but_the_last(server):
+    status, reply = get(server, f"{ROUTE}?{query()}")
+    assert reply["evaluations"] == python_schedule("SD1.5 5-step")[:-1]
+    assert "unipc" not in reply and "afs_midpoint" not in reply
+
+
+def test_route_params_naming_unipc_afs_gets_the_midpoint(server):
+    params = "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 solver=unipc_afs"
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=params)}")
+    assert status == 200, reply
+    sigmas = python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2))
+    assert reply["sigmas"] == sigmas and reply["solver"] == "unipc_afs"
+    assert reply["unipc"] == {"solver": "unipc_afs", "order": 2, "variant": "bh1", "afs": True}
+    assert reply["evaluations"] == pytest.approx(evaluated_sigmas(sigmas, True, standard_sigma_table().tolist()),
+                                                 rel=1e-6)
 
 
 def test_route_is_served_where_each_frontend_asks(server, comfy):
