@@ -243,6 +243,7 @@ FRONTEND_1581 = Path(sys.prefix) / "frontend-1.58.1" / "comfyui_frontend_package
 SETTINGS = THUMBNAIL_SETTINGS  # the graph alone: no template browser, minimap or canvas menus over it
 MARGIN = 20  # graph units between two nodes of a bundled workflow
 CURVE, END = (0x66, 0xCC, 0xFF), (0xFF, 0xBB, 0x44)  # the colours of the drawn points (js/fewstep_sigmas.js)
+INSERTED = (0xFF, 0x77, 0xCC)  # the AFS midpoint's diamond
 
 
 @dataclass(frozen=True)
@@ -634,6 +635,87 @@ def test_timed_freeu_window_that_selects_no_step_is_named_on_the_graph(graph_pag
     finally:
         graph_page.js(set_steps, [1, -1])
         graph_page.settled()
+
+
+AFS_RECIPE = "SDXL 6-step UniPC"
+SET_FREEU_STEPS = """([first, last]) => { const n = window.app.graph.findNodesByType('TimedFreeU', [])[0];
+    for (const [name, value] of [['first_step', first], ['last_step', last]]) {
+        const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value, window.app.canvas, n); }
+    window.app.graph.setDirtyCanvas(true, true); }"""
+
+
+def assert_hollow(image, x: float, y: float, radius: float) -> None:
+    """sigma_0 with AFS: a ring in the curve's colour around a centre that is not (the curve is covered)."""
+    assert not colour_near(image, x, y, CURVE), ("filled", x, y, image.getpixel((round(x), round(y))))
+    assert colour_near(image, x, y - radius, CURVE) and colour_near(image, x - radius, y, CURVE), (x, y, radius)
+
+
+def test_unipc_afs_recipe_draws_the_midpoint_and_the_analytic_first_sigma(graph_page, artifacts):
+    """SDXL 6-step UniPC (analytical first step): the graph draws sigma_0 (hollow: no model evaluation), the
+    inserted midpoint (tests/afs_reference.py, from RECIPES.md) and sigma_1..sigma_N, says 6 evaluations,
+    and shades the recipe's Timed FreeU steps (the last 3 evaluations) where those evaluations are; step 1
+    of a window is the evaluation at the midpoint, so its band starts there, not at sigma_0."""
+    recipe = RECIPES[AFS_RECIPE]
+    (freeu,) = recipe.freeu
+    graph_page.set_widget("denoise", 1.0)
+    graph_page.set_widget("recipe", AFS_RECIPE)
+    try:
+        graph_page.js(SET_FREEU_STEPS, [freeu.first_step, freeu.last_step])
+        schedule = graph_page.settled()
+        sigmas = python_schedule(AFS_RECIPE)
+        sigma, timestep = midpoint(sigmas[0], sigmas[1], standard_sigma_table().tolist())
+        assert schedule["nfe"] == recipe.steps == 6 and schedule["solver"] == "unipc_afs"
+        assert schedule["unipc"] == {"solver": "unipc_afs", "order": 1, "variant": "bh1", "afs": True}
+        plotted = schedule["plotted"]
+        assert [p["step"] for p in plotted] == [0, 0.5, 1, 2, 3, 4, 5, 6]
+        assert [p["sigma"] for p in plotted] == pytest.approx([sigmas[0], sigma, *sigmas[1:]], rel=1e-6)
+        assert [p["sigma"] for i, p in enumerate(plotted) if i != 1] == sigmas
+        assert [p["kind"] for p in plotted] == ["analytic", "inserted", *["evaluated"] * 5, "end"]
+        assert [p["evaluation"] for p in plotted] == [None, 1, 2, 3, 4, 5, 6, None]
+        assert schedule["freeu"][0]["steps"] == [4, 5, 6]
+        assert any("analytic, no model evaluation" in line for line in schedule["legend"])
+        xs, ys = [p["x"] for p in plotted], [p["y"] for p in plotted]
+        assert all(b > a for a, b in zip(xs, xs[1:])) and all(b > a for a, b in zip(ys, ys[1:]))
+
+        image = graph_page.screenshot(artifacts / "fewstep_sigmas_unipc_afs.png")
+        points = graph_page.plotted_on_page()
+        assert len(points) == len(plotted) == recipe.steps + 2
+        scale = (points[-1][0] - points[0][0]) / (xs[-1] - xs[0])  # page pixels per drawing unit
+        assert_hollow(image, *points[0], 4.5 * scale)
+        assert colour_near(image, *points[1], INSERTED), (points[1], image.getpixel(tuple(map(round, points[1]))))
+        for x, y in points[2:-1]:
+            assert colour_near(image, x, y, CURVE), (x, y, image.getpixel((round(x), round(y))))
+        assert colour_near(image, *points[-1], END)
+        box = graph_page.node_box()
+        assert all(box["x"] < x < box["x"] + box["width"] and box["y"] < y < box["y"] + box["height"]
+                   for x, y in points)
+        evaluated = points[1:]  # evaluation k's band: from its point (k = 1: the midpoint) to the next point
+        shaded, plain = [band_green(image, evaluated, k) for k in (4, 5, 6)], [band_green(image, evaluated, k)
+                                                                               for k in (1, 2, 3)]
+        assert min(shaded) > max(plain) + 10, (shaded, plain)
+
+        graph_page.js(SET_FREEU_STEPS, [1, 1])  # step 1 only: from the midpoint to sigma_1
+        schedule = graph_page.settled()
+        assert schedule["freeu"][0]["steps"] == [1]
+        image = graph_page.screenshot(artifacts / "fewstep_sigmas_unipc_afs_step_1.png")
+        points = graph_page.plotted_on_page()
+        analytic, step_1 = band_green(image, points, 1), band_green(image, points[1:], 1)
+        assert step_1 > analytic + 10 and step_1 > band_green(image, points[1:], 2) + 10, (analytic, step_1)
+    finally:
+        graph_page.js(SET_FREEU_STEPS, [1, -1])
+        graph_page.set_widget("recipe", "SD1.5 5-step")
+        graph_page.settled()
+
+
+def test_unipc_recipe_without_afs_draws_every_evaluation_as_before(graph_page):
+    graph_page.set_widget("denoise", 1.0)
+    graph_page.set_widget("recipe", "SD1.5 6-step UniPC")
+    schedule = graph_page.settled()
+    assert [p["sigma"] for p in schedule["plotted"]] == python_schedule("SD1.5 6-step UniPC")
+    assert [p["kind"] for p in schedule["plotted"]] == ["evaluated"] * 6 + ["end"]
+    assert schedule["unipc"]["afs"] is False and "afs_midpoint" not in schedule and schedule["legend"] == []
+    graph_page.set_widget("recipe", "SD1.5 5-step")
+    graph_page.settled()
 
 
 def test_invalid_custom_values_show_the_message(graph_page):
