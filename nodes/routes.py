@@ -28,7 +28,9 @@ steps through it) and its fractional timestep (the midpoint of theirs); sigma_0 
 model output is estimated analytically) and ``evaluations`` are the midpoint, sigma_1 .. sigma_{N-1}.
 Steps are numbered by model evaluation (step k = the k-th evaluation, as Timed FreeU counts them, see
 ``nodes/comfy_api.py``), so ``freeu[].steps`` keeps its meaning; a window's percents are checked at each
-step's evaluated sigma (with AFS the midpoint for step 1), as Timed FreeU does. A schedule that cannot be sampled (not strictly descending in float32, see
+step's evaluated sigma (with AFS the midpoint for step 1), as Timed FreeU does.
+
+A schedule that cannot be sampled (not strictly descending in float32, see
 ``fewstep.schedule.schedule_problem``) is refused by VALIDATE_INPUTS like any bad input. A bad, missing or
 unknown parameter gets HTTP
 400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
