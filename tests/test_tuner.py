@@ -208,6 +208,11 @@ def test_sigmas_node_params_input(comfy, tiny_model):
     assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 1.0, params=text) is True
     assert cls.VALIDATE_INPUTS("SD1.5 5-step", 5, 8, 5.0, 6, 1.2, 1.0, params="junk") is True  # ignored there
     assert "denoise = 0.0" in cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 0.0, params=text)
+    # params linked to another node (the tuner's params output): CURRENT validates with None for a link; the
+    # string is checked when the node runs. Before, this raised AttributeError inside ComfyUI's validation.
+    assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 1.0, params=None) is True
+    assert "denoise = 0.0 is out of range" in cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 0.0, params=None)
+    assert cls.VALIDATE_INPUTS("SD1.5 5-step", 5, 8, 5.0, 6, 1.2, 1.0, params=None) is True
     with pytest.raises(ValueError, match="Few-Step Sigmas: params: "):
         sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params="fewstep v1: x=1")
 
