@@ -28,14 +28,7 @@ from fewstep.solvers import sample_fewstep
 from fewstep.unipc import afs_midpoint, sample_unipc
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny UNet on an 8x8 latent is ~10x faster on one thread when the CPUs are shared (measured: 0.045 s
-    against 0.40 s a forward at load 7 on 2 cores); the previous setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 BETAS = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000) ** 2
