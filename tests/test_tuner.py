@@ -107,6 +107,23 @@ def test_interrupt_check_stops_the_search(mixture):
     assert len(checks) == 5
 
 
+@pytest.mark.parametrize("solver", ["unipc", "unipc_afs"])
+def test_search_tunes_for_unipc_with_and_without_afs(mixture, solver):
+    """The tuner runs the F-scheduler's UniPC (the objective is UniPC's, not DPM++'s) and records it in params."""
+    run = denoiser_run(exact_denoiser(mixture), start_latents(64, seed=11))
+    result = tune(run, TABLE, 6, solver, time_budget=120, max_candidates=40)
+    assert result.objective < 0.97 * result.start_objective  # 40 candidates: a first part of the gain
+    assert result.params.solver == solver and f" solver={solver}" in result.text
+    assert torch.equal(parse_params(result.text).sigmas(TABLE), result.sigmas)
+    reference = run(reference_sigmas(TABLE), "dpmpp_2m")
+    assert distance(run(result.sigmas, solver), reference) == pytest.approx(result.objective, rel=1e-9)
+    # the objective is the chosen solver's: the same schedule scores differently under the other solvers
+    for other in ("dpmpp_1s", "unipc", "unipc_afs"):
+        if other != solver:
+            assert distance(run(result.sigmas, other), reference) != pytest.approx(result.objective, rel=1e-3)
+    assert result.model_evaluations == 40 + 6 * result.candidates  # AFS keeps N evaluations per candidate
+
+
 def test_tuner_rejects_bad_arguments():
     with pytest.raises(ValueError, match="solver = 'euler'"):
         tune(lambda s, w: None, TABLE, 5, "euler")
@@ -191,6 +208,11 @@ def test_sigmas_node_params_input(comfy, tiny_model):
     assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 1.0, params=text) is True
     assert cls.VALIDATE_INPUTS("SD1.5 5-step", 5, 8, 5.0, 6, 1.2, 1.0, params="junk") is True  # ignored there
     assert "denoise = 0.0" in cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 0.0, params=text)
+    # params linked to another node (the tuner's params output): CURRENT validates with None for a link; the
+    # string is checked when the node runs. Before, this raised AttributeError inside ComfyUI's validation.
+    assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 1.0, params=None) is True
+    assert "denoise = 0.0 is out of range" in cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 6, 1.2, 0.0, params=None)
+    assert cls.VALIDATE_INPUTS("SD1.5 5-step", 5, 8, 5.0, 6, 1.2, 1.0, params=None) is True
     with pytest.raises(ValueError, match="Few-Step Sigmas: params: "):
         sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params="fewstep v1: x=1")
 
@@ -276,6 +298,20 @@ def test_tuner_node_on_a_real_unet(comfy, tiny_model, node_run):
     # ComfyUI's progress bar saw the search, ending full
     assert updates and updates[-1] == (1000, 1000)
     assert [v for v, _ in updates] == sorted(v for v, _ in updates)
+
+
+def test_tuner_node_tunes_unipc_afs_on_a_real_unet(comfy, tiny_model, conds):
+    """solver=unipc_afs: every candidate runs UniPC with the analytical first step on the model (no evaluation at
+    sigma_max but the reference's), and Few-Step Sigmas' params reproduces the tuned sigmas exactly."""
+    model, calls = count_evaluations(tiny_model)
+    budget = float(math.ceil(max(5.0, 60 * seconds_per_evaluation(comfy, tiny_model, conds))))
+    sigmas, text = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 6, "unipc_afs", 2, 5, budget)
+    assert parse_params(text).solver == "unipc_afs" and valid_schedule(sigmas, 6)
+    assert len(calls) > 40 and (len(calls) - 40) % 6 == 0
+    # (the unet wrapper sees sigmas) the reference's first evaluation only: AFS never evaluates the first sigma
+    assert sum(1 for sigma in calls if sigma == pytest.approx(SIGMA_MAX, rel=1e-6)) == 1
+    again = sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params=text)[0]
+    assert torch.equal(again, sigmas)
 
 
 def test_tuner_node_cache(comfy, tiny_model, conds, node_run):
