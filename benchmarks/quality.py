@@ -406,8 +406,8 @@ class Method:
 @dataclass
 class Config:
     budgets: tuple[int, ...] = (5, 6, 8)
-    seeds: int = 4  # 4 x 1024 (the 2-core machine is shared; 5 x 2048 on one model took 5 to 8 min)
-    samples: int = 1024
+    seeds: int = 5
+    samples: int = 2048
     reference_steps: int = 100
     models: tuple[str, ...] = ("anisotropic", "clustered", "spheres")  # keys of MODELS
     samplers: tuple[str, ...] | None = None  # None: every core sampler
