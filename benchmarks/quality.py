@@ -1,25 +1,31 @@
-"""Quality proxy: the few-step recipes against ComfyUI's samplers on a model whose exact denoiser is known.
+"""Quality proxy: the few-step recipes against ComfyUI's samplers on models whose exact denoiser is known.
 
-The "model" is a Gaussian mixture in the SD latent shape (4 x 8 x 8) with anisotropic diagonal
-covariances. Its noisy marginal at sigma is the same mixture with covariances Sigma_k + sigma^2 I,
-so the denoiser D(x, sigma) = E[x0 | x] is exact and cheap. It is plugged into ComfyUI's real
-sampling path: ``KSAMPLER.sample`` of core samplers (``comfy.samplers.sampler_object``) and of the
-pack's sampler, with a real SD1.5 ``ModelSamplingDiscrete`` + ``EPS`` object for noise scaling and
-schedules (``KSampler``'s own sigmas for core schedulers, AYS / GITS nodes where the ComfyUI under
-test has them, the pack's nodes for the recipes). Every model evaluation is counted.
+Three analytic "models" in the SD latent shape (4 x 8 x 8), each scaled to unit average variance, the
+ranking reported on each separately (MODELS): a mixture of Gaussians with anisotropic diagonal
+covariances; a mixture of many narrow Gaussians in tight clusters; and data on circles and 2-spheres
+in random subspaces (a curved low-dimensional set). A Gaussian mixture's noisy marginal at sigma is the
+same mixture with covariances Sigma_k + sigma^2 I; on a sphere the posterior of the point given x is von
+Mises-Fisher; so each denoiser D(x, sigma) = E[x0 | x] is exact and cheap. It is plugged into ComfyUI's
+real sampling path: ``KSAMPLER.sample`` of core samplers (``comfy.samplers.sampler_object``) and of the
+pack's samplers (KSampler names, Few-Step DPM++ Sampler, Few-Step UniPC Sampler), with a real SD1.5
+``ModelSamplingDiscrete`` + ``EPS`` object for noise scaling and schedules (``KSampler``'s own sigmas for
+core schedulers, AYS / GITS nodes where the ComfyUI under test has them, the pack's nodes for the
+recipes). Every model evaluation is counted.
 
 For each budget of model evaluations (NFE) every method reports
-  - the Frechet distance between its samples and the exact mixture (exact mean and covariance,
+  - the Frechet distance between its samples and the exact model (exact mean and covariance,
     full 256 x 256), mean and 95% interval over seeds;
   - the RMS distance to a high-accuracy solution (RK4 in log-sigma) of the same probability-flow
     ODE from the same noise, at the sigma where the method stops and at sigma = 0.
-With tuning on (the default), the schedule tuner (fewstep/tuner.py) first tunes a schedule per budget
-and solver on probe noises disjoint from the evaluation noises; the tuned schedules then run through
-Few-Step Sigmas' `params` input and the pack's sampler like every other method.
+With tuning on (the default), the schedule tuner (fewstep/tuner.py) first tunes a schedule per model,
+budget and solver (DPM++2M, DPM++1S, UniPC, UniPC + AFS) on probe noises disjoint from the evaluation
+noises; the tuned schedules then run through Few-Step Sigmas' `params` input and the pack's sampler
+for that solver like every other method.
 
     python benchmarks/quality.py            # full run, writes docs/quality.md and docs/quality.png
     python benchmarks/quality.py --quick    # a few methods, one seed, no docs (the smoke test)
     python benchmarks/quality.py --no-tuned # without the tuned rows
+    python benchmarks/quality.py --models spheres --seeds 2   # one model, fewer seeds
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/quality.py   # another ComfyUI than PINNED
 """
 
