@@ -991,6 +991,14 @@ Few-Step Sigmas' `params` and sampled with the pack's sampler for that solver.
   same start latent, at the sigma where the method stops and at sigma 0. A schedule that stops above
   0 (the recipes' default) keeps its residual noise in "RMS at 0" and in FD: the paper relies on
   the VAE to tolerate it, which this proxy cannot see.
+
+Sample size, deliberately reduced: 3 seeds x 1024 samples per model, 128 probe noises and at most 60 s
+per tuning run (it was 5 x 2048 and 256 probes on the one model before): on the shared 2-core machine
+one seed of 2048 samples of 0.3.64's 480 rows took about 5 minutes, so three models at the old size would
+have taken well over an hour per version. With 1024 samples in 256 dimensions the FD floor is higher
+(the exact-sample row) and the intervals wider; the paired column is what separates methods. Each
+section gives the run's total time, tuning included (`nice -n 10 python benchmarks/quality.py`, and with
+`COMFYUI_PATH` for 0.3.64; both ran at the same time on that machine).
 """
 
 
