@@ -34,13 +34,17 @@ import torch
 
 from .params import ScheduleParams, format_params, rounded
 from .recipes import RHO_RANGE, TIME_RHO_RANGE, recipe_for_step_count
-from .schedule import karras_sigmas, schedule_problem
+from .schedule import STANDARD_TABLE, karras_sigmas, schedule_problem
 from .solvers import SCHEDULE_SOLVERS, sample_solver
 
 REFERENCE_STEPS = 40
 LOGIT_LIMIT = 3.0  # increments stay within a factor e^6 of each other: none collapses
 INITIAL_STEP = {"base_rho": 0.25, "time_rho": 0.15, "ramp": 0.4}  # in log / logit units
 FINAL_STEP = {"base_rho": 0.004, "time_rho": 0.004, "ramp": 0.01}
+METHODS = ("gauss_newton", "pattern")
+FD_STEP = 0.03  # finite-difference step of the Gauss-Newton search, in log-sigma / logit units
+MAX_MOVE = 1.0  # the most a Gauss-Newton step moves one coordinate
+RELATIVE_TOLERANCE = 1e-4  # a step that lowers the objective by less, on a fresh Jacobian: converged
 
 Run = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -110,60 +114,124 @@ def _bounded(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
 
 
+class _Context:
+    """What both searches share: the run, the reference, the schedules evaluated so far and the limits."""
+
+    def __init__(self, run: Run, sigma_table: torch.Tensor, steps: int, solver: str, reference: torch.Tensor,
+                 time_budget: float, max_candidates: int | None, progress, check_interrupt, clock, began: float):
+        self.run, self.sigma_table, self.steps, self.solver = run, sigma_table, steps, solver
+        self.reference = reference
+        self.time_budget, self.max_candidates = time_budget, max_candidates
+        self.progress, self.check_interrupt, self.clock, self.began = progress, check_interrupt, clock, began
+        self.seen: dict[str, tuple[float, ScheduleParams, torch.Tensor]] = {}
+        self.evaluations = 0
+        self.longest = 0.0  # the longest candidate so far: the time budget stops before one would overrun it
+        self.best = math.inf
+        self.history: list[tuple[int, float]] = []
+        self.stopped_by = "converged"
+
+    def solve(self, sigmas: torch.Tensor, which: str) -> torch.Tensor:
+        if self.check_interrupt is not None:
+            self.check_interrupt()
+        self.evaluations += len(sigmas) - 1
+        return self.run(sigmas, which)
+
+    def exhausted(self) -> bool:
+        """True (and ``stopped_by`` says why) when no further candidate may be evaluated."""
+        if self.stopped_by != "converged":
+            return True
+        if self.clock() - self.began + self.longest > self.time_budget:
+            self.stopped_by = "time budget"
+        elif self.max_candidates is not None and len(self.seen) >= self.max_candidates:
+            self.stopped_by = "candidate limit"
+        return self.stopped_by != "converged"
+
+    def evaluate(self, params: ScheduleParams) -> tuple[float, torch.Tensor | None]:
+        """(objective, residual x_N - reference as (probes, elements) float32, None when not computed now)."""
+        text = format_params(params)
+        if text in self.seen:
+            return self.seen[text][0], None
+        sigmas = params.sigmas(self.sigma_table)
+        residual = None
+        if valid_schedule(sigmas, self.steps):
+            tick = self.clock()
+            x = self.solve(sigmas, self.solver)
+            self.longest = max(self.longest, self.clock() - tick)
+            value = distance(x, self.reference)
+            residual = (x.detach().float() - self.reference.detach().float()).reshape(x.shape[0], -1)
+        else:
+            value = math.inf
+        value = value if math.isfinite(value) else math.inf
+        self.seen[text] = (value, params, sigmas)
+        if value < self.best:
+            self.best = value
+            self.history.append((len(self.seen), value))
+        if self.progress is not None:
+            self.progress(len(self.seen), self.best)
+        return value, residual
+
+
+def compute_reference(run: Run, sigma_table: torch.Tensor, reference_steps: int = REFERENCE_STEPS) -> torch.Tensor:
+    """The tuner's reference: ``reference_steps`` evaluations of DPM++2M to sigma 0 from the probe noises
+    (``reference_sigmas``). It depends on the model, conds, guidance, probes and sigma table only, not on the
+    solver or step count being tuned: compute it once and pass it to ``tune(reference=...)`` for each."""
+    with torch.no_grad():
+        return run(reference_sigmas(sigma_table, reference_steps), "dpmpp_2m")
+
+
 def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start: ScheduleParams | None = None,
          time_budget: float = 60.0, reference_steps: int = REFERENCE_STEPS, free_positions: bool = True,
-         max_candidates: int | None = None, progress: Callable[[float, float], None] | None = None,
-         check_interrupt: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic
-         ) -> TuneResult:
+         max_candidates: int | None = None, progress: Callable[[int, float], None] | None = None,
+         check_interrupt: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
+         method: str = "gauss_newton", reference: torch.Tensor | None = None) -> TuneResult:
     """Search the schedule of ``steps`` evaluations for ``solver`` that brings x_N closest to the reference.
 
     ``run(sigmas, solver)`` solves from the probe noises (batched) and returns the latent at sigmas[-1];
     ``start`` defaults to the paper's recipe family for ``steps`` (``recipe_for_step_count``).
-    ``progress(fraction of the time budget, best objective)`` is called after each candidate;
-    ``check_interrupt()`` before each one (it raises to abort). The time budget includes the reference.
+    ``method``: "gauss_newton" (default, see ``_gauss_newton``) or "pattern" (the compass search of
+    versions up to 0.5, kept for comparison: ``benchmarks/tuner_search.py``).
+    ``reference``: the reference solution if already computed (``compute_reference``) for the same probes;
+    otherwise it is computed here (``reference_steps`` evaluations, counted in ``model_evaluations``).
+    ``progress(candidates evaluated, best objective so far)`` is called after each candidate;
+    ``check_interrupt()`` before each solver run (it raises to abort). The time budget includes the reference.
     """
     if solver not in SCHEDULE_SOLVERS:
         raise ValueError(f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}")
     if steps < 1:
         raise ValueError(f"steps = {steps} must be at least 1")
+    if method not in METHODS:
+        raise ValueError(f"method = {method!r} is not one of {list(METHODS)}")
     began = clock()
     base = start or ScheduleParams.from_recipe(recipe_for_step_count(steps))
     base = replace(base, steps=steps, solver=solver, ramp=None)
     if free_positions and steps < 2:
         free_positions = False
-    evaluations = [0]
+    context = _Context(run, sigma_table, steps, solver, reference, time_budget, max_candidates, progress,
+                       check_interrupt, clock, began)
+    if reference is None:
+        context.reference = context.solve(reference_sigmas(sigma_table, reference_steps), "dpmpp_2m")
+    if method == "pattern":
+        _pattern(context, base, free_positions)
+    else:
+        _gauss_newton(context, base, free_positions)
+    start_value = context.seen[format_params(rounded(base))][0]  # both searches evaluate the start first
+    value, params, sigmas = min(context.seen.values(), key=lambda item: item[0])
+    if progress is not None:
+        progress(len(context.seen), value)
+    return TuneResult(params, format_params(params), sigmas, value, start_value, len(context.seen),
+                      context.evaluations, clock() - began, context.stopped_by, context.history)
 
-    def solve(sigmas: torch.Tensor, which: str) -> torch.Tensor:
-        if check_interrupt is not None:
-            check_interrupt()
-        evaluations[0] += len(sigmas) - 1
-        return run(sigmas, which)
 
-    reference = solve(reference_sigmas(sigma_table, reference_steps), "dpmpp_2m")
-    seen: dict[str, tuple[float, ScheduleParams, torch.Tensor]] = {}
-    durations = [0.0]
+def _pattern(context: _Context, base: ScheduleParams, free_positions: bool) -> None:
+    """The compass (pattern) search of versions up to 0.5: +-1 on end_index, steps on log(base_rho),
+    log(time_rho) and (stage two) the logits, expansion along successful moves and step halving."""
+    steps = context.steps
 
     def evaluate(point: _Point) -> float:
-        params = point.params(base, free_positions)
-        text = format_params(params)
-        if text not in seen:
-            sigmas = params.sigmas(sigma_table)
-            tick = clock()
-            value = distance(solve(sigmas, solver), reference) if valid_schedule(sigmas, steps) else math.inf
-            durations[0] = max(durations[0], clock() - tick)
-            seen[text] = (value if math.isfinite(value) else math.inf, params, sigmas)
-        return seen[text][0]
-
-    def report(best_value: float) -> None:
-        if progress is not None:
-            progress(min((clock() - began) / time_budget, 1.0) if time_budget > 0 else 1.0, best_value)
+        return context.evaluate(point.params(base, free_positions))[0]
 
     point = _Point(base.end_index, math.log(base.base_rho), math.log(base.time_rho), (0.0,) * (steps - 1))
     best = evaluate(point)
-    start_value = best
-    history = [(1, best)]
-    report(best)
-
     log_rho = tuple(math.log(v) for v in RHO_RANGE)
     log_time_rho = tuple(math.log(v) for v in TIME_RHO_RANGE)
 
@@ -188,12 +256,8 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
     def kind(coordinate: str) -> str:
         return coordinate.split(":")[0]
 
-    def out_of_time() -> bool:
-        return clock() - began + durations[0] > time_budget
-
     step = dict(INITIAL_STEP)
     coordinates = ["end_index", "base_rho", "time_rho"]
-    stopped_by = "converged"
     stage_two = not free_positions
     while True:
         improved = False
@@ -202,31 +266,21 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
                 delta = sign * (1.0 if coordinate == "end_index" else step[kind(coordinate)])
                 candidate = moved(point, coordinate, delta)
                 while candidate is not None:
-                    if out_of_time():
-                        stopped_by = "time budget"
-                        break
-                    if max_candidates is not None and len(seen) >= max_candidates:
-                        stopped_by = "candidate limit"
-                        break
+                    if context.exhausted():
+                        return
                     value = evaluate(candidate)
-                    report(min(best, value))
                     if not value < best * (1.0 - 1e-9):
                         break
                     point, best, improved = candidate, value, True
-                    history.append((len(seen), best))
                     candidate = moved(point, coordinate, delta)  # keep going while it pays
-                if stopped_by != "converged" or improved:
+                if improved:
                     break
-            if stopped_by != "converged":
-                break
-        if stopped_by != "converged":
-            break
         if improved:
             continue
         if all(step[k] <= FINAL_STEP[k] for k in ("base_rho", "time_rho")) and \
                 (not stage_two or not free_positions or step["ramp"] <= FINAL_STEP["ramp"]):
             if stage_two:
-                break
+                return
             # the recipe parameters have settled: free the interior positions too
             stage_two = True
             coordinates += [f"ramp:{i}" for i in range(steps - 1)]
@@ -235,7 +289,217 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
             continue
         step = {k: v / 2 for k, v in step.items()}
 
-    value, params, sigmas = min(seen.values(), key=lambda item: item[0])
-    report(value)
-    return TuneResult(params, format_params(params), sigmas, value, start_value, len(seen), evaluations[0],
-                      clock() - began, stopped_by, history)
+
+class _EndPoint:
+    """The schedule's end as one continuous coordinate, log(sigma_end), instead of the pair (end_index, base_rho).
+
+    In the recipe, base_rho and end_index only set t_end: the timestep of base sigma k of a Karras list of
+    base_steps sigmas (``fewstep_timesteps``). For k = 1 .. base_steps - 2 and base_rho over its range these
+    intervals of sigma overlap and cover one interval; k = base_steps - 1 is sigma_min whatever base_rho
+    (the "end at sigma_min" option, outside the interval, tried separately). Base sigma k decreases
+    strictly with base_rho (a power mean of sigma_max and sigma_min with exponent 1 / rho), so base_rho
+    is found by bisection for the end_index wanted.
+    """
+
+    def __init__(self, base_steps: int):
+        self.n = base_steps
+        self.sigma_min, self.sigma_max = float(STANDARD_TABLE[0]), float(STANDARD_TABLE[-1])
+        self.rho_low, self.rho_high = RHO_RANGE
+        self.continuous = base_steps >= 3
+        if self.continuous:
+            self.bounds = (self.log_sigma(base_steps - 2, self.rho_high), self.log_sigma(1, self.rho_low))
+
+    def log_sigma(self, k: int, rho: float) -> float:
+        """log of base sigma k: karras_sigmas(n, sigma_min, sigma_max, rho)[k]."""
+        high, low = self.sigma_max ** (1.0 / rho), self.sigma_min ** (1.0 / rho)
+        return rho * math.log(high + k / (self.n - 1) * (low - high))
+
+    def of(self, log_sigma: float, prefer: int) -> tuple[int, float]:
+        """(end_index, base_rho) whose base sigma is exp(log_sigma), end_index as close to ``prefer`` as it can."""
+        for k in sorted(range(1, self.n - 1), key=lambda k: (abs(k - prefer), k)):
+            if self.log_sigma(k, self.rho_high) <= log_sigma <= self.log_sigma(k, self.rho_low):
+                low, high = math.log(self.rho_low), math.log(self.rho_high)
+                for _ in range(80):
+                    middle = 0.5 * (low + high)
+                    if self.log_sigma(k, math.exp(middle)) > log_sigma:
+                        low = middle
+                    else:
+                        high = middle
+                return k, math.exp(0.5 * (low + high))
+        raise ValueError(f"log sigma_end {log_sigma} outside {self.bounds}")
+
+
+def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool) -> None:
+    """Levenberg-Marquardt on the residuals x_N - reference, with a finite-difference Jacobian updated by
+    Broyden's rule, and iteratively reweighted so that it minimises the mean per-probe RMS.
+
+    Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous) and the N-1 logits of the
+    interior positions (as the pattern search's stage two); time_rho stays the recipe's (with free
+    positions it only re-parametrises them). The objective is a mean of norms of residual vectors, so a
+    Jacobian of the residuals (one candidate per coordinate) gives a Gauss-Newton model of it that is good
+    far beyond a gradient: with the weights w_p = 1 / (P M rms_p) of each probe p (P probes, M elements),
+    sum_p w_p |r_p|^2 / 2 majorises the objective at the current point with the same gradient. Each trial
+    step is one candidate; its residual also updates the Jacobian (Broyden), so a fresh finite-difference
+    Jacobian is only taken again when the updated one stops giving progress. The end at sigma_min
+    (end_index = base_steps - 1) is tried when log(sigma_end) is pushed against its lower bound. Stops when
+    a fresh Jacobian yields no step that lowers the objective by a relative 1e-4.
+    """
+    steps = context.steps
+    end = _EndPoint(base.base_steps)
+    at_minimum = base.end_index == base.base_steps - 1 or not end.continuous
+    prefer = min(base.end_index, base.base_steps - 2)
+    logit_count = steps - 1 if free_positions else 0
+
+    def coordinates_of_start() -> list[float]:
+        head = [] if at_minimum else [end.log_sigma(base.end_index, base.base_rho)]
+        return head + [0.0] * logit_count
+
+    def bounds() -> list[tuple[float, float]]:
+        return ([] if at_minimum else [end.bounds]) + [(-LOGIT_LIMIT, LOGIT_LIMIT)] * logit_count
+
+    def params_of(z: list[float]) -> ScheduleParams:
+        nonlocal prefer
+        if at_minimum:
+            k, rho, logits = base.base_steps - 1, base.base_rho, z
+        else:
+            k, rho = end.of(z[0], prefer)
+            logits = z[1:]
+        ramp = None
+        if logits and any(logits):
+            weights = torch.tensor((0.0, *logits), dtype=torch.float64).softmax(0)
+            ramp = tuple(weights.cumsum(0)[:-1].tolist())
+        return rounded(replace(base, end_index=k, base_rho=rho, ramp=ramp))
+
+    def clipped(z: list[float]) -> list[float]:
+        return [_bounded(v, low, high) for v, (low, high) in zip(z, bounds())]
+
+    z = clipped(coordinates_of_start())
+    value, residual = context.evaluate(rounded(base))
+    if not z:
+        return
+    if residual is None:  # the start is not a valid schedule (a custom start) or was seen: nothing to model
+        return
+    jacobian: torch.Tensor | None = None  # (coordinates, probes * elements)
+    fresh = False  # the Jacobian is a finite-difference one taken at z
+    damping = 1e-3
+    tried_minimum = False
+
+    def flat(r: torch.Tensor) -> torch.Tensor:
+        return r.reshape(-1)
+
+    def finite_differences() -> bool:
+        """A fresh Jacobian at z (one candidate per coordinate); moves z to the best of them if one is better."""
+        nonlocal jacobian, fresh, z, value, residual, tried_minimum
+        columns, best_move = [], None
+        for i, (low, high) in enumerate(bounds()):
+            if context.exhausted():
+                return False
+            h = FD_STEP if z[i] + FD_STEP <= high else -FD_STEP
+            trial = list(z)
+            trial[i] += h
+            trial_value, trial_residual = context.evaluate(params_of(trial))
+            if trial_residual is None:  # invalid or already seen (rounding): try the other side once
+                trial[i] = z[i] - h
+                h = -h
+                if not low <= trial[i] <= high:
+                    columns.append(torch.zeros_like(flat(residual)))
+                    continue
+                if context.exhausted():
+                    return False
+                trial_value, trial_residual = context.evaluate(params_of(trial))
+                if trial_residual is None:
+                    columns.append(torch.zeros_like(flat(residual)))
+                    continue
+            columns.append((flat(trial_residual) - flat(residual)) / h)
+            if trial_value < value and (best_move is None or trial_value < best_move[1]):
+                best_move = (trial, trial_value, trial_residual)
+        jacobian, fresh = torch.stack(columns), True
+        tried_minimum = False  # a fresh Jacobian: the end at sigma_min may be tried again
+        if best_move is not None:
+            z, value, residual = best_move
+        return True
+
+    second_phase = [False]
+
+    def end_at_minimum() -> bool:
+        """At convergence with log(sigma_end) at its lower bound: search again from the end at sigma_min with the
+        same positions (a separate local search; the best schedule of both is the result). False: done."""
+        nonlocal at_minimum, z, value, residual, jacobian, damping
+        if at_minimum or second_phase[0] or not logit_count or z[0] > end.bounds[0] + FD_STEP:
+            return False
+        second_phase[0] = True
+        if context.exhausted():
+            return False
+        at_minimum = True
+        trial_value, trial_residual = context.evaluate(params_of(z[1:]))
+        if trial_residual is None:
+            at_minimum = False
+            return False
+        z, value, residual, jacobian, damping = z[1:], trial_value, trial_residual, None, 1e-3
+        return True
+
+    while True:
+        if jacobian is None:
+            if not finite_differences():
+                return
+        probes = residual.shape[0]
+        rms = residual.double().pow(2).mean(1).sqrt().clamp_min(1e-12)
+        weights = (1.0 / (probes * residual.shape[1] * rms)).to(residual.dtype)  # (P,)
+        weighted = jacobian.reshape(len(z), probes, -1) * weights.sqrt()[None, :, None]
+        matrix = torch.einsum("ipm,jpm->ij", weighted, weighted).double().cpu()
+        gradient = torch.einsum("ipm,pm,p->i", jacobian.reshape(len(z), probes, -1), residual,
+                                weights).double().cpu()
+        limits = bounds()
+        free = [i for i, (v, (low, high)) in enumerate(zip(z, limits))
+                if not ((v <= low and gradient[i] > 0) or (v >= high and gradient[i] < 0))]
+        if not at_minimum and not tried_minimum and 0 not in free and logit_count:
+            # log(sigma_end) pushed against its lower bound: the end at sigma_min, the same positions
+            tried_minimum = True
+            if context.exhausted():
+                return
+            trial = z[1:]
+            at_minimum = True
+            trial_value, trial_residual = context.evaluate(params_of(trial))
+            if trial_residual is not None and trial_value < value:
+                z, value, residual = trial, trial_value, trial_residual
+                jacobian, fresh = jacobian[1:], False
+                continue
+            at_minimum = False
+        if not free:
+            if fresh and not end_at_minimum():
+                return
+            jacobian = None
+            continue
+        index = torch.tensor(free)
+        sub = matrix[index][:, index]
+        diagonal = sub.diagonal().clamp_min(1e-12 * float(sub.diagonal().max().clamp_min(1e-300)))
+        step = torch.linalg.solve(sub + damping * torch.diag(diagonal), -gradient[index])
+        step = step * min(1.0, MAX_MOVE / float(step.abs().max().clamp_min(1e-300)))
+        trial = list(z)
+        for i, delta in zip(free, step.tolist()):
+            trial[i] += delta
+        trial = clipped(trial)
+        if context.exhausted():
+            return
+        trial_value, trial_residual = context.evaluate(params_of(trial))
+        moved = torch.tensor(trial, dtype=torch.float64) - torch.tensor(z, dtype=torch.float64)
+        if trial_residual is not None and float(moved.pow(2).sum()) > 0:  # Broyden: J += (dr - J dz) dz^T / |dz|^2
+            dz = moved.to(jacobian.dtype).to(jacobian.device)
+            secant = flat(trial_residual) - flat(residual) - dz @ jacobian
+            jacobian = jacobian + dz[:, None] * secant[None, :] / float(moved.pow(2).sum())
+        if trial_value < value:
+            gain = value - trial_value
+            z, value, residual = trial, trial_value, trial_residual
+            damping = max(damping / 3.0, 1e-7)
+            if gain >= RELATIVE_TOLERANCE * value:
+                fresh = False
+                continue
+            if fresh and not end_at_minimum():  # a fresh Jacobian gives only tiny gains: converged
+                return
+            jacobian = None  # tiny gains on an updated Jacobian: take a fresh one
+            continue
+        damping *= 4.0
+        if damping > 1e4:
+            if fresh and not end_at_minimum():
+                return
+            jacobian, damping = None, 1e-3
