@@ -17,10 +17,21 @@ the last steps.
 Search space, from the paper's recipe for N: the end point (end_index k and base_rho of the base list,
 which together set t_end), time_rho, and then (``free_positions``) the N-1 interior positions of the
 Karras spacing in timestep space, as softmax logits of the N increments (always strictly increasing,
-so every candidate is a valid schedule). The search is a deterministic compass (pattern) search on
-log(base_rho), log(time_rho) and the logits, +-1 on end_index, with expansion along successful moves
-and step halving; it stops when the steps are below their resolution, at the time budget, or at a
-candidate limit, and returns the best schedule seen, rounded to its text form (``params.py``).
+so every candidate is a valid schedule). Two searches over it, both deterministic, both stopping when
+converged, at the time budget or at a candidate limit, and returning the best schedule seen, rounded
+to its text form (``params.py``):
+
+- "gauss_newton" (the default; ``_gauss_newton``): the end as one continuous coordinate, a
+  Levenberg-Marquardt search on the probes' residuals with a finite-difference Jacobian kept up to
+  date by Broyden's rule (one candidate per step), in two stages like the pattern search. On the
+  quality benchmark's analytic models it removes 90 % of what the pattern search removes at
+  convergence within about 30 candidates (docs/tuner_search.md).
+- "pattern" (versions up to 0.5): a compass search on log(base_rho), log(time_rho) and the logits,
+  +-1 on end_index, with expansion along successful moves and step halving; hundreds to thousands of
+  candidates to converge. Kept for comparison.
+
+The reference does not depend on the solver or step count: ``compute_reference`` once, and pass it to
+each ``tune`` on the same probes.
 """
 
 from __future__ import annotations
@@ -44,7 +55,10 @@ FINAL_STEP = {"base_rho": 0.004, "time_rho": 0.004, "ramp": 0.01}
 METHODS = ("gauss_newton", "pattern")
 FD_STEP = 0.03  # finite-difference step of the Gauss-Newton search, in log-sigma / logit units
 MAX_MOVE = 1.0  # the most a Gauss-Newton step moves one coordinate
+INITIAL_MOVE = 0.5  # ... at first, and after a fresh Jacobian
+MIN_MOVE = 1e-3  # steps shorter than this do not count: take a fresh Jacobian, or stop
 RELATIVE_TOLERANCE = 1e-4  # a step that lowers the objective by less, on a fresh Jacobian: converged
+STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (end and time_rho only)
 
 Run = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -86,7 +100,7 @@ class TuneResult:
     objective: float  # distance of x_N to the reference at sigma 0 (mean per-probe RMS)
     start_objective: float  # the same for the starting recipe
     candidates: int  # schedules evaluated (the starting one included)
-    model_evaluations: int  # reference included
+    model_evaluations: int  # the reference's included when it was computed for this run
     seconds: float
     stopped_by: str  # "converged", "time budget" or "candidate limit"
     history: list[tuple[int, float]] = field(default_factory=list)  # (candidates, best objective) at improvements
@@ -329,105 +343,134 @@ class _EndPoint:
         raise ValueError(f"log sigma_end {log_sigma} outside {self.bounds}")
 
 
+_OPTIONS = {'staged': True, 'scan': True, 'time_rho': True}
+
+
 def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool) -> None:
     """Levenberg-Marquardt on the residuals x_N - reference, with a finite-difference Jacobian updated by
     Broyden's rule, and iteratively reweighted so that it minimises the mean per-probe RMS.
 
-    Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous) and the N-1 logits of the
-    interior positions (as the pattern search's stage two); time_rho stays the recipe's (with free
-    positions it only re-parametrises them). The objective is a mean of norms of residual vectors, so a
+    Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous), log(time_rho) and the N-1
+    logits of the interior positions (as the pattern search's stage two). As in the pattern search, the
+    first stage moves the end and time_rho only (two coordinates: cheap, and it settles the large part
+    of the gain), the second all of them. The objective is a mean of norms of residual vectors, so a
     Jacobian of the residuals (one candidate per coordinate) gives a Gauss-Newton model of it that is good
     far beyond a gradient: with the weights w_p = 1 / (P M rms_p) of each probe p (P probes, M elements),
     sum_p w_p |r_p|^2 / 2 majorises the objective at the current point with the same gradient. Each trial
     step is one candidate; its residual also updates the Jacobian (Broyden), so a fresh finite-difference
     Jacobian is only taken again when the updated one stops giving progress. The end at sigma_min
-    (end_index = base_steps - 1) is tried when log(sigma_end) is pushed against its lower bound. Stops when
-    a fresh Jacobian yields no step that lowers the objective by a relative 1e-4.
+    (end_index = base_steps - 1) is tried when log(sigma_end) is pushed against its lower bound, and
+    searched from once more at the end if it converged there. Stops when a fresh Jacobian yields no step
+    that lowers the objective by a relative 1e-4.
     """
     steps = context.steps
     end = _EndPoint(base.base_steps)
     at_minimum = base.end_index == base.base_steps - 1 or not end.continuous
     prefer = min(base.end_index, base.base_steps - 2)
     logit_count = steps - 1 if free_positions else 0
+    log_time_rho = tuple(math.log(v) for v in TIME_RHO_RANGE)
+    stage_one = logit_count > 0 and _OPTIONS['staged']
 
-    def coordinates_of_start() -> list[float]:
-        head = [] if at_minimum else [end.log_sigma(base.end_index, base.base_rho)]
-        return head + [0.0] * logit_count
+    def frozen_of(z: list[float]) -> set[int]:
+        if not stage_one:
+            return set()
+        if _OPTIONS.get('stage1') == 'end':
+            return set() if at_minimum else set(range(1, len(z)))
+        return set(logit_indices(z))
+    tr = [log_time_rho] if _OPTIONS['time_rho'] else []
 
     def bounds() -> list[tuple[float, float]]:
-        return ([] if at_minimum else [end.bounds]) + [(-LOGIT_LIMIT, LOGIT_LIMIT)] * logit_count
+        return ([] if at_minimum else [end.bounds]) + tr + [(-LOGIT_LIMIT, LOGIT_LIMIT)] * logit_count
+
+    def logit_indices(z: list[float]) -> list[int]:
+        return list(range(len(z) - logit_count, len(z)))
 
     def params_of(z: list[float]) -> ScheduleParams:
-        nonlocal prefer
         if at_minimum:
-            k, rho, logits = base.base_steps - 1, base.base_rho, z
+            k, rho, rest = base.base_steps - 1, base.base_rho, z
         else:
             k, rho = end.of(z[0], prefer)
-            logits = z[1:]
+            rest = z[1:]
+        time_rho, logits = (math.exp(rest[0]), rest[1:]) if tr else (base.time_rho, rest)
         ramp = None
         if logits and any(logits):
             weights = torch.tensor((0.0, *logits), dtype=torch.float64).softmax(0)
             ramp = tuple(weights.cumsum(0)[:-1].tolist())
-        return rounded(replace(base, end_index=k, base_rho=rho, ramp=ramp))
+        return rounded(replace(base, end_index=k, base_rho=rho, time_rho=time_rho, ramp=ramp))
 
     def clipped(z: list[float]) -> list[float]:
         return [_bounded(v, low, high) for v, (low, high) in zip(z, bounds())]
 
-    z = clipped(coordinates_of_start())
+    start = ([] if at_minimum else [end.log_sigma(base.end_index, base.base_rho)]) + \
+        [math.log(base.time_rho)] * len(tr) + [0.0] * logit_count
+    z = clipped(start)
     value, residual = context.evaluate(rounded(base))
-    if not z:
+    if residual is None:  # the start is not a valid schedule (a custom start): nothing to model
         return
-    if residual is None:  # the start is not a valid schedule (a custom start) or was seen: nothing to model
-        return
-    jacobian: torch.Tensor | None = None  # (coordinates, probes * elements)
-    fresh = False  # the Jacobian is a finite-difference one taken at z
+    if not at_minimum and _OPTIONS['scan']:  # the pattern search's first moves: end_index +-1 at the recipe's base_rho, while it pays
+        k = base.end_index
+        for direction in (1, -1):
+            while 1 <= k + direction <= base.base_steps - 1 and not context.exhausted():
+                at_minimum = k + direction == base.base_steps - 1
+                trial = z[1:] if at_minimum else [end.log_sigma(k + direction, base.base_rho)] + z[1:]
+                trial_value, trial_residual = context.evaluate(params_of(trial))
+                if trial_residual is None or not trial_value < value:
+                    at_minimum = False
+                    break
+                z, value, residual, k = trial, trial_value, trial_residual, k + direction
+                if at_minimum:
+                    break
+            if k != base.end_index:
+                break
+    jacobian = torch.zeros((len(z), residual.numel()), dtype=residual.dtype, device=residual.device)
+    fresh = False  # the Jacobian was taken by finite differences at z (no move since)
     damping = 1e-3
+    radius = INITIAL_MOVE  # the most a step may move one coordinate now (a trust region in the max norm)
     tried_minimum = False
+    searched_minimum = False
+    need = [i for i in range(len(z)) if i not in frozen_of(z)]  # columns to (re)take
+    if context.exhausted():
+        return
 
-    def flat(r: torch.Tensor) -> torch.Tensor:
-        return r.reshape(-1)
-
-    def finite_differences() -> bool:
-        """A fresh Jacobian at z (one candidate per coordinate); moves z to the best of them if one is better."""
+    def finite_differences(columns: list[int]) -> bool:
+        """Fresh columns of the Jacobian at z (one candidate each); z moves to the best of them if it is better.
+        False: out of time or candidates."""
         nonlocal jacobian, fresh, z, value, residual, tried_minimum
-        columns, best_move = [], None
-        for i, (low, high) in enumerate(bounds()):
-            if context.exhausted():
-                return False
-            h = FD_STEP if z[i] + FD_STEP <= high else -FD_STEP
-            trial = list(z)
-            trial[i] += h
-            trial_value, trial_residual = context.evaluate(params_of(trial))
-            if trial_residual is None:  # invalid or already seen (rounding): try the other side once
-                trial[i] = z[i] - h
-                h = -h
-                if not low <= trial[i] <= high:
-                    columns.append(torch.zeros_like(flat(residual)))
+        best_move = None
+        limits = bounds()
+        for i in columns:
+            low, high = limits[i]
+            for h in ((FD_STEP, -FD_STEP) if z[i] + FD_STEP <= high else (-FD_STEP,)):
+                if not low <= z[i] + h <= high:
                     continue
                 if context.exhausted():
                     return False
+                trial = list(z)
+                trial[i] += h
                 trial_value, trial_residual = context.evaluate(params_of(trial))
-                if trial_residual is None:
-                    columns.append(torch.zeros_like(flat(residual)))
-                    continue
-            columns.append((flat(trial_residual) - flat(residual)) / h)
-            if trial_value < value and (best_move is None or trial_value < best_move[1]):
-                best_move = (trial, trial_value, trial_residual)
-        jacobian, fresh = torch.stack(columns), True
-        tried_minimum = False  # a fresh Jacobian: the end at sigma_min may be tried again
+                if trial_residual is not None:  # else invalid, or the same rounded schedule: the other side
+                    jacobian[i] = (trial_residual.reshape(-1) - residual.reshape(-1)) / h
+                    if trial_value < value and (best_move is None or trial_value < best_move[1]):
+                        best_move = (trial, trial_value, trial_residual)
+                    break
+            else:
+                jacobian[i] = 0.0
+        fresh, tried_minimum = True, False
         if best_move is not None:
             z, value, residual = best_move
         return True
 
-    second_phase = [False]
-
-    def end_at_minimum() -> bool:
-        """At convergence with log(sigma_end) at its lower bound: search again from the end at sigma_min with the
-        same positions (a separate local search; the best schedule of both is the result). False: done."""
-        nonlocal at_minimum, z, value, residual, jacobian, damping
-        if at_minimum or second_phase[0] or not logit_count or z[0] > end.bounds[0] + FD_STEP:
+    def next_stage() -> bool:
+        """At convergence: free the positions after stage one, or search once more from the end at sigma_min
+        when log(sigma_end) converged at its lower bound. False: done."""
+        nonlocal stage_one, at_minimum, z, value, residual, jacobian, damping, need, searched_minimum, radius
+        if stage_one:
+            need = sorted(frozen_of(z))
+            stage_one, damping, radius = False, 1e-3, INITIAL_MOVE
+            return True
+        if at_minimum or searched_minimum or z[0] > end.bounds[0] + FD_STEP:
             return False
-        second_phase[0] = True
+        searched_minimum = True
         if context.exhausted():
             return False
         at_minimum = True
@@ -435,46 +478,61 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         if trial_residual is None:
             at_minimum = False
             return False
-        z, value, residual, jacobian, damping = z[1:], trial_value, trial_residual, None, 1e-3
+        z, value, residual, damping, radius = z[1:], trial_value, trial_residual, 1e-3, INITIAL_MOVE
+        jacobian, need = jacobian[1:].clone(), list(range(len(z)))
         return True
 
     while True:
-        if jacobian is None:
-            if not finite_differences():
+        if need:
+            if not finite_differences(need):
                 return
+            need = []
         probes = residual.shape[0]
         rms = residual.double().pow(2).mean(1).sqrt().clamp_min(1e-12)
         weights = (1.0 / (probes * residual.shape[1] * rms)).to(residual.dtype)  # (P,)
-        weighted = jacobian.reshape(len(z), probes, -1) * weights.sqrt()[None, :, None]
-        matrix = torch.einsum("ipm,jpm->ij", weighted, weighted).double().cpu()
-        gradient = torch.einsum("ipm,pm,p->i", jacobian.reshape(len(z), probes, -1), residual,
-                                weights).double().cpu()
+        rows = jacobian.reshape(len(z), probes, -1)
+        weighted = rows * weights.sqrt()[None, :, None]
+        if _OPTIONS.get("hessian") == "norms":
+            per_probe = torch.einsum("ipm,jpm->pij", rows, rows).double().cpu()  # J_p^T J_p
+            b = torch.einsum("ipm,pm->pi", rows, residual).double().cpu()  # J_p^T r_p
+            squared = (residual.double().pow(2).sum(1)).cpu().clamp_min(1e-24)  # |r_p|^2
+            w = weights.double().cpu()
+            matrix = torch.einsum("p,pij->ij", w, per_probe - b[:, :, None] * b[:, None, :] / squared[:, None, None])
+            gradient = torch.einsum("p,pi->i", w, b)
+        else:
+            matrix = torch.einsum("ipm,jpm->ij", weighted, weighted).double().cpu()
+            gradient = torch.einsum("ipm,pm,p->i", rows, residual, weights).double().cpu()
         limits = bounds()
-        free = [i for i, (v, (low, high)) in enumerate(zip(z, limits))
-                if not ((v <= low and gradient[i] > 0) or (v >= high and gradient[i] < 0))]
-        if not at_minimum and not tried_minimum and 0 not in free and logit_count:
+        frozen = frozen_of(z)
+        free = [i for i, (v, (low, high)) in enumerate(zip(z, limits)) if i not in frozen
+                and not ((v <= low and gradient[i] > 0) or (v >= high and gradient[i] < 0))]
+        if not at_minimum and not tried_minimum and 0 not in free:
             # log(sigma_end) pushed against its lower bound: the end at sigma_min, the same positions
             tried_minimum = True
             if context.exhausted():
                 return
-            trial = z[1:]
             at_minimum = True
-            trial_value, trial_residual = context.evaluate(params_of(trial))
+            trial_value, trial_residual = context.evaluate(params_of(z[1:]))
             if trial_residual is not None and trial_value < value:
-                z, value, residual = trial, trial_value, trial_residual
-                jacobian, fresh = jacobian[1:], False
+                z, value, residual = z[1:], trial_value, trial_residual
+                jacobian, fresh = jacobian[1:].clone(), False
                 continue
             at_minimum = False
         if not free:
-            if fresh and not end_at_minimum():
+            if fresh and not next_stage():
                 return
-            jacobian = None
+            if not fresh:
+                need = [i for i in range(len(z)) if i not in frozen]
             continue
         index = torch.tensor(free)
         sub = matrix[index][:, index]
         diagonal = sub.diagonal().clamp_min(1e-12 * float(sub.diagonal().max().clamp_min(1e-300)))
         step = torch.linalg.solve(sub + damping * torch.diag(diagonal), -gradient[index])
-        step = step * min(1.0, MAX_MOVE / float(step.abs().max().clamp_min(1e-300)))
+        if not bool(torch.isfinite(step).all()):  # a singular model: steepest descent instead
+            step = -gradient[index]
+        step = step * min(1.0, radius / float(step.abs().max().clamp_min(1e-300)))
+        slope = float(gradient[index] @ step)
+        predicted = -(slope + 0.5 * float(step @ sub @ step))
         trial = list(z)
         for i, delta in zip(free, step.tolist()):
             trial[i] += delta
@@ -483,23 +541,39 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
             return
         trial_value, trial_residual = context.evaluate(params_of(trial))
         moved = torch.tensor(trial, dtype=torch.float64) - torch.tensor(z, dtype=torch.float64)
-        if trial_residual is not None and float(moved.pow(2).sum()) > 0:  # Broyden: J += (dr - J dz) dz^T / |dz|^2
+        if trial_residual is not None and float(moved.pow(2).sum()) > 0:  # Broyden: J += dz (dr - J^T dz)^T / |dz|^2
             dz = moved.to(jacobian.dtype).to(jacobian.device)
-            secant = flat(trial_residual) - flat(residual) - dz @ jacobian
+            secant = trial_residual.reshape(-1) - residual.reshape(-1) - dz @ jacobian
             jacobian = jacobian + dz[:, None] * secant[None, :] / float(moved.pow(2).sum())
+        length = float(step.abs().max())
+        import os
+        if os.environ.get("GNDBG"):
+            print(f"  cand {len(context.seen)} stage1={stage_one} fresh={fresh} damp={damping:.1e} z={[round(v,3) for v in z[:2]]} step={[round(v,3) for v in step.tolist()[:3]]} pred={predicted:.2e} actual={value - trial_value:.2e} value={value:.5f}")
         if trial_value < value:
             gain = value - trial_value
             z, value, residual = trial, trial_value, trial_residual
             damping = max(damping / 3.0, 1e-7)
-            if gain >= RELATIVE_TOLERANCE * value:
+            if gain > 0.5 * predicted:  # the model holds: allow longer steps
+                radius = min(MAX_MOVE, max(radius, 2.0 * length))
+            tolerance = STAGE_ONE_TOLERANCE if stage_one else RELATIVE_TOLERANCE
+            if gain >= tolerance * value:
                 fresh = False
                 continue
-            if fresh and not end_at_minimum():  # a fresh Jacobian gives only tiny gains: converged
+            if fresh and not next_stage():  # a fresh Jacobian gives only tiny gains: converged
                 return
-            jacobian = None  # tiny gains on an updated Jacobian: take a fresh one
-            continue
-        damping *= 4.0
-        if damping > 1e4:
-            if fresh and not end_at_minimum():
+        else:
+            # the step overshot: the next one is shorter, where a parabola through f(0), f'(0) and f(step)
+            # has its minimum (between 0.1 and 0.5 of this step), and more damped
+            curvature = trial_value - value - slope
+            alpha = 0.25
+            if math.isfinite(trial_value) and slope < 0 and curvature > 0:
+                alpha = _bounded(-slope / (2.0 * curvature), 0.1, 0.5)
+            radius = alpha * length
+            damping *= 2.0
+            if radius >= MIN_MOVE:
+                continue
+            if fresh and not next_stage():
                 return
-            jacobian, damping = None, 1e-3
+        radius, damping = INITIAL_MOVE, 1e-3
+        if not need:
+            need = [i for i in range(len(z)) if i not in frozen_of(z)]
