@@ -23,9 +23,9 @@ to its text form (``params.py``):
 
 - "gauss_newton" (the default; ``_gauss_newton``): the end as one continuous coordinate, a
   Levenberg-Marquardt search on the probes' residuals with a finite-difference Jacobian kept up to
-  date by Broyden's rule (one candidate per step), in two stages like the pattern search. On the
+  date by Broyden's rule (one candidate per step), in two stages (the end, then everything). On the
   quality benchmark's analytic models it removes 90 % of what the pattern search removes at
-  convergence within about 30 candidates (docs/tuner_search.md).
+  convergence within 30 candidates in most cases, not all (docs/tuner_search.md).
 - "pattern" (versions up to 0.5): a compass search on log(base_rho), log(time_rho) and the logits,
   +-1 on end_index, with expansion along successful moves and step halving; hundreds to thousands of
   candidates to converge. Kept for comparison.
@@ -53,12 +53,12 @@ LOGIT_LIMIT = 3.0  # increments stay within a factor e^6 of each other: none col
 INITIAL_STEP = {"base_rho": 0.25, "time_rho": 0.15, "ramp": 0.4}  # in log / logit units
 FINAL_STEP = {"base_rho": 0.004, "time_rho": 0.004, "ramp": 0.01}
 METHODS = ("gauss_newton", "pattern")
-FD_STEP = 0.03  # finite-difference step of the Gauss-Newton search, in log-sigma / logit units
+FD_STEP = 0.06  # finite-difference step of the Gauss-Newton search, in log-sigma / logit units
 MAX_MOVE = 1.0  # the most a Gauss-Newton step moves one coordinate
 INITIAL_MOVE = 0.5  # ... at first, and after a fresh Jacobian
 MIN_MOVE = 1e-3  # steps shorter than this do not count: take a fresh Jacobian, or stop
 RELATIVE_TOLERANCE = 1e-4  # a step that lowers the objective by less, on a fresh Jacobian: converged
-STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (end and time_rho only)
+STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (the end only)
 
 Run = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -343,25 +343,24 @@ class _EndPoint:
         raise ValueError(f"log sigma_end {log_sigma} outside {self.bounds}")
 
 
-_OPTIONS = {'staged': True, 'scan': True, 'time_rho': True}
-
-
 def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool) -> None:
-    """Levenberg-Marquardt on the residuals x_N - reference, with a finite-difference Jacobian updated by
-    Broyden's rule, and iteratively reweighted so that it minimises the mean per-probe RMS.
+    """A Levenberg-Marquardt search on the residuals r_p = x_N - reference of the P probes (M elements each),
+    with a finite-difference Jacobian updated by Broyden's rule, for the objective f = mean_p |r_p| / sqrt(M).
 
     Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous), log(time_rho) and the N-1
-    logits of the interior positions (as the pattern search's stage two). As in the pattern search, the
-    first stage moves the end and time_rho only (two coordinates: cheap, and it settles the large part
-    of the gain), the second all of them. The objective is a mean of norms of residual vectors, so a
-    Jacobian of the residuals (one candidate per coordinate) gives a Gauss-Newton model of it that is good
-    far beyond a gradient: with the weights w_p = 1 / (P M rms_p) of each probe p (P probes, M elements),
-    sum_p w_p |r_p|^2 / 2 majorises the objective at the current point with the same gradient. Each trial
-    step is one candidate; its residual also updates the Jacobian (Broyden), so a fresh finite-difference
-    Jacobian is only taken again when the updated one stops giving progress. The end at sigma_min
+    logits of the interior positions. Stage one moves the end alone (one coordinate; on the analytic models
+    the end holds much of the gain, and moving the rest first led into worse basins), stage two all.
+    The model of f is exact for residuals linear in the coordinates: with b_p = J_p^T r_p and
+    w_p = 1 / (P sqrt(M) |r_p|), gradient sum_p w_p b_p and matrix sum_p w_p (J_p^T J_p - b_p b_p^T / |r_p|^2)
+    (a mean of norms, not of squares: the plain Gauss-Newton matrix over-estimates the curvature along
+    r_p when the residuals stay large, as they do here, and its steps stall). Steps are damped
+    (Levenberg-Marquardt) and bounded in the max norm (a trust region that doubles when the model holds
+    and shrinks to the minimum of a parabola through the failed step). Each trial step is one candidate;
+    its residual also updates the Jacobian (Broyden), so a fresh finite-difference Jacobian (one candidate
+    per coordinate) is only taken when the updated one stops giving progress. The end at sigma_min
     (end_index = base_steps - 1) is tried when log(sigma_end) is pushed against its lower bound, and
-    searched from once more at the end if it converged there. Stops when a fresh Jacobian yields no step
-    that lowers the objective by a relative 1e-4.
+    searched from once more if the search converged there. Stops when, on a fresh Jacobian, no step
+    lowers the objective by a relative 1e-4 (1e-3 in stage one).
     """
     steps = context.steps
     end = _EndPoint(base.base_steps)
@@ -369,21 +368,14 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
     prefer = min(base.end_index, base.base_steps - 2)
     logit_count = steps - 1 if free_positions else 0
     log_time_rho = tuple(math.log(v) for v in TIME_RHO_RANGE)
-    stage_one = logit_count > 0 and _OPTIONS['staged']
+    stage_one = True  # the end alone first
 
     def frozen_of(z: list[float]) -> set[int]:
-        if not stage_one:
-            return set()
-        if _OPTIONS.get('stage1') == 'end':
-            return set() if at_minimum else set(range(1, len(z)))
-        return set(logit_indices(z))
-    tr = [log_time_rho] if _OPTIONS['time_rho'] else []
+        """The coordinates stage one holds: all but the end (none when the end is at sigma_min)."""
+        return set(range(1, len(z))) if stage_one and not at_minimum else set()
 
     def bounds() -> list[tuple[float, float]]:
-        return ([] if at_minimum else [end.bounds]) + tr + [(-LOGIT_LIMIT, LOGIT_LIMIT)] * logit_count
-
-    def logit_indices(z: list[float]) -> list[int]:
-        return list(range(len(z) - logit_count, len(z)))
+        return ([] if at_minimum else [end.bounds]) + [log_time_rho] + [(-LOGIT_LIMIT, LOGIT_LIMIT)] * logit_count
 
     def params_of(z: list[float]) -> ScheduleParams:
         if at_minimum:
@@ -391,7 +383,7 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         else:
             k, rho = end.of(z[0], prefer)
             rest = z[1:]
-        time_rho, logits = (math.exp(rest[0]), rest[1:]) if tr else (base.time_rho, rest)
+        time_rho, logits = math.exp(rest[0]), rest[1:]
         ramp = None
         if logits and any(logits):
             weights = torch.tensor((0.0, *logits), dtype=torch.float64).softmax(0)
@@ -402,26 +394,11 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         return [_bounded(v, low, high) for v, (low, high) in zip(z, bounds())]
 
     start = ([] if at_minimum else [end.log_sigma(base.end_index, base.base_rho)]) + \
-        [math.log(base.time_rho)] * len(tr) + [0.0] * logit_count
+        [math.log(base.time_rho)] + [0.0] * logit_count
     z = clipped(start)
     value, residual = context.evaluate(rounded(base))
     if residual is None:  # the start is not a valid schedule (a custom start): nothing to model
         return
-    if not at_minimum and _OPTIONS['scan']:  # the pattern search's first moves: end_index +-1 at the recipe's base_rho, while it pays
-        k = base.end_index
-        for direction in (1, -1):
-            while 1 <= k + direction <= base.base_steps - 1 and not context.exhausted():
-                at_minimum = k + direction == base.base_steps - 1
-                trial = z[1:] if at_minimum else [end.log_sigma(k + direction, base.base_rho)] + z[1:]
-                trial_value, trial_residual = context.evaluate(params_of(trial))
-                if trial_residual is None or not trial_value < value:
-                    at_minimum = False
-                    break
-                z, value, residual, k = trial, trial_value, trial_residual, k + direction
-                if at_minimum:
-                    break
-            if k != base.end_index:
-                break
     jacobian = torch.zeros((len(z), residual.numel()), dtype=residual.dtype, device=residual.device)
     fresh = False  # the Jacobian was taken by finite differences at z (no move since)
     damping = 1e-3
@@ -491,17 +468,14 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         rms = residual.double().pow(2).mean(1).sqrt().clamp_min(1e-12)
         weights = (1.0 / (probes * residual.shape[1] * rms)).to(residual.dtype)  # (P,)
         rows = jacobian.reshape(len(z), probes, -1)
-        weighted = rows * weights.sqrt()[None, :, None]
-        if _OPTIONS.get("hessian") == "norms":
-            per_probe = torch.einsum("ipm,jpm->pij", rows, rows).double().cpu()  # J_p^T J_p
-            b = torch.einsum("ipm,pm->pi", rows, residual).double().cpu()  # J_p^T r_p
-            squared = (residual.double().pow(2).sum(1)).cpu().clamp_min(1e-24)  # |r_p|^2
-            w = weights.double().cpu()
-            matrix = torch.einsum("p,pij->ij", w, per_probe - b[:, :, None] * b[:, None, :] / squared[:, None, None])
-            gradient = torch.einsum("p,pi->i", w, b)
-        else:
-            matrix = torch.einsum("ipm,jpm->ij", weighted, weighted).double().cpu()
-            gradient = torch.einsum("ipm,pm,p->i", rows, residual, weights).double().cpu()
+        # Newton's matrix of the objective for residuals linear in z (a mean of norms of affine functions, convex):
+        # sum_p w_p (J_p^T J_p - b_p b_p^T / |r_p|^2), b_p = J_p^T r_p; its gradient sum_p w_p b_p
+        per_probe = torch.einsum("ipm,jpm->pij", rows, rows).double().cpu()
+        b = torch.einsum("ipm,pm->pi", rows, residual).double().cpu()
+        squared = residual.double().pow(2).sum(1).cpu().clamp_min(1e-24)
+        w = weights.double().cpu()
+        matrix = torch.einsum("p,pij->ij", w, per_probe - b[:, :, None] * b[:, None, :] / squared[:, None, None])
+        gradient = torch.einsum("p,pi->i", w, b)
         limits = bounds()
         frozen = frozen_of(z)
         free = [i for i, (v, (low, high)) in enumerate(zip(z, limits)) if i not in frozen
@@ -546,9 +520,6 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
             secant = trial_residual.reshape(-1) - residual.reshape(-1) - dz @ jacobian
             jacobian = jacobian + dz[:, None] * secant[None, :] / float(moved.pow(2).sum())
         length = float(step.abs().max())
-        import os
-        if os.environ.get("GNDBG"):
-            print(f"  cand {len(context.seen)} stage1={stage_one} fresh={fresh} damp={damping:.1e} z={[round(v,3) for v in z[:2]]} step={[round(v,3) for v in step.tolist()[:3]]} pred={predicted:.2e} actual={value - trial_value:.2e} value={value:.5f}")
         if trial_value < value:
             gain = value - trial_value
             z, value, residual = trial, trial_value, trial_residual
