@@ -228,6 +228,11 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
         _pattern(context, base, free_positions)
     else:
         _gauss_newton(context, base, free_positions)
+        if context.stopped_by == "converged":
+            # no step of the local model pays any more: polish with the compass search's moves from the best
+            # schedule, with a quarter of its first steps, while the budget lasts
+            best = min(context.seen.values(), key=lambda item: item[0])[1]
+            _pattern(context, base, free_positions, start=best, scale=0.25)
     start_value = context.seen[format_params(rounded(base))][0]  # both searches evaluate the start first
     value, params, sigmas = min(context.seen.values(), key=lambda item: item[0])
     if progress is not None:
@@ -236,15 +241,23 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
                       context.evaluations, clock() - began, context.stopped_by, context.history)
 
 
-def _pattern(context: _Context, base: ScheduleParams, free_positions: bool) -> None:
+def _pattern(context: _Context, base: ScheduleParams, free_positions: bool, start: ScheduleParams | None = None,
+             scale: float = 1.0) -> None:
     """The compass (pattern) search of versions up to 0.5: +-1 on end_index, steps on log(base_rho),
-    log(time_rho) and (stage two) the logits, expansion along successful moves and step halving."""
+    log(time_rho) and (stage two) the logits, expansion along successful moves and step halving.
+    ``start`` (the Gauss-Newton search's result): begin there, in stage two, with the steps times ``scale``."""
     steps = context.steps
 
     def evaluate(point: _Point) -> float:
         return context.evaluate(point.params(base, free_positions))[0]
 
     point = _Point(base.end_index, math.log(base.base_rho), math.log(base.time_rho), (0.0,) * (steps - 1))
+    if start is not None:
+        logits = (0.0,) * (steps - 1)
+        if start.ramp is not None:
+            increments = [b - a for a, b in zip((0.0, *start.ramp), (*start.ramp, 1.0))]
+            logits = tuple(_bounded(math.log(v / increments[0]), -LOGIT_LIMIT, LOGIT_LIMIT) for v in increments[1:])
+        point = _Point(start.end_index, math.log(start.base_rho), math.log(start.time_rho), logits)
     best = evaluate(point)
     log_rho = tuple(math.log(v) for v in RHO_RANGE)
     log_time_rho = tuple(math.log(v) for v in TIME_RHO_RANGE)
@@ -270,9 +283,12 @@ def _pattern(context: _Context, base: ScheduleParams, free_positions: bool) -> N
     def kind(coordinate: str) -> str:
         return coordinate.split(":")[0]
 
-    step = dict(INITIAL_STEP)
+    step = {k: v * scale for k, v in INITIAL_STEP.items()}
     coordinates = ["end_index", "base_rho", "time_rho"]
     stage_two = not free_positions
+    if start is not None and free_positions:
+        stage_two = True
+        coordinates += [f"ramp:{i}" for i in range(steps - 1)]
     while True:
         improved = False
         for coordinate in coordinates:
