@@ -19,8 +19,8 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-# All benchmarks (CPU; 11 min 20 s from a fresh clone on 2 cores): the quality proxy (docs/quality.md, docs/quality.png), speed
-# (docs/speed.md) and the FreeU filter table. Each prints its tables.
+# All benchmarks (CPU): the quality proxy (docs/quality.md, docs/quality.png; three analytic models, 23-28 min on
+# 2 shared cores, 2026-12-02), speed (docs/speed.md, 6-8 min) and the FreeU filter table. Each prints its tables.
 bench: bench-quality bench-speed
 	$(PY) benchmarks/freeu_speed.py --filters-only --threads 1 $(BENCH_ARGS)
 

@@ -6,6 +6,7 @@ import importlib.util
 import math
 import sys
 
+import numpy
 import pytest
 import torch
 from conftest import REPO
@@ -22,9 +23,17 @@ def _load_quality():
 quality = _load_quality()
 
 
-def test_denoiser_is_tweedie_of_the_exact_density():
+MODELS = {
+    "anisotropic": lambda: quality.GaussianMixture.random(components=5, seed=3),
+    "clustered": lambda: quality.GaussianMixture.clustered(4, 3, seed=3),
+    "spheres": lambda: quality.SphereMixture.random(components=4, seed=3),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_denoiser_is_tweedie_of_the_exact_density(name):
     """D(x, sigma) = x + sigma^2 grad log p_sigma(x), the gradient taken by autograd of the plain density."""
-    mixture = quality.GaussianMixture.random(components=5, seed=3)
+    mixture = MODELS[name]()
     generator = torch.Generator().manual_seed(0)
     for sigma in (0.05, 0.7, 6.0):
         x0 = mixture.sample(16, generator)
@@ -37,6 +46,53 @@ def test_denoiser_is_tweedie_of_the_exact_density():
         mixed = sigmas.clone()
         mixed[0] = sigma * (1 + 1e-12)
         torch.testing.assert_close(mixture.denoise(x.detach(), mixed), expected, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_models_have_unit_average_variance_and_their_stated_moments(name):
+    """The exact mean and covariance the FD uses agree with 200k samples; the average variance is 1."""
+    model = MODELS[name]()
+    samples = model.sample(200_000, torch.Generator().manual_seed(4))
+    covariance = model.covariance()
+    assert float(covariance.diagonal().mean()) == pytest.approx(1.0, rel=1e-9)
+    assert (samples.mean(0) - model.mean()).abs().max() < 0.03
+    assert (torch.cov(samples.T) - covariance).abs().max() < 0.05
+    if name == "spheres":  # data on 3 circles and 2 spheres' worth of subspaces: rank K (k + 1) - 1 at most
+        assert int((torch.linalg.eigvalsh(covariance) > 1e-9).sum()) <= 4 * 4 - 1
+        # every sample lies on its sphere: some component has |x - c| = r and x - c inside its subspace
+        x = samples[:1000]
+        on = [((x - c) - (x - c) @ u @ u.T).norm(dim=1).lt(1e-9) & ((x - c).norm(dim=1) - r).abs().lt(1e-9)
+              for c, r, u in zip(model.centres, model.radii, model.bases)]
+        assert bool(torch.stack(on).any(0).all())
+
+
+def test_sphere_denoiser_matches_quadrature_over_the_spheres():
+    """E[x0 | x] by quadrature over each circle (trapezoid in the angle) and 2-sphere (Gauss-Legendre in the
+    polar cosine x trapezoid in the azimuth), independent of the closed form's Bessel / coth ratios."""
+    model = quality.SphereMixture.random(components=4, seed=5)
+    nodes, weights = [], []
+    for w, c, r, u in zip(model.weights, model.centres, model.radii, model.bases):
+        if u.shape[1] == 2:
+            angle = torch.arange(720, dtype=torch.float64) * (2 * math.pi / 720)
+            s = torch.stack([angle.cos(), angle.sin()], 1)
+            q = torch.full((720,), 1.0 / 720, dtype=torch.float64)
+        else:
+            cosine, legendre = (torch.from_numpy(a) for a in numpy.polynomial.legendre.leggauss(200))
+            azimuth = torch.arange(400, dtype=torch.float64) * (2 * math.pi / 400)
+            sine = (1 - cosine ** 2).sqrt()
+            s = torch.stack([sine[:, None] * azimuth.cos(), sine[:, None] * azimuth.sin(),
+                             cosine[:, None].expand(-1, 400)], -1).reshape(-1, 3)
+            q = (legendre[:, None] / 2 / 400).expand(-1, 400).reshape(-1)
+        nodes.append(c + r * s @ u.T)
+        weights.append(w * q)
+    nodes, weights = torch.cat(nodes), torch.cat(weights)
+    generator = torch.Generator().manual_seed(6)
+    for sigma in (0.3, 1.0, 4.0):
+        x = model.sample(5, generator) + sigma * torch.randn(5, model.dims, generator=generator, dtype=torch.float64)
+        log_posterior = weights.log() - torch.cdist(x, nodes) ** 2 / (2 * sigma ** 2)
+        quadrature = torch.softmax(log_posterior, dim=1) @ nodes
+        exact = model.denoise(x, torch.full((5,), sigma, dtype=torch.float64))
+        torch.testing.assert_close(exact, quadrature, rtol=0, atol=1e-6)
 
 
 def test_denoiser_matches_monte_carlo_posterior_mean():
@@ -66,8 +122,61 @@ def test_frechet_distance_is_zero_for_the_exact_moments_and_grows_with_a_shift()
 
 
 @pytest.fixture(scope="module")
-def quick(comfy):
+def suite(comfy):
     return quality.run(quality.QUICK)
+
+
+@pytest.fixture(scope="module")
+def quick(suite):
+    """The first model's results (the anisotropic mixture)."""
+    return suite.model("anisotropic")
+
+
+def test_quick_run_ranks_every_model_separately(suite):
+    assert [r.model for r in suite.models] == list(quality.MODELS) == ["anisotropic", "clustered", "spheres"]
+    text = quality.markdown(suite)
+    for results in suite.models:
+        assert f"### Model: {results.model}" in text
+        # the same methods, planned once, on every model; tuned rows are the model's own
+        assert ({r.method.name for r in results.rows if not quality.tuned(r.method)}
+                == {r.method.name for r in suite.models[0].rows if not quality.tuned(r.method)})
+        assert all(r.method.nfe == r.method.budget for r in results.rows if quality.tuned(r.method))
+        fds = {r.method.name: quality.Row.stats(r.fd)[0] for r in results.table(5)}
+        assert all(math.isfinite(v) for v in fds.values()), results.model
+        for budget in suite.config.budgets:
+            met, line = quality.target(results, budget)
+            table = results.table(budget)
+            assert met == table[0].method.pack
+            assert f"| {results.model} | {budget} | {'yes' if met else '**no**'} |" in text
+    # different models rank differently: the FD of one method is not the same number on each
+    key = ("euler / karras", 5)
+    euler = [quality.Row.stats(next(r.fd for r in m.rows if (r.method.name, r.method.budget) == key))[0]
+             for m in suite.models]
+    assert len({round(v, 6) for v in euler}) == 3
+
+
+def test_quick_run_has_the_unipc_recipes_and_tuned_unipc(quick):
+    """The UniPC recipes through Few-Step UniPC Sampler (afs as the recipe says), counted evaluations; the pack's
+    KSampler name fewstep_unipc is not ranked as a core sampler."""
+    methods = {(row.method.name, row.method.budget): row.method for row in quick.rows}
+    assert not [name for name, _ in methods if name.startswith("fewstep_")]
+    for name, budget, sigmas in (("FewStep SD1.5 5-step UniPC", 5, 6), ("FewStep SD1.5 6-step UniPC", 6, 7),
+                                 ("FewStep SDXL 6-step UniPC", 6, 7), ("FewStep SD1.5 8-step UniPC", 8, 9),
+                                 ("FewStep SDXL 8-step UniPC", 8, 9), ("FewStep SD1.5 5-step UniPC + denoised", 6, 6)):
+        m = methods[(name, budget)]
+        assert (m.nfe, len(m.sigmas), m.family.startswith("FewStep UniPC")) == (budget, sigmas, True), name
+    # AFS on and off on the same 7 sigmas: 6 evaluations each (AFS: the first at the midpoint), different samples
+    from fewstep.recipes import RECIPES
+
+    harness = quality.Harness(quality.load_comfyui(), quality.MODELS["anisotropic"][1](0))
+    sigmas = harness.pack_sigmas("SDXL 6-step UniPC")
+    noise = torch.randn((4, *quality.LATENT_SHAPE), generator=torch.Generator().manual_seed(9))
+    with_afs, n_afs = harness.sample(harness.pack_sampler("unipc_afs", "last_sigma"), sigmas, noise)
+    without, n_plain = harness.sample(harness.pack_sampler("unipc", "last_sigma"), sigmas, noise)
+    assert (n_afs, n_plain) == (6, 6) and RECIPES["SDXL 6-step UniPC"].solver == "unipc_afs"
+    assert (with_afs - without).abs().max() > 1e-3
+    tuned = {(r.method.budget, r.method.family) for r in quick.rows if quality.tuned(r.method)}
+    assert tuned == {(b, f"FewStep tuned ({s})") for b in quick.config.budgets for s in ("dpmpp_2m", "unipc_afs")}
 
 
 def test_quick_run_is_finite_and_complete(quick):
@@ -115,14 +224,14 @@ def test_quick_run_reports_tuned_schedules(quick):
     """Each budget has a tuned row whose schedule came through Few-Step Sigmas' params input."""
     from fewstep.params import parse_params
 
-    tuned = {r.method.budget: r for r in quick.rows if r.method.family == "FewStep tuned (dpmpp_2m)"}
-    assert sorted(tuned) == sorted(quick.config.budgets)
+    tuned = {(r.method.budget, r.method.family): r for r in quick.rows if quality.tuned(r.method)}
+    assert len(quick.tunings) == 2 * len(quick.config.budgets)
     for tuning in quick.tunings:
-        row = tuned[tuning.budget]
+        row = tuned[(tuning.budget, f"FewStep tuned ({tuning.solver})")]
         assert row.method.nfe == tuning.budget and row.method.pack
         params = parse_params(tuning.result.text)
-        assert params.steps == tuning.budget and params.solver == "dpmpp_2m"
+        assert params.steps == tuning.budget and params.solver == tuning.solver
         assert tuning.result.objective <= tuning.result.start_objective
         assert tuning.result.candidates == quick.config.tune_candidates
         assert len(row.method.sigmas) == tuning.budget + 1 and float(row.method.sigmas[-1]) > 0
-    assert "### Tuned schedules" in quality.markdown(quick)
+    assert "#### anisotropic, tuned schedules" in "\n".join(quality.markdown_model(quick))
