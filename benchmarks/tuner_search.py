@@ -196,8 +196,9 @@ def markdown(rows, args, elapsed: float) -> str:
            "A *candidate* is one schedule run on the probes (N model evaluations per probe; x2 with CFG on a "
            "real model). *Share* = the part of the old search's converged improvement (start objective minus "
            "converged objective) a search has removed; *to 90 %*: the candidate at which it first reaches 0.9. "
-           "*end*: at convergence (old: its step-size criterion; new: no step on a fresh Jacobian lowers the "
-           "objective by a relative 1e-4).", "",
+           "*end* / *converged*: old: its step-size criterion; new: the Gauss-Newton search converged (no "
+           "step on a fresh Jacobian lowers the objective by a relative 1e-4) and the compass polish after it "
+           "converged too, or the script's cap of 1000 candidates (the node stops at 100).", "",
            "## Candidates to 90 % of the old converged improvement", "",
            "| model | solver | NFE | start | old converged (cand.) | new converged (cand.) | old to 90 % | "
            "new to 90 % | new share at 30 |",
