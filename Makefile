@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test demo bench bench-quality bench-speed bench-freeu clean
+.PHONY: test demo bench bench-quality bench-speed bench-freeu bench-tuner clean
 
 $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
@@ -29,6 +29,10 @@ bench-quality: $(VENV)/.installed
 
 bench-speed: $(VENV)/.installed
 	$(PY) benchmarks/speed.py $(SPEED_ARGS)
+
+# The tuner's search, new against old (docs/tuner_search.md; ~19 min on 2 shared cores, 2026-12-02). Not in `bench`.
+bench-tuner: $(VENV)/.installed
+	$(PY) benchmarks/tuner_search.py $(TUNER_ARGS)
 
 bench-freeu: $(VENV)/.installed
 	$(PY) benchmarks/freeu_speed.py $(BENCH_ARGS)

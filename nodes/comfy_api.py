@@ -155,6 +155,21 @@ def sample_custom_with(model, sampler_function, noise, cfg, sigmas, positive, ne
                                       disable_pbar=True, seed=seed)
 
 
+def progress_text(text: str) -> None:
+    """Show ``text`` on the running node in the frontend (CURRENT: PromptServer.send_progress_text for the
+    node of the executing context). PINNED has neither, nor has a run without a server: then nothing."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    context = get_executing_context()
+    if server is None or context is None or not hasattr(server, "send_progress_text"):
+        return
+    server.send_progress_text(text, context.node_id)
+
+
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption exception if the user pressed Cancel (resets the flag as ComfyUI does)."""
     comfy.model_management.throw_exception_if_processing_interrupted()

@@ -16,8 +16,9 @@ class FewStepScheduleTuner:
         "Searches the schedule of `nfe` model evaluations that brings the chosen solver closest to a "
         "40-step DPM++2M reference of the same model, prompt and noise, starting from the paper's recipe "
         "(end point, time_rho, then the position of every step). Runs the connected model (LoRAs and "
-        "patches included) for up to `time_budget` seconds and returns the best schedule found. The "
-        "same inputs return the cached result at once. Connect SIGMAS to SamplerCustom with Few-Step "
+        "patches included) for up to `time_budget` seconds or 100 candidate schedules and returns the best "
+        "schedule found. The reference is reused for another solver or nfe on the same inputs; the same "
+        "inputs return the cached result at once. Connect SIGMAS to SamplerCustom with Few-Step "
         "DPM++ Sampler (same solver), or paste the text into Few-Step Sigmas' `params`.")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS", "STRING")

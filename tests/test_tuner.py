@@ -13,7 +13,9 @@ from test_bench_quality import quality
 from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
-from fewstep.tuner import denoiser_run, distance, reference_sigmas, tune, valid_schedule
+from fewstep.tuner import compute_reference, denoiser_run, distance, reference_sigmas, tune, valid_schedule
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TABLE = standard_sigma_table()
 SIGMA_MAX = float(TABLE[-1])
@@ -57,7 +59,8 @@ def test_search_improves_the_objective_and_returns_a_valid_schedule(mixture, tun
     start = recipe_sigmas(recipe_for_step_count(5), TABLE)
     assert distance(run(start, "dpmpp_2m"), reference) == pytest.approx(tuned.start_objective, rel=1e-9)
     assert tuned.model_evaluations == 40 + 5 * tuned.candidates
-    assert tuned.stopped_by == "candidate limit" and tuned.candidates == 120
+    # (the pattern search always ran to the limit of 120 here; the Gauss-Newton search converges within it)
+    assert tuned.stopped_by in ("candidate limit", "converged") and 1 < tuned.candidates <= 120
 
 
 def test_tuned_schedule_is_better_on_noise_it_was_not_tuned_on(mixture, tuned):
@@ -83,12 +86,14 @@ def test_search_is_deterministic_and_keeps_to_its_time_budget(mixture):
         calls.append(len(sigmas))
         return denoiser_run(exact_denoiser(mixture), x)(sigmas, solver)
 
-    fractions = []
+    reports = []
     result = tune(run, TABLE, 6, "dpmpp_1s", time_budget=10.0, clock=lambda: ticks[0],
-                  progress=lambda fraction, best: fractions.append((fraction, best)))
+                  progress=lambda candidates, best: reports.append((candidates, best)))
     assert result.stopped_by == "time budget" and ticks[0] <= 10.0 and len(calls) == 10
-    assert fractions == sorted(fractions, key=lambda item: item[0])
-    assert all(b2 <= b1 for (_, b1), (_, b2) in zip(fractions, fractions[1:]))  # the best only improves
+    # progress: (candidates so far, best objective so far) after each candidate, then once more at the end
+    assert [c for c, _ in reports] == [*range(1, result.candidates + 1), result.candidates]
+    assert all(b2 <= b1 for (_, b1), (_, b2) in zip(reports, reports[1:]))  # the best only improves
+    assert reports[0][1] == result.start_objective and reports[-1][1] == result.objective
 
 
 def test_interrupt_check_stops_the_search(mixture):
@@ -122,6 +127,37 @@ def test_search_tunes_for_unipc_with_and_without_afs(mixture, solver):
         if other != solver:
             assert distance(run(result.sigmas, other), reference) != pytest.approx(result.objective, rel=1e-3)
     assert result.model_evaluations == 40 + 6 * result.candidates  # AFS keeps N evaluations per candidate
+
+
+# (model, NFE) per solver: the pattern search converges there within a few hundred candidates
+FAST_CASES = {"dpmpp_1s": 5, "dpmpp_2m": 6, "unipc": 5, "unipc_afs": 6}
+
+
+@pytest.mark.parametrize("solver", sorted(FAST_CASES))
+def test_gauss_newton_reaches_90_percent_of_the_pattern_search_within_30_candidates(mixture, solver):
+    """The default search, capped at 30 candidates, removes >= 90 % of what the old compass search (method =
+    "pattern", the same code as before) removes at convergence: same start, probes, reference, objective."""
+    steps = FAST_CASES[solver]
+    run = denoiser_run(exact_denoiser(mixture), start_latents(32, seed=11))
+    reference = compute_reference(run, TABLE)
+    old = tune(run, TABLE, steps, solver, time_budget=math.inf, method="pattern", reference=reference)
+    assert old.stopped_by == "converged" and old.candidates > 100
+    new = tune(run, TABLE, steps, solver, time_budget=math.inf, max_candidates=30, reference=reference)
+    assert new.start_objective == old.start_objective and new.candidates == 30
+    share = (new.start_objective - new.objective) / (old.start_objective - old.objective)
+    print(f"{solver} NFE {steps}: pattern {old.start_objective:.4f} -> {old.objective:.4f} in {old.candidates}, "
+          f"Gauss-Newton {new.objective:.4f} in 30 ({share:.2f} of the improvement)")
+    assert share >= 0.9
+    # the objective is what the schedule scores, and its text reproduces it
+    assert distance(run(new.sigmas, solver), reference) == pytest.approx(new.objective, rel=1e-9)
+    assert torch.equal(parse_params(new.text).sigmas(TABLE), new.sigmas) and valid_schedule(new.sigmas, steps)
+    # a passed-in reference costs no evaluations: N per candidate only
+    assert new.model_evaluations == steps * new.candidates
+
+
+def test_search_methods_are_named():
+    with pytest.raises(ValueError, match="method = 'newton' is not one of \\['gauss_newton', 'pattern'\\]"):
+        tune(lambda s, w: None, TABLE, 5, "dpmpp_2m", method="newton")
 
 
 def test_tuner_rejects_bad_arguments():
@@ -262,6 +298,7 @@ def node_run(comfy, tiny_model, conds):
     """One tuning run of the node on the tiny real UNet, with a time budget worth about 40 + 30 evaluations
     on this machine now (the reference takes 40): (budget, model, calls, outputs, seconds, progress updates)."""
     comfy.pack.nodes.tuning.CACHE.clear()
+    comfy.pack.nodes.tuning.REFERENCES.clear()
     per_evaluation = seconds_per_evaluation(comfy, tiny_model, conds)
     budget = float(math.ceil(max(5.0, 70 * per_evaluation)))
     model, calls = count_evaluations(tiny_model)
@@ -295,9 +332,11 @@ def test_tuner_node_on_a_real_unet(comfy, tiny_model, node_run):
     # FewStepSigmas with the params string gives exactly the tuner's schedule
     again = sigmas_node(comfy).get_sigmas(tiny_model, "custom", 1.0, 5, 8, 5.0, 6, 1.2, params=text)[0]
     assert torch.equal(again, sigmas)
-    # ComfyUI's progress bar saw the search, ending full
-    assert updates and updates[-1] == (1000, 1000)
-    assert [v for v, _ in updates] == sorted(v for v, _ in updates)
+    # ComfyUI's progress bar counts candidate schedules against the search's cap, ending full
+    cap = comfy.pack.nodes.tuning.MAX_CANDIDATES
+    assert updates and updates[-1] == (cap, cap) and {total for _, total in updates} == {cap}
+    values = [v for v, _ in updates]
+    assert values == sorted(values) and values[:result.candidates] == list(range(1, result.candidates + 1))
 
 
 def test_tuner_node_tunes_unipc_afs_on_a_real_unet(comfy, tiny_model, conds):
@@ -334,6 +373,33 @@ def test_tuner_node_cache(comfy, tiny_model, conds, node_run):
                 tuning.cache_key(count_evaluations(model)[0], conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3,
                                  budget)):
         assert tuning.CACHE.get(*key) is None
+
+
+def test_tuner_node_reuses_the_reference(comfy, tiny_model, conds, node_run, caplog):
+    """Another solver and NFE on the same model, conds, cfg, latent size, probes and seed: no new reference. With
+    unipc_afs no candidate evaluates sigma_max, so an evaluation there would be the reference's first one."""
+    import logging
+
+    budget, model, calls, _, _, _ = node_run
+    tuning = comfy.pack.nodes.tuning
+    before = len(calls)
+    with caplog.at_level(logging.INFO, logger="ComfyUI-FewStep"):
+        sigmas, text = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 6, "unipc_afs", 2, 3, budget)
+    new = calls[before:]
+    assert new and len(new) % 6 == 0  # whole candidates of 6 evaluations, no 40 of a reference
+    assert not any(sigma == pytest.approx(SIGMA_MAX, rel=1e-6) for sigma in new)
+    result = tuning.CACHE.get(*tuning.cache_key(model, conds[0], conds[1], 5.5, (4, 8, 8), 6, "unipc_afs", 2, 3,
+                                                budget))
+    assert result is not None and result.model_evaluations == len(new) == 6 * result.candidates
+    # the console line: candidates and the share of the starting distance removed
+    removed = 100.0 * (result.start_objective - result.objective) / result.start_objective
+    assert f"({result.candidates} candidate schedules, removed {removed:.0f} % of the starting distance" in caplog.text
+    assert "reference reused" in caplog.text
+    # another tuning seed (other probe noises): the reference is computed again, once
+    before = len(calls)
+    tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 6, "unipc_afs", 2, 4, budget)
+    assert sum(1 for sigma in calls[before:] if sigma == pytest.approx(SIGMA_MAX, rel=1e-6)) == 1
+    assert (len(calls) - before - 40) % 6 == 0
 
 
 def test_tuner_node_is_interrupted_by_comfyui(comfy, tiny_model, conds):
