@@ -64,6 +64,17 @@ def build_tiny_sd15(seed: int = 0):
                                             comfy.model_management.unet_offload_device())
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules that run the tiny UNet many times (``pytestmark = pytest.mark.usefixtures(...)``): on an 8x8
+    latent it is ~10x faster on one thread when the CPUs are shared (measured: 0.045 s against 0.40 s a forward
+    at load 7 on 2 cores). The previous setting is restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(comfy):
     return build_tiny_sd15()
