@@ -10,6 +10,7 @@ from fewstep.params import format_params, ScheduleParams
 from fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPES
 
 SEED, CFG = 42, 5.5
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def node(comfy, node_id):
