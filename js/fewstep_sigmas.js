@@ -14,10 +14,17 @@
 // in the graph change) and the end of each request repaint it.
 //
 // For tests and other scripts (read-only):
-//   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, freeu, error,
-//                           plotted: [{step, sigma, x, y}], surface, notes}
+//   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, evaluations, unipc,
+//                           afs_midpoint, freeu, error, plotted: [{step, sigma, x, y, kind, evaluation}],
+//                           surface, notes, legend}
 //     plotted: the drawn points; x, y in node coordinates when surface is "node" (classic canvas),
-//     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0).
+//     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0). kind: "evaluated"
+//     (a filled dot), "end" (the last sigma, no evaluation), and with the analytical first step (UniPC
+//     recipes of solver unipc_afs) "analytic" (sigma_0: a hollow dot, its model output estimated, not
+//     evaluated) and "inserted" (the AFS midpoint, a diamond, at step 0.5: evaluation 1). evaluation: the
+//     1-based model evaluation at that point, or null. Step k of Timed FreeU is the k-th evaluation: its
+//     band runs from that evaluation's point to the next point.
+//     legend: the legend lines drawn (AFS only).
 //     notes: the warnings drawn on the graph (a Timed FreeU window that selects no step of the schedule).
 //   window.__fewstep.idle()  true when every Few-Step Sigmas node shows the schedule of its widgets.
 import { app } from "../../scripts/app.js";
@@ -37,6 +44,8 @@ const DEBOUNCE_MS = 150;
 const CHECK_MS = 250; // the periodic check of every node's query (see above)
 const MODE_MUTED = 2;
 const MODE_BYPASSED = 4;
+const CURVE = "#6cf"; // the schedule and the evaluated points
+const INSERTED = "#f7c"; // the AFS midpoint
 
 const states = new Map(); // node -> {key, timer, sequence, inFlight, labels, drawn, vue}
 
@@ -208,10 +217,15 @@ function drawSchedule(ctx, node, width, top) {
   const { sigmas, nfe } = schedule;
   ctx.fillStyle = text;
   ctx.textAlign = "left";
-  ctx.fillText(`${nfe} model evaluation${nfe === 1 ? "" : "s"}`, left + 8, top + 15);
+  const count = `${nfe} model evaluation${nfe === 1 ? "" : "s"}`;
+  ctx.fillText(count, left + 8, top + 15);
   ctx.fillStyle = secondary;
   ctx.textAlign = "right";
-  ctx.fillText(schedule.solver ? `${schedule.recipe} \u00b7 ${schedule.solver}` : schedule.recipe, right - 8, top + 15);
+  const title = schedule.solver ? `${schedule.recipe} \u00b7 ${schedule.solver}` : schedule.recipe;
+  const room = right - left - 24 - ctx.measureText(count).width;
+  for (let size = 12; size > 8 && ctx.measureText(title).width > room; size--) ctx.font = `${size - 1}px Arial`;
+  ctx.fillText(title, right - 8, top + 15);
+  ctx.font = "12px Arial";
 
   const plot = { left: left + 38, right: right - 14, top: top + 26, bottom: bottom - 20 };
   const logs = sigmas.map((s) => Math.log10(s));
@@ -219,15 +233,33 @@ function drawSchedule(ctx, node, width, top) {
   const high = Math.max(...logs) + 0.15;
   const xOf = (step) => plot.left + (step / Math.max(nfe, 1)) * (plot.right - plot.left);
   const yOf = (sigma) => plot.bottom - ((Math.log10(sigma) - low) / (high - low)) * (plot.bottom - plot.top);
+  const points = schedulePoints(schedule).map((p) => ({ ...p, x: xOf(p.step), y: yOf(p.sigma) }));
 
-  // Steps where a Timed FreeU window is on: step s is the interval from point s-1 to point s.
+  // Steps where a Timed FreeU window is on: step k (the k-th model evaluation) is the interval from the
+  // point of that evaluation to the next point (with AFS, step 1 starts at the inserted midpoint).
   const freeuSteps = new Set((schedule.freeu ?? []).flatMap((w) => w.steps));
-  if (freeuSteps.size) {
+  const band = (step) => {
+    const i = points.findIndex((p) => p.evaluation === step);
+    return i < 0 || i + 1 >= points.length ? null : [points[i].x, points[i + 1].x];
+  };
+  const bands = [...freeuSteps].map(band).filter(Boolean);
+  if (bands.length) {
     ctx.fillStyle = "rgba(110, 200, 120, 0.18)";
-    for (const step of freeuSteps) ctx.fillRect(xOf(step - 1), plot.top, xOf(step) - xOf(step - 1), plot.bottom - plot.top);
-    ctx.fillStyle = "rgba(140, 220, 150, 0.9)";
-    ctx.textAlign = "left";
-    ctx.fillText("FreeU", xOf(Math.min(...freeuSteps) - 1) + 3, plot.bottom - 4); // the curve is high there
+    for (const [from, to] of bands) ctx.fillRect(from, plot.top, to - from, plot.bottom - plot.top);
+  }
+  // The analytical first step (UniPC recipes with AFS): what the two special markers mean, top right.
+  const legend = [];
+  ctx.font = "10px Arial";
+  ctx.textAlign = "right";
+  if (schedule.afs_midpoint) {
+    legend.push({ kind: "analytic", text: "\u03c3\u2080: analytic, no model evaluation" },
+                { kind: "inserted", text: "AFS midpoint (inserted): evaluation 1" });
+    legend.forEach((entry, i) => {
+      const y = plot.top + 11 + 12 * i;
+      ctx.fillStyle = secondary;
+      ctx.fillText(entry.text, plot.right - 4, y);
+      marker(ctx, entry.kind, plot.right - 12 - ctx.measureText(entry.text).width, y - 3.5, 0.8);
+    });
   }
   // A Timed FreeU whose step window selects no step of this schedule (the route says so): named, top right,
   // where the descending curve is low.
@@ -235,8 +267,19 @@ function drawSchedule(ctx, node, width, top) {
     .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: no step of ${nfe}`);
   ctx.fillStyle = "#fb4";
   ctx.textAlign = "right";
-  ctx.font = "10px Arial";
-  notes.forEach((note, i) => ctx.fillText(note, plot.right - 4, plot.top + 11 + 12 * i));
+  notes.forEach((note, i) => ctx.fillText(note, plot.right - 4, plot.top + 11 + 12 * (legend.length + i)));
+  if (bands.length) {
+    // "FreeU" at the band's left: at the bottom where the curve is high (the band starts in the left half),
+    // else at the top under the legend and notes (the curve is low there; the end label is at the bottom)
+    const from = Math.min(...bands.map(([x]) => x));
+    const lines = legend.length + notes.length;
+    ctx.fillStyle = "rgba(140, 220, 150, 0.9)";
+    ctx.textAlign = "left";
+    ctx.font = "12px Arial";
+    const atBottom = from < (plot.left + plot.right) / 2;
+    ctx.fillText("FreeU", from + 3, atBottom ? plot.bottom - 4 : plot.top + 13 + 12 * lines);
+    ctx.font = "10px Arial";
+  }
 
   // Decades of sigma: grid lines and labels.
   ctx.strokeStyle = "rgba(128, 128, 128, 0.35)";
@@ -264,18 +307,12 @@ function drawSchedule(ctx, node, width, top) {
   for (let step = 0; step <= nfe; step += every) ctx.fillText(String(step), xOf(step), plot.bottom + 13);
 
   // The schedule.
-  const points = sigmas.map((sigma, step) => ({ step, sigma, x: xOf(step), y: yOf(sigma) }));
-  ctx.strokeStyle = "#6cf";
+  ctx.strokeStyle = CURVE;
   ctx.lineWidth = 1.5;
   ctx.beginPath();
   points.forEach((p, i) => (i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y)));
   ctx.stroke();
-  ctx.fillStyle = "#6cf";
-  for (const p of points.slice(0, -1)) {
-    ctx.beginPath();
-    ctx.arc(p.x, p.y, 3, 0, 2 * Math.PI);
-    ctx.fill();
-  }
+  for (const p of points.slice(0, -1)) marker(ctx, p.kind, p.x, p.y, 1);
 
   // The early stop: the last sigma is not zero.
   const end = points[points.length - 1];
@@ -293,7 +330,51 @@ function drawSchedule(ctx, node, width, top) {
 
   node.fewstepSchedule.plotted = points;
   node.fewstepSchedule.notes = notes;
+  node.fewstepSchedule.legend = legend.map((entry) => entry.text);
   node.fewstepSchedule.surface = surface;
+}
+
+// The points to draw, at fractional steps: sigma_k at step k; with the analytical first step the inserted
+// midpoint at step 0.5 (half way in timestep space, where the sampler puts it). Each point says which model
+// evaluation happens there (the route's evaluations), if any.
+function schedulePoints(schedule) {
+  const { sigmas, nfe } = schedule;
+  const afs = schedule.afs_midpoint;
+  const points = sigmas.map((sigma, step) => ({
+    step, sigma, kind: step === nfe ? "end" : afs && step === 0 ? "analytic" : "evaluated",
+    evaluation: step === nfe || (afs && step === 0) ? null : step + 1,
+  }));
+  if (afs) points.splice(1, 0, { step: 0.5, sigma: afs.sigma, kind: "inserted", evaluation: 1 });
+  return points;
+}
+
+// A point's marker: a filled dot (a model evaluation), a hollow one (sigma_0 with AFS: estimated, not
+// evaluated), a diamond (the AFS midpoint). The end point is drawn with its label below.
+function marker(ctx, kind, x, y, scale) {
+  ctx.save();
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  if (kind === "analytic") {
+    ctx.arc(x, y, 4.5 * scale, 0, 2 * Math.PI);
+    ctx.fillStyle = colour("WIDGET_BGCOLOR", "#222"); // covers the curve: hollow
+    ctx.fill();
+    ctx.strokeStyle = CURVE;
+    ctx.stroke();
+  } else if (kind === "inserted") {
+    const r = 5 * scale;
+    ctx.moveTo(x, y - r);
+    ctx.lineTo(x + r, y);
+    ctx.lineTo(x, y + r);
+    ctx.lineTo(x - r, y);
+    ctx.closePath();
+    ctx.fillStyle = INSERTED;
+    ctx.fill();
+  } else {
+    ctx.arc(x, y, 3 * scale, 0, 2 * Math.PI);
+    ctx.fillStyle = CURVE;
+    ctx.fill();
+  }
+  ctx.restore();
 }
 
 function formatSigma(sigma) {

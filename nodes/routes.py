@@ -15,7 +15,22 @@ sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives 
 repeatable, as on Timed FreeU) add ``"freeu": [{first_step, last_step, start_percent, end_percent,
 steps: [1-based steps where that Timed FreeU is on], warning?}]`` (percents as ComfyUI maps them to sigmas
 on the same standard table; ``warning``, only when present, says that the step window selects no step of
-this schedule). A schedule that cannot be sampled (not strictly descending in float32, see
+this schedule).
+
+Every reply also says where the suggested solver evaluates the model (with ``finish`` last_sigma):
+``"evaluations": [N sigmas, in order]``, sigma_0 .. sigma_{N-1} (the last sigma is reached without one).
+For a solver of ``fewstep.solvers.UNIPC_SOLVERS`` (a UniPC recipe, or a ``params`` string naming one) it
+adds ``"unipc": {"solver", "order", "variant", "afs"}``: the order ``auto`` resolves to for N evaluations
+(``fewstep.unipc.auto_order``), the variant and whether the analytical first step is on. With it
+(``unipc_afs``) it adds ``"afs_midpoint": {"sigma", "timestep"}``, the sigma AFS inserts between sigma_0
+and sigma_1 (``fewstep.unipc.afs_midpoint`` on the standard table, in the sigmas' float32, as the sampler
+steps through it) and its fractional timestep (the midpoint of theirs); sigma_0 is then not evaluated (its
+model output is estimated analytically) and ``evaluations`` are the midpoint, sigma_1 .. sigma_{N-1}.
+Steps are numbered by model evaluation (step k = the k-th evaluation, as Timed FreeU counts them, see
+``nodes/comfy_api.py``), so ``freeu[].steps`` keeps its meaning; a window's percents are checked at each
+step's evaluated sigma (with AFS the midpoint for step 1), as Timed FreeU does.
+
+A schedule that cannot be sampled (not strictly descending in float32, see
 ``fewstep.schedule.schedule_problem``) is refused by VALIDATE_INPUTS like any bad input. A bad, missing or
 unknown parameter gets HTTP
 400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
@@ -31,7 +46,9 @@ from aiohttp import web
 from ..fewstep.params import parse_params
 from ..fewstep.recipes import RECIPES
 from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
-from ..fewstep.window import Window, active_steps, check_window, empty_window_message, percent_to_sigma
+from ..fewstep.solvers import UNIPC_SOLVERS
+from ..fewstep.unipc import VARIANTS, afs_midpoint, auto_order
+from ..fewstep.window import Window, check_window, empty_window_message, percent_to_sigma
 from .sigmas import FewStepSigmas, schedule
 
 SCHEDULE_PATH = "/fewstep/schedule"
@@ -79,18 +96,37 @@ def schedule_reply(query) -> tuple[int, dict]:
         "timesteps": [round(t, 3) for t in timesteps.tolist()],
         "nfe": nfe,
     }
+    schedule_list = sigmas.tolist()
+    body.update(_evaluations(body["solver"], sigmas, timesteps))
     if windows:
-        schedule_list = sigmas.tolist()
         body["freeu"] = []
         for first, last, start, end in windows:
             window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
+            steps = [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
             entry = {"first_step": first, "last_step": last, "start_percent": start, "end_percent": end,
-                     "steps": active_steps(window, schedule_list)}
+                     "steps": steps}
             warning = empty_window_message(first, last, nfe)
             if warning:
                 entry["warning"] = f"Timed FreeU: {warning}"
             body["freeu"].append(entry)
     return 200, body
+
+
+def _evaluations(solver: str | None, sigmas, timesteps) -> dict:
+    """``evaluations`` and, for UniPC, ``unipc`` and ``afs_midpoint`` (see the module docstring)."""
+    values = sigmas.tolist()
+    nfe = len(values) - 1
+    if solver not in UNIPC_SOLVERS:
+        return {"evaluations": values[:-1]}
+    afs = solver == "unipc_afs"
+    found = {"unipc": {"solver": solver, "order": auto_order(nfe), "variant": VARIANTS[0], "afs": afs}}
+    if not afs:
+        return {**found, "evaluations": values[:-1]}
+    # the sampler inserts the midpoint in the schedule's dtype (fewstep.unipc.afs_schedule)
+    middle = sigmas.new_tensor(afs_midpoint(values[0], values[1], STANDARD_TABLE)).item()
+    t0, t1 = continuous_timestep(sigmas[:2].to(STANDARD_TABLE.dtype), STANDARD_TABLE).tolist()
+    found["afs_midpoint"] = {"sigma": middle, "timestep": round((t0 + t1) / 2.0, 3)}
+    return {**found, "evaluations": [middle, *values[1:-1]]}
 
 
 def widget_inputs() -> dict[str, tuple]:

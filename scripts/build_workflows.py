@@ -20,6 +20,8 @@ from comfyui_runtime import REPO  # noqa: E402
 from workflow_api import extra_slots, widget_inputs  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # fewstep/ (plain maths) for the recipe numbers
+from fewstep.solvers import UNIPC_SOLVERS  # noqa: E402
+from fewstep.unipc import auto_order  # noqa: E402
 
 WORKFLOWS = REPO / "workflows"
 SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
@@ -46,7 +48,8 @@ SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), t
     "EmptyLatentImage": (320, 110, 120), "VAEDecode": (230, 50, 60), "VAEEncode": (230, 50, 60),
     "SaveImage": (420, 460, 460), "LoadImage": (320, 320, 360), "ImageScale": (320, 130, 150),
     "TimedFreeU": (300, 280, 310), "FewStepSigmas": (320, 410, 480),  # 410: widgets + the schedule graph
-    "FewStepDPMPPSampler": (300, 90, 120), "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
+    "FewStepDPMPPSampler": (300, 90, 120), "FewStepUniPCSampler": (300, 180, 260),
+    "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
     "FewStepScheduleTuner": (320, 300, 300),
 }
 
@@ -154,7 +157,8 @@ def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix
     save = g.node("SaveImage", (COLUMNS["E"], 40), {"filename_prefix": prefix})
     g.connect(loader, "VAE", decode, "vae")
     g.connect(decode, "IMAGE", save, "images")
-    g.note(note, (COLUMNS["A"], g.below(loader, latent)), size=(760, 150))
+    lines = -(-len(note) // 100) + note.count("\n")  # about 100 characters a line at width 760
+    g.note(note, (COLUMNS["A"], g.below(loader, latent)), size=(760, max(150, 30 + 18 * lines)))
     return loader, positive, negative, latent, decode
 
 
@@ -176,7 +180,13 @@ def fewstep_sampling(g: Graph, recipe_name: str, model, positive, negative, late
            "end_index": recipe.end_index, "time_rho": recipe.time_rho}  # shown, ignored until recipe = custom
     sigmas = g.node("FewStepSigmas", (x, y), {"recipe": recipe_name, "denoise": denoise, **own})
     g.connect(model, "MODEL", sigmas, "model")
-    sampler = g.node("FewStepDPMPPSampler", (x, g.below(sigmas)), {"solver": recipe.solver, "finish": "last_sigma"})
+    if recipe.solver in UNIPC_SOLVERS:  # the recipe's UniPC: order auto (by its evaluation count), bh1, AFS or not
+        sampler = g.node("FewStepUniPCSampler", (x, g.below(sigmas)), {
+            "order": "auto", "variant": "bh1", "afs": recipe.solver == "unipc_afs", "finish": "last_sigma",
+            "prediction": "noise"})
+    else:
+        sampler = g.node("FewStepDPMPPSampler", (x, g.below(sigmas)), {"solver": recipe.solver,
+                                                                     "finish": "last_sigma"})
     custom = g.node("SamplerCustom", CUSTOM_POS, {"add_noise": True, "noise_seed": seed, "cfg": cfg},
                     title=f"SamplerCustom ({recipe.steps} model evaluations)")
     for source, output, name in ((patched, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
@@ -192,27 +202,62 @@ def freeu_text(recipe) -> str:
     parts = []
     for f in recipe.freeu:
         window = "every step" if (f.first_step, f.last_step) == (1, -1) else (
-            f"step {f.first_step}" if f.first_step == f.last_step else f"steps {f.first_step}-{f.last_step}")
+            f"step {f.first_step}" if f.first_step == f.last_step else
+            f"the last {-f.first_step} steps ({f.first_step} to {f.last_step})"
+            if f.first_step < 0 and f.last_step == -1 else f"steps {f.first_step}-{f.last_step}")
         parts.append(f"FreeU (b1 {f.b1}, b2 {f.b2}, s1 {f.s1}, s2 {f.s2}) at {window}")
     return "; ".join(parts) + " (Timed FreeU)."
+
+
+def unipc_note(recipe_name: str, cfg: float) -> str:
+    """The Note of a UniPC recipe workflow: the recipe, the solver, AFS and how Timed FreeU counts steps."""
+    from fewstep.recipes import RECIPES
+
+    r = RECIPES[recipe_name]
+    afs = r.solver == "unipc_afs"
+    order = auto_order(r.steps)
+    text = (f"{recipe_name} recipe of the F-scheduler (arXiv 2510.02390 v3) for the ORIGINAL "
+            f"{recipe_name.split()[0]} checkpoint at {r.resolution}x{r.resolution}: {r.steps} model evaluations with "
+            f"Few-Step UniPC Sampler (noise form, bh1, order auto = {order} at {r.steps} evaluations) on an "
+            f"early-stopping schedule (n={r.base_steps}, rho={r.base_rho:g}, k={r.end_index}, time rho "
+            f"{r.time_rho:g}) that ends at a small non-zero sigma. ")
+    if afs:
+        text += ("Analytical first step (afs on): the model output at the first sigma is estimated from the pure-"
+                 "noise start instead of evaluated, and a step is inserted half way (in timestep space) to the "
+                 f"second sigma, so the schedule's {r.steps + 1} sigmas still cost {r.steps} evaluations, the first "
+                 "at that midpoint. For txt2img (denoise 1) only. ")
+    text += (f"{freeu_text(r)} Steps count model evaluations (step k = the k-th evaluation"
+             f"{', step 1 at the midpoint' if afs else ''}); the graph on Few-Step Sigmas shades them.\n"
+             f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g}.")
+    return text
 
 
 def recipe_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float) -> dict:
     from fewstep.recipes import RECIPES
 
     r = RECIPES[recipe_name]
-    solver = {"dpmpp_1s": "DPM++ 1S", "dpmpp_2m": "DPM++ 2M"}[r.solver]
-    note = (f"{recipe_name} recipe of 'Hyperparameters are all you need' (arXiv 2510.02390) for the ORIGINAL "
-            f"{recipe_name.split()[0]} checkpoint at {r.resolution}x{r.resolution}: {r.steps} model evaluations "
-            f"with {solver} on an early-stopping schedule (n={r.base_steps}, rho={r.base_rho:g}, k={r.end_index}, "
-            f"time rho {r.time_rho:g}) that ends at a small non-zero sigma. {freeu_text(r)}\n"
-            f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g} as in the paper.")
+    if r.solver in UNIPC_SOLVERS:
+        note = unipc_note(recipe_name, cfg)
+    else:
+        note = recipe_note(recipe_name, cfg)
     g = Graph(definitions)
     prefix = "fewstep_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
     loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note)
     custom = fewstep_sampling(g, recipe_name, loader, positive, negative, latent, cfg)
     g.connect(custom, "output", decode, "samples")
     return g.to_json()
+
+
+def recipe_note(recipe_name: str, cfg: float) -> str:
+    from fewstep.recipes import RECIPES
+
+    r = RECIPES[recipe_name]
+    solver = {"dpmpp_1s": "DPM++ 1S", "dpmpp_2m": "DPM++ 2M"}[r.solver]
+    return (f"{recipe_name} recipe of 'Hyperparameters are all you need' (arXiv 2510.02390) for the ORIGINAL "
+            f"{recipe_name.split()[0]} checkpoint at {r.resolution}x{r.resolution}: {r.steps} model evaluations "
+            f"with {solver} on an early-stopping schedule (n={r.base_steps}, rho={r.base_rho:g}, k={r.end_index}, "
+            f"time rho {r.time_rho:g}) that ends at a small non-zero sigma. {freeu_text(r)}\n"
+            f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g} as in the paper.")
 
 
 def comparison_workflow(definitions) -> dict:
@@ -304,6 +349,9 @@ def all_workflows(definitions) -> dict[str, dict]:
         "fewstep_sd15_8step": recipe_workflow(definitions, "SD1.5 8-step", SD15_CHECKPOINT, SD15_CFG),
         "fewstep_sdxl_6step": recipe_workflow(definitions, "SDXL 6-step", SDXL_CHECKPOINT, SDXL_CFG),
         "fewstep_sdxl_8step": recipe_workflow(definitions, "SDXL 8-step", SDXL_CHECKPOINT, SDXL_CFG),
+        "fewstep_sdxl_6step_unipc": recipe_workflow(definitions, "SDXL 6-step UniPC", SDXL_CHECKPOINT, SDXL_CFG),
+        "fewstep_sdxl_8step_unipc": recipe_workflow(definitions, "SDXL 8-step UniPC", SDXL_CHECKPOINT, SDXL_CFG),
+        "fewstep_sd15_6step_unipc": recipe_workflow(definitions, "SD1.5 6-step UniPC", SD15_CHECKPOINT, SD15_CFG),
         "fewstep_sd15_5step_vs_20step": comparison_workflow(definitions),
         "fewstep_sd15_img2img": img2img_workflow(definitions),
         "fewstep_sd15_tune_5step": tuner_workflow(definitions),

@@ -9,6 +9,7 @@ starts its own server after the SD1.5 one has stopped, so only one full-size mod
 from __future__ import annotations
 
 import pytest
+from afs_reference import evaluated_sigmas, midpoint
 from e2e_support import REPORT, evaluations, run_timed, server_with_checkpoint, workflow_prompt
 from PIL import Image
 
@@ -16,7 +17,9 @@ from fewstep.recipes import RECIPES
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
 
 SIZE = 64  # pixels; latent 8 x 8
-SDXL_WORKFLOWS = {"fewstep_sdxl_6step": "SDXL 6-step", "fewstep_sdxl_8step": "SDXL 8-step"}
+SDXL_WORKFLOWS = {"fewstep_sdxl_6step": "SDXL 6-step", "fewstep_sdxl_8step": "SDXL 8-step",
+                  # Few-Step UniPC Sampler with the analytical first step
+                  "fewstep_sdxl_6step_unipc": "SDXL 6-step UniPC", "fewstep_sdxl_8step_unipc": "SDXL 8-step UniPC"}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,19 @@ def test_sdxl_workflow_end_to_end(server, name):
     with Image.open(image_path) as image:
         assert image.size == (SIZE, SIZE)
     groups = evaluations(server, prompt_id)
-    expected = recipe_sigmas(recipe, standard_sigma_table())[:-1].tolist()
+    table = standard_sigma_table()  # the random checkpoint's own (scaled linear betas)
+    sigmas = recipe_sigmas(recipe, table).tolist()
+    afs = recipe.solver == "unipc_afs"
+    # N evaluations: sigma_0 .. sigma_{N-1}; with AFS the midpoint (tests/afs_reference.py), then sigma_1 ..
+    expected = evaluated_sigmas(sigmas, afs, table.tolist())
     assert len(groups) == recipe.steps, f"{name}: {len(groups)} model evaluations, expected {recipe.steps}"
     for group, sigma in zip(groups, expected):
         assert group["sigmas"] == [pytest.approx(sigma, rel=2e-4)]
+    seen = [g["sigmas"][0] for g in groups]
+    assert all(abs(s - sigmas[-1]) > 1e-3 * sigmas[-1] for s in seen), f"{name}: the last sigma was evaluated"
+    if afs:  # sigma_0 is not evaluated: the first evaluation is at the midpoint, between sigma_0 and sigma_1
+        assert all(abs(s - sigmas[0]) > 1e-3 * sigmas[0] for s in seen), f"{name}: sigma_0 was evaluated"
+        assert seen[0] == pytest.approx(midpoint(sigmas[0], sigmas[1], table.tolist())[0], rel=2e-4)
     assert all(g["model"] == "SDXL" and g["shape"][-2:] == [SIZE // 8, SIZE // 8] for g in groups)
     REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s "
                   "(first SDXL prompt includes loading the checkpoint)" if name.endswith("6step") else

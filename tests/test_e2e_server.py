@@ -13,6 +13,7 @@ import statistics
 
 import pytest
 import torch
+from afs_reference import evaluated_sigmas
 from comfyui_server import PromptFailed, PromptRejected
 from e2e_support import REPORT, evaluations, only_outputs, rss_mib, run_timed, server_with_checkpoint, workflow_prompt
 from PIL import Image
@@ -26,13 +27,19 @@ SD15_WORKFLOWS = {  # workflow -> (recipe, denoise)
     "fewstep_sd15_6step": ("SD1.5 6-step", 1.0),
     "fewstep_sd15_8step": ("SD1.5 8-step", 1.0),
     "fewstep_sd15_img2img": ("SD1.5 5-step", 0.6),
+    "fewstep_sd15_6step_unipc": ("SD1.5 6-step UniPC", 1.0),  # Few-Step UniPC Sampler, no AFS
 }
 TABLE = standard_sigma_table()
 
 
 def expected_sigmas(recipe: str, denoise: float = 1.0) -> list[float]:
-    """Where the recipe evaluates the model: its N+1 sigmas but the last (N evaluations)."""
-    return recipe_sigmas(RECIPES[recipe], TABLE, denoise)[:-1].tolist()
+    """Where the recipe evaluates the model (N evaluations): its N+1 sigmas but the last; with the analytical
+    first step (UniPC recipes of solver unipc_afs) the inserted midpoint instead of the first sigma
+    (tests/afs_reference.py, written from RECIPES.md, on the random checkpoint's table: the standard one)."""
+    sigmas = recipe_sigmas(RECIPES[recipe], TABLE, denoise).tolist()
+    expected = evaluated_sigmas(sigmas, RECIPES[recipe].solver == "unipc_afs", TABLE.tolist())
+    assert len(expected) == RECIPES[recipe].steps and sigmas[-1] not in expected
+    return expected
 
 
 def baseline_sigmas(steps: int = 20) -> list[float]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from afs_reference import evaluated_sigmas, midpoint
 from build_thumbnails import CHROMIUM, CHROMIUM_ARGS, FIT, workflow_files
 from build_thumbnails import SETTINGS as THUMBNAIL_SETTINGS
 from comfyui_server import ComfyServer
@@ -29,6 +30,7 @@ from workflow_api import to_api
 
 from fewstep.recipes import CUSTOM, RECIPES
 from fewstep.schedule import fewstep_sigmas, recipe_sigmas, standard_sigma_table
+from fewstep.solvers import UNIPC_SOLVERS
 
 WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step.json"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -123,6 +125,57 @@ def test_route_sd15_5step_sanity_values_and_freeu_steps(server):
     assert [(w["start_percent"], w["end_percent"]) for w in reply["freeu"]] == [(0, 1)] * 3 + [(0.35, 0.6), (0, 0.5)]
 
 
+UNIPC_RECIPES = [name for name, r in RECIPES.items() if r.solver in UNIPC_SOLVERS]
+
+
+@pytest.mark.parametrize("recipe", UNIPC_RECIPES)
+def test_route_unipc_recipes_say_where_the_model_is_evaluated(server, recipe):
+    """UniPC recipes: the solver settings, the AFS midpoint (tests/afs_reference.py, written from RECIPES.md)
+    and the N evaluated sigmas; the recipe's own Timed FreeU window on its last evaluations."""
+    r = RECIPES[recipe]
+    windows = [f"{f.first_step},{f.last_step}" for f in r.freeu] + ["1,-1,0.05,1"]
+    status, reply = get(server, f"{ROUTE}?{query(recipe, freeu=windows)}")
+    assert status == 200, reply
+    table = standard_sigma_table().tolist()
+    sigmas = python_schedule(recipe)
+    afs = r.solver == "unipc_afs"
+    assert recipe.startswith("SDXL") == afs  # the SDXL UniPC recipes use the analytical first step
+    assert reply["sigmas"] == sigmas and reply["nfe"] == r.steps
+    # order auto: 1 up to 6 evaluations, 2 from 7 (RECIPES.md)
+    assert reply["unipc"] == {"solver": r.solver, "order": 1 if r.steps <= 6 else 2, "variant": "bh1", "afs": afs}
+    assert reply["evaluations"] == pytest.approx(evaluated_sigmas(sigmas, afs, table), rel=1e-6)
+    assert len(reply["evaluations"]) == r.steps and sigmas[-1] not in reply["evaluations"]
+    if afs:
+        sigma, timestep = midpoint(sigmas[0], sigmas[1], table)
+        assert reply["afs_midpoint"]["sigma"] == pytest.approx(sigma, rel=1e-6)
+        assert reply["afs_midpoint"]["timestep"] == pytest.approx(timestep, abs=1e-3)
+        assert sigmas[1] < sigma < sigmas[0] and reply["evaluations"][0] == reply["afs_midpoint"]["sigma"]
+    else:
+        assert "afs_midpoint" not in reply and reply["evaluations"] == sigmas[:-1]
+    last = 3 if recipe.startswith("SDXL") else 2  # FreeU on the last 3 (SDXL) or 2 (SD1.5) evaluations
+    assert reply["freeu"][0]["steps"] == list(range(r.steps - last + 1, r.steps + 1))
+    # start_percent 0.05 is sigma ~11 (t ~949): below sigma_0, above the AFS midpoint (t ~902-928). With AFS
+    # step 1 is evaluated at the midpoint, so the window holds there, as Timed FreeU decides it per evaluation.
+    assert reply["freeu"][1]["steps"] == list(range(1 if afs else 2, r.steps + 1))
+
+
+def test_route_dpmpp_recipes_evaluate_every_sigma_but_the_last(server):
+    status, reply = get(server, f"{ROUTE}?{query()}")
+    assert reply["evaluations"] == python_schedule("SD1.5 5-step")[:-1]
+    assert "unipc" not in reply and "afs_midpoint" not in reply
+
+
+def test_route_params_naming_unipc_afs_gets_the_midpoint(server):
+    params = "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 solver=unipc_afs"
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=params)}")
+    assert status == 200, reply
+    sigmas = python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2))
+    assert reply["sigmas"] == sigmas and reply["solver"] == "unipc_afs"
+    assert reply["unipc"] == {"solver": "unipc_afs", "order": 2, "variant": "bh1", "afs": True}
+    assert reply["evaluations"] == pytest.approx(evaluated_sigmas(sigmas, True, standard_sigma_table().tolist()),
+                                                 rel=1e-6)
+
+
 def test_route_is_served_where_each_frontend_asks(server, comfy):
     # The old page calls /fewstep/schedule; the current one /api/fewstep/schedule (CURRENT only has /api/).
     paths = [ROUTE, "/api" + ROUTE] if comfy.current else [ROUTE]
@@ -190,6 +243,7 @@ FRONTEND_1581 = Path(sys.prefix) / "frontend-1.58.1" / "comfyui_frontend_package
 SETTINGS = THUMBNAIL_SETTINGS  # the graph alone: no template browser, minimap or canvas menus over it
 MARGIN = 20  # graph units between two nodes of a bundled workflow
 CURVE, END = (0x66, 0xCC, 0xFF), (0xFF, 0xBB, 0x44)  # the colours of the drawn points (js/fewstep_sigmas.js)
+INSERTED = (0xFF, 0x77, 0xCC)  # the AFS midpoint's diamond
 
 
 @dataclass(frozen=True)
@@ -581,6 +635,87 @@ def test_timed_freeu_window_that_selects_no_step_is_named_on_the_graph(graph_pag
     finally:
         graph_page.js(set_steps, [1, -1])
         graph_page.settled()
+
+
+AFS_RECIPE = "SDXL 6-step UniPC"
+SET_FREEU_STEPS = """([first, last]) => { const n = window.app.graph.findNodesByType('TimedFreeU', [])[0];
+    for (const [name, value] of [['first_step', first], ['last_step', last]]) {
+        const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value, window.app.canvas, n); }
+    window.app.graph.setDirtyCanvas(true, true); }"""
+
+
+def assert_hollow(image, x: float, y: float, radius: float) -> None:
+    """sigma_0 with AFS: a ring in the curve's colour around a centre that is not (the curve is covered)."""
+    assert not colour_near(image, x, y, CURVE), ("filled", x, y, image.getpixel((round(x), round(y))))
+    assert colour_near(image, x, y - radius, CURVE) and colour_near(image, x - radius, y, CURVE), (x, y, radius)
+
+
+def test_unipc_afs_recipe_draws_the_midpoint_and_the_analytic_first_sigma(graph_page, artifacts):
+    """SDXL 6-step UniPC (analytical first step): the graph draws sigma_0 (hollow: no model evaluation), the
+    inserted midpoint (tests/afs_reference.py, from RECIPES.md) and sigma_1..sigma_N, says 6 evaluations,
+    and shades the recipe's Timed FreeU steps (the last 3 evaluations) where those evaluations are; step 1
+    of a window is the evaluation at the midpoint, so its band starts there, not at sigma_0."""
+    recipe = RECIPES[AFS_RECIPE]
+    (freeu,) = recipe.freeu
+    graph_page.set_widget("denoise", 1.0)
+    graph_page.set_widget("recipe", AFS_RECIPE)
+    try:
+        graph_page.js(SET_FREEU_STEPS, [freeu.first_step, freeu.last_step])
+        schedule = graph_page.settled()
+        sigmas = python_schedule(AFS_RECIPE)
+        sigma, timestep = midpoint(sigmas[0], sigmas[1], standard_sigma_table().tolist())
+        assert schedule["nfe"] == recipe.steps == 6 and schedule["solver"] == "unipc_afs"
+        assert schedule["unipc"] == {"solver": "unipc_afs", "order": 1, "variant": "bh1", "afs": True}
+        plotted = schedule["plotted"]
+        assert [p["step"] for p in plotted] == [0, 0.5, 1, 2, 3, 4, 5, 6]
+        assert [p["sigma"] for p in plotted] == pytest.approx([sigmas[0], sigma, *sigmas[1:]], rel=1e-6)
+        assert [p["sigma"] for i, p in enumerate(plotted) if i != 1] == sigmas
+        assert [p["kind"] for p in plotted] == ["analytic", "inserted", *["evaluated"] * 5, "end"]
+        assert [p["evaluation"] for p in plotted] == [None, 1, 2, 3, 4, 5, 6, None]
+        assert schedule["freeu"][0]["steps"] == [4, 5, 6]
+        assert any("analytic, no model evaluation" in line for line in schedule["legend"])
+        xs, ys = [p["x"] for p in plotted], [p["y"] for p in plotted]
+        assert all(b > a for a, b in zip(xs, xs[1:])) and all(b > a for a, b in zip(ys, ys[1:]))
+
+        image = graph_page.screenshot(artifacts / "fewstep_sigmas_unipc_afs.png")
+        points = graph_page.plotted_on_page()
+        assert len(points) == len(plotted) == recipe.steps + 2
+        scale = (points[-1][0] - points[0][0]) / (xs[-1] - xs[0])  # page pixels per drawing unit
+        assert_hollow(image, *points[0], 4.5 * scale)
+        assert colour_near(image, *points[1], INSERTED), (points[1], image.getpixel(tuple(map(round, points[1]))))
+        for x, y in points[2:-1]:
+            assert colour_near(image, x, y, CURVE), (x, y, image.getpixel((round(x), round(y))))
+        assert colour_near(image, *points[-1], END)
+        box = graph_page.node_box()
+        assert all(box["x"] < x < box["x"] + box["width"] and box["y"] < y < box["y"] + box["height"]
+                   for x, y in points)
+        evaluated = points[1:]  # evaluation k's band: from its point (k = 1: the midpoint) to the next point
+        shaded, plain = [band_green(image, evaluated, k) for k in (4, 5, 6)], [band_green(image, evaluated, k)
+                                                                               for k in (1, 2, 3)]
+        assert min(shaded) > max(plain) + 10, (shaded, plain)
+
+        graph_page.js(SET_FREEU_STEPS, [1, 1])  # step 1 only: from the midpoint to sigma_1
+        schedule = graph_page.settled()
+        assert schedule["freeu"][0]["steps"] == [1]
+        image = graph_page.screenshot(artifacts / "fewstep_sigmas_unipc_afs_step_1.png")
+        points = graph_page.plotted_on_page()
+        analytic, step_1 = band_green(image, points, 1), band_green(image, points[1:], 1)
+        assert step_1 > analytic + 10 and step_1 > band_green(image, points[1:], 2) + 10, (analytic, step_1)
+    finally:
+        graph_page.js(SET_FREEU_STEPS, [1, -1])
+        graph_page.set_widget("recipe", "SD1.5 5-step")
+        graph_page.settled()
+
+
+def test_unipc_recipe_without_afs_draws_every_evaluation_as_before(graph_page):
+    graph_page.set_widget("denoise", 1.0)
+    graph_page.set_widget("recipe", "SD1.5 6-step UniPC")
+    schedule = graph_page.settled()
+    assert [p["sigma"] for p in schedule["plotted"]] == python_schedule("SD1.5 6-step UniPC")
+    assert [p["kind"] for p in schedule["plotted"]] == ["evaluated"] * 6 + ["end"]
+    assert schedule["unipc"]["afs"] is False and "afs_midpoint" not in schedule and schedule["legend"] == []
+    graph_page.set_widget("recipe", "SD1.5 5-step")
+    graph_page.settled()
 
 
 def test_invalid_custom_values_show_the_message(graph_page):

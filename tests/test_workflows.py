@@ -17,7 +17,8 @@ from workflow_api import WorkflowError, extra_slots, object_info_of, to_api, wid
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED = {"fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step", "fewstep_sdxl_6step",
-            "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img", "fewstep_sd15_tune_5step"}
+            "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img", "fewstep_sd15_tune_5step",
+            "fewstep_sdxl_6step_unipc", "fewstep_sdxl_8step_unipc", "fewstep_sd15_6step_unipc"}
 TEST_CHECKPOINT = "fewstep-test-model.safetensors"
 TEST_IMAGE = "fewstep-test-image.png"
 FILE_WIDGETS = {
@@ -128,7 +129,9 @@ def test_recipe_workflows_follow_the_recipes(core):
     _, info = core
     cases = (("fewstep_sd15_5step", "SD1.5 5-step", 7.5), ("fewstep_sd15_6step", "SD1.5 6-step", 7.5),
              ("fewstep_sd15_8step", "SD1.5 8-step", 7.5), ("fewstep_sdxl_6step", "SDXL 6-step", 5.5),
-             ("fewstep_sdxl_8step", "SDXL 8-step", 5.5))
+             ("fewstep_sdxl_8step", "SDXL 8-step", 5.5), ("fewstep_sdxl_6step_unipc", "SDXL 6-step UniPC", 5.5),
+             ("fewstep_sdxl_8step_unipc", "SDXL 8-step UniPC", 5.5),
+             ("fewstep_sd15_6step_unipc", "SD1.5 6-step UniPC", 7.5))
     for name, recipe_name, cfg in cases:
         recipe = RECIPES[recipe_name]
         prompt = to_api(load(name), info)
@@ -136,7 +139,13 @@ def test_recipe_workflows_follow_the_recipes(core):
         for node in prompt.values():
             by_type.setdefault(node["class_type"], []).append(node["inputs"])
         assert by_type["FewStepSigmas"][0]["recipe"] == recipe_name
-        assert by_type["FewStepDPMPPSampler"][0]["solver"] == recipe.solver
+        if recipe.solver in ("unipc", "unipc_afs"):  # the recipe's UniPC: order auto, bh1, noise form, AFS or not
+            assert "FewStepDPMPPSampler" not in by_type
+            assert by_type["FewStepUniPCSampler"] == [{"order": "auto", "variant": "bh1", "finish": "last_sigma",
+                                                       "afs": recipe.solver == "unipc_afs", "prediction": "noise"}]
+        else:
+            assert by_type["FewStepDPMPPSampler"][0]["solver"] == recipe.solver
+            assert "FewStepUniPCSampler" not in by_type
         assert by_type["SamplerCustom"][0]["cfg"] == cfg
         assert by_type["EmptyLatentImage"][0]["width"] == recipe.resolution
         freeu = [(f["b1"], f["b2"], f["s1"], f["s2"], f["first_step"], f["last_step"])
