@@ -93,12 +93,18 @@ class FewStepKSampler:
         return sample_custom_outputs(patched, seed, cfg, positive, negative, sampler, sigmas, latent_image)
 
 
+def recipe_freeu(recipe: str) -> tuple:
+    """The FreeU settings ``freeu = recipe`` applies: a named recipe's own, none for ``custom`` (also served to
+    the schedule graph on the node, nodes/routes.py)."""
+    return RECIPES[recipe].freeu if recipe != CUSTOM else ()
+
+
 def _solver_and_freeu(recipe: str, params: str):
     """(solver, FreeU settings) of a named recipe, or of a params string (its solver, else the recipe family's)."""
     if recipe != CUSTOM:
-        return RECIPES[recipe].solver, RECIPES[recipe].freeu
+        return RECIPES[recipe].solver, recipe_freeu(recipe)
     parsed = parse_params(params)
-    return parsed.solver or recipe_for_step_count(parsed.steps).solver, ()
+    return parsed.solver or recipe_for_step_count(parsed.steps).solver, recipe_freeu(recipe)
 
 
 def _check(recipe, freeu, denoise, params="", linked: bool = True) -> str | None:
