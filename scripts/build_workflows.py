@@ -50,7 +50,7 @@ SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), t
     "TimedFreeU": (300, 280, 310), "FewStepSigmas": (320, 410, 480),  # 410: widgets + the schedule graph
     "FewStepDPMPPSampler": (300, 90, 120), "FewStepUniPCSampler": (300, 180, 260),
     "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
-    "FewStepScheduleTuner": (320, 300, 300), "FewStepKSampler": (320, 450, 520),  # widgets + the schedule graph
+    "FewStepScheduleTuner": (320, 300, 300), "FewStepKSampler": (320, 450, 490),  # widgets + the schedule graph (Nodes 2.0: 482 measured)
 }
 
 
@@ -283,7 +283,7 @@ def ksampler_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float
     decode["pos"] = [COLUMNS["D"], 40]
     sampler = g.node("FewStepKSampler", (COLUMNS["C"], 40), {"seed": SEED, "cfg": cfg, "recipe": recipe_name,
                                                              "freeu": "recipe", "denoise": 1.0},
-                     title=f"Few-Step KSampler ({r.steps} model evaluations)", colors=GREEN)
+                     colors=GREEN)  # no count in the title: the graph on the node follows the recipe
     for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
                                  (negative, "CONDITIONING", "negative"), (latent, "LATENT", "latent_image")):
         g.connect(source, output, sampler, name)
