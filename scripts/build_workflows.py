@@ -50,7 +50,8 @@ SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), t
     "TimedFreeU": (300, 280, 310), "FewStepSigmas": (320, 410, 480),  # 410: widgets + the schedule graph
     "FewStepDPMPPSampler": (300, 90, 120), "FewStepUniPCSampler": (300, 180, 260),
     "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
-    "FewStepScheduleTuner": (320, 300, 300), "FewStepKSampler": (320, 450, 490),  # widgets + the schedule graph (Nodes 2.0: 482 measured)
+    "FewStepScheduleTuner": (320, 300, 300),
+    "FewStepKSampler": (320, 450, 490),  # widgets + the schedule graph; Nodes 2.0: 482 measured in 1.58.1
 }
 
 

@@ -887,7 +887,8 @@ def test_few_step_ksampler_draws_its_schedule_and_its_recipe_freeu(ksampler_page
 
     # a Timed FreeU node in the graph (steps 1..1) patches other samplers' models, not this one: not shaded
     page.js("""() => { const n = LiteGraph.createNode('TimedFreeU'); n.pos = [40, 900]; window.app.graph.add(n);
-        for (const [name, value] of [['first_step', 1], ['last_step', 1]]) n.widgets.find(w => w.name === name).value = value;
+        for (const [name, value] of [['first_step', 1], ['last_step', 1]])
+            n.widgets.find(w => w.name === name).value = value;
         window.app.graph.setDirtyCanvas(true, true); }""")
     page.page.wait_for_timeout(600)  # the periodic check (250 ms) would see it
     assert [w["steps"] for w in page.settled()["freeu"]] == [[4, 5, 6]]

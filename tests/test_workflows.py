@@ -176,7 +176,8 @@ def test_ksampler_workflows_are_the_minimal_graph(core, name, recipe_name, cfg):
     (latent,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "EmptyLatentImage"]
     assert latent["width"] == latent["height"] == RECIPES[recipe_name].resolution
     (note,) = [n for n in workflow["nodes"] if n["type"] == "Note"]
-    assert "Few-Step KSampler" in note["widgets_values"][0] and name.removesuffix("_ksampler") in note["widgets_values"][0]
+    text = note["widgets_values"][0]
+    assert "Few-Step KSampler" in text and name.removesuffix("_ksampler") in text
 
 
 # ---- the converter --------------------------------------------------------------------------------
