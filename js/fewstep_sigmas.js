@@ -1,5 +1,11 @@
-// Few-Step Sigmas: draws, inside the node, the schedule it will produce (sigma on a log scale
-// against step, the early non-zero end, the number of model evaluations), before anything is queued.
+// Few-Step Sigmas and Few-Step KSampler: draw, inside the node, the schedule it will produce (sigma on a
+// log scale against step, the early non-zero end, the number of model evaluations), before anything is queued.
+//
+// Few-Step Sigmas shades the steps of the Timed FreeU nodes of its graph (they patch the model it is used
+// with). Few-Step KSampler applies FreeU itself: with freeu = "recipe" it shades the recipe's own FreeU
+// steps (the route's recipe_freeu), with "off" none; the graph's Timed FreeU nodes do not patch its model and
+// are not shown on it. It has no custom widgets: it sends recipe, denoise and params only (the route's
+// defaults stand in for the rest, which a named recipe or a params string replaces).
 //
 // The numbers come from the pack's Python code through GET /fewstep/schedule (nodes/routes.py),
 // computed on the standard SD1.x / SDXL discrete schedule; nothing of the maths is repeated here.
@@ -26,16 +32,23 @@
 //     band runs from that evaluation's point to the next point.
 //     legend: the legend lines drawn (AFS only).
 //     notes: the warnings drawn on the graph (a Timed FreeU window that selects no step of the schedule).
-//   window.__fewstep.idle()  true when every Few-Step Sigmas node shows the schedule of its widgets.
+//     On Few-Step KSampler freeu is the route's recipe_freeu with freeu = "recipe", [] with "off".
+//   window.__fewstep.idle()  true when every Few-Step Sigmas / KSampler node shows the schedule of its widgets.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "FewStepSigmas";
+const KSAMPLER_TYPE = "FewStepKSampler";
+const KSAMPLER_FREEU = "freeu"; // its widget: "recipe" (the recipe's own FreeU) or "off"
 const FREEU_TYPE = "TimedFreeU";
 const ROUTE = "/fewstep/schedule";
 const CUSTOM = "custom";
 const QUERY_TYPES = new Set(["INT", "FLOAT", "STRING", "COMBO"]); // and lists of choices: what the route parses
-let queryWidgets = ["recipe", "denoise", "steps", "base_steps", "base_rho", "end_index", "time_rho"]; // from nodeData
+// per node type, the widgets sent to the route (Few-Step Sigmas: every widget input, from nodeData)
+const queryWidgets = {
+  [NODE_TYPE]: ["recipe", "denoise", "steps", "base_steps", "base_rho", "end_index", "time_rho"],
+  [KSAMPLER_TYPE]: ["recipe", "denoise", "params"],
+};
 const RECIPE_WIDGETS = ["steps", "base_steps", "base_rho", "end_index", "time_rho"]; // fixed by a named recipe
 const PLOT_WIDGET = "fewstep_schedule";
 const PLOT_HEIGHT = 180;
@@ -78,14 +91,24 @@ function freeuWindows(node) {
     .map(([first, last, start, end]) => `${first},${last},${start ?? 0},${end ?? 1}`);
 }
 
+function isKSampler(node) {
+  return (node.fewstepKind ?? node.type) === KSAMPLER_TYPE;
+}
+
 // The query for the node's current widgets, and the part of it that decides the schedule: a named
-// recipe ignores the custom widgets (writing the recipe's values into them must not ask again).
+// recipe ignores the custom widgets (writing the recipe's values into them must not ask again). On
+// Few-Step KSampler the key also holds its freeu widget (which FreeU band is drawn; not sent).
 function queryOf(node) {
+  const ksampler = isKSampler(node);
   const params = new URLSearchParams();
-  for (const name of queryWidgets) params.set(name, String(widget(node, name)?.value ?? ""));
-  for (const window of freeuWindows(node)) params.append("freeu", window);
+  for (const name of queryWidgets[ksampler ? KSAMPLER_TYPE : NODE_TYPE]) {
+    if (ksampler && !widget(node, name)) continue; // params converted to an input: the route's default
+    params.set(name, String(widget(node, name)?.value ?? ""));
+  }
+  if (!ksampler) for (const window of freeuWindows(node)) params.append("freeu", window);
   const key = new URLSearchParams(params);
   if (params.get("recipe") !== CUSTOM) for (const name of RECIPE_WIDGETS) key.delete(name);
+  if (ksampler) key.set(`${KSAMPLER_TYPE}.${KSAMPLER_FREEU}`, String(widget(node, KSAMPLER_FREEU)?.value ?? ""));
   return { query: params.toString(), key: key.toString() };
 }
 
@@ -128,6 +151,10 @@ async function fetchSchedule(node, state, query, key) {
   }
   if (sequence !== state.sequence) return; // a newer request is on its way
   node.fewstepSchedule = { query: key, plotted: [], surface: null, ...schedule };
+  if (isKSampler(node) && !schedule.error) { // the FreeU this node applies itself
+    const on = new URLSearchParams(key).get(`${KSAMPLER_TYPE}.${KSAMPLER_FREEU}`) === "recipe";
+    node.fewstepSchedule.freeu = on ? schedule.recipe_freeu ?? [] : [];
+  }
   lockRecipeWidgets(node, schedule.error ? null : schedule);
   repaint(node);
 }
@@ -397,7 +424,8 @@ function wrapText(ctx, message, x, y, maxWidth, lineHeight) {
 }
 
 function setUp(node) {
-  for (const name of queryWidgets) {
+  const names = queryWidgets[isKSampler(node) ? KSAMPLER_TYPE : NODE_TYPE];
+  for (const name of isKSampler(node) ? [...names, KSAMPLER_FREEU] : names) {
     const w = widget(node, name);
     if (!w) continue;
     const callback = w.callback;
@@ -424,13 +452,16 @@ function setUp(node) {
 }
 
 app.registerExtension({
-  name: "ComfyUI-FewStep.FewStepSigmas",
+  name: "ComfyUI-FewStep.FewStepSigmas", // and Few-Step KSampler
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== NODE_TYPE) return;
+    if (nodeData.name !== NODE_TYPE && nodeData.name !== KSAMPLER_TYPE) return;
     const inputs = { ...nodeData.input?.required, ...nodeData.input?.optional };
     const isWidget = (type) => Array.isArray(type) || QUERY_TYPES.has(type);
-    queryWidgets = Object.keys(inputs).filter((name) => isWidget(inputs[name]?.[0]));
+    const widgets = Object.keys(inputs).filter((name) => isWidget(inputs[name]?.[0]));
+    if (nodeData.name === NODE_TYPE) queryWidgets[NODE_TYPE] = widgets;
+    else queryWidgets[KSAMPLER_TYPE] = queryWidgets[KSAMPLER_TYPE].filter((name) => widgets.includes(name));
+    nodeType.prototype.fewstepKind = nodeData.name;
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function (...args) {

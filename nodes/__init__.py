@@ -1,6 +1,7 @@
 """ComfyUI node classes of the pack; the maths they call lives in ../fewstep."""
 
 from .freeu import TimedFreeU
+from .ksampler import FewStepKSampler
 from .sampler import FewStepDPMPPSampler
 from .sigmas import FewStepSigmas
 from .tuner import FewStepScheduleTuner
@@ -12,6 +13,7 @@ NODE_CLASS_MAPPINGS = {
     "FewStepUniPCSampler": FewStepUniPCSampler,
     "TimedFreeU": TimedFreeU,
     "FewStepScheduleTuner": FewStepScheduleTuner,
+    "FewStepKSampler": FewStepKSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -20,4 +22,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "FewStepUniPCSampler": "Few-Step UniPC Sampler",
     "TimedFreeU": "Timed FreeU",
     "FewStepScheduleTuner": "Few-Step Schedule Tuner",
+    "FewStepKSampler": "Few-Step KSampler",
 }

@@ -16,6 +16,7 @@ import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
+import comfy.utils
 import torch
 
 from ..fewstep.recipes import recipe_for_step_count
@@ -168,6 +169,33 @@ def progress_text(text: str) -> None:
     if server is None or context is None or not hasattr(server, "send_progress_text"):
         return
     server.send_progress_text(text, context.node_id)
+
+
+def sample_custom_outputs(model, seed: int, cfg: float, positive, negative, sampler, sigmas, latent: dict):
+    """(LATENT at the last sigma, LATENT of the last denoised prediction), exactly as SamplerCustom with
+    add_noise makes them in both versions: the seed's noise (batch_index aware), an empty latent resized
+    to the model's channels (CURRENT), the noise mask, ComfyUI's progress bar and latent previews (whose
+    hook is where the server stops a cancelled prompt, between evaluations), and ``comfy.sample.sample_custom``.
+    """
+    import latent_preview  # ComfyUI's top-level module: imported where it is used, as core nodes do
+
+    latent = latent.copy()
+    latent_image = empty_latent_for(model, latent["samples"])
+    latent["samples"] = latent_image
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    x0_output = {}
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
+    disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
+    samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent_image,
+                                         noise_mask=latent.get("noise_mask"), callback=callback,
+                                         disable_pbar=disable_pbar, seed=seed)
+    out = latent.copy()
+    out["samples"] = samples
+    if "x0" not in x0_output:
+        return out, out
+    denoised = latent.copy()
+    denoised["samples"] = model.model.process_latent_out(x0_output["x0"].cpu())
+    return out, denoised
 
 
 def check_interrupted() -> None:

@@ -30,6 +30,17 @@ Steps are numbered by model evaluation (step k = the k-th evaluation, as Timed F
 ``nodes/comfy_api.py``), so ``freeu[].steps`` keeps its meaning; a window's percents are checked at each
 step's evaluated sigma (with AFS the midpoint for step 1), as Timed FreeU does.
 
+Few-Step KSampler (js/fewstep_sigmas.js draws the graph on it too) has the same ``recipe``, ``denoise`` and
+``params`` but no custom widgets (steps, base_steps, base_rho, end_index, time_rho): it sends only those three.
+The custom widgets are therefore required only for ``recipe=custom`` without a ``params`` string; otherwise a
+missing one takes its default on Few-Step Sigmas (a named recipe or a ``params`` string replaces them anyway,
+so the schedule is the one the KSampler samples). Every reply also lists the FreeU the KSampler applies with
+its ``freeu = recipe`` (``nodes.ksampler.recipe_freeu``: a named recipe's own settings, none for ``custom``):
+``"recipe_freeu": [{b1, b2, s1, s2, first_step, last_step, steps: [1-based evaluations where it is on]}]``,
+steps counted as for ``freeu`` above (windows of whole steps, percents 0 to 1, as the KSampler patches them).
+The KSampler's own ``freeu`` widget ("recipe" / "off") is not a query parameter: the page shows
+``recipe_freeu`` or nothing, and never the Timed FreeU nodes of the graph (they do not patch its model).
+
 A schedule that cannot be sampled (not strictly descending in float32, see
 ``fewstep.schedule.schedule_problem``) is refused by VALIDATE_INPUTS like any bad input. A bad, missing or
 unknown parameter gets HTTP
@@ -44,11 +55,12 @@ from dataclasses import asdict
 from aiohttp import web
 
 from ..fewstep.params import parse_params
-from ..fewstep.recipes import RECIPES
+from ..fewstep.recipes import CUSTOM, RECIPES
 from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
 from ..fewstep.solvers import UNIPC_SOLVERS
 from ..fewstep.unipc import VARIANTS, afs_midpoint, auto_order
 from ..fewstep.window import Window, check_window, empty_window_message, percent_to_sigma
+from .ksampler import recipe_freeu
 from .sigmas import FewStepSigmas, schedule
 
 SCHEDULE_PATH = "/fewstep/schedule"
@@ -98,13 +110,17 @@ def schedule_reply(query) -> tuple[int, dict]:
     }
     schedule_list = sigmas.tolist()
     body.update(_evaluations(body["solver"], sigmas, timesteps))
+    def steps_of(first, last, start=0.0, end=1.0):  # the evaluations where a Timed FreeU window is on
+        window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
+        return [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
+
+    body["recipe_freeu"] = [{**asdict(s), "steps": steps_of(s.first_step, s.last_step)}
+                            for s in recipe_freeu(inputs["recipe"])]
     if windows:
         body["freeu"] = []
         for first, last, start, end in windows:
-            window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
-            steps = [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
             entry = {"first_step": first, "last_step": last, "start_percent": start, "end_percent": end,
-                     "steps": steps}
+                     "steps": steps_of(first, last, start, end)}
             warning = empty_window_message(first, last, nfe)
             if warning:
                 entry["warning"] = f"Timed FreeU: {warning}"
@@ -154,11 +170,14 @@ def _parse(query) -> dict:
     if unknown:
         raise BadQuery(f"unknown parameter {unknown[0]!r}; expected {', '.join(widgets)} and optionally {FREEU}")
     inputs = {}
+    # the custom widgets matter only for recipe=custom without params (Few-Step KSampler has none of them)
+    custom = query.get("recipe") == CUSTOM and not str(query.get("params") or "").strip()
     for name, (kind, options, required) in widgets.items():
         text = query.get(name)
         if text is None or (text == "" and kind != "STRING"):
-            if required:
-                raise BadQuery(f"{name} is missing")
+            if required and (name not in PARAMETERS or custom):
+                extra = " (recipe = 'custom' without params needs it)" if name in PARAMETERS else ""
+                raise BadQuery(f"{name} is missing{extra}")
             inputs[name] = options.get("default")
         elif isinstance(kind, (list, tuple)) or kind == "STRING":
             inputs[name] = text  # choices are checked by VALIDATE_INPUTS

@@ -51,6 +51,7 @@ SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), t
     "FewStepDPMPPSampler": (300, 90, 120), "FewStepUniPCSampler": (300, 180, 260),
     "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
     "FewStepScheduleTuner": (320, 300, 300),
+    "FewStepKSampler": (320, 450, 490),  # widgets + the schedule graph; Nodes 2.0: 482 measured in 1.58.1
 }
 
 
@@ -260,6 +261,37 @@ def recipe_note(recipe_name: str, cfg: float) -> str:
             f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g} as in the paper.")
 
 
+def ksampler_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float) -> dict:
+    """The minimal graph: loader, prompts, empty latent, Few-Step KSampler (the whole recipe), decode, save."""
+    from fewstep.recipes import RECIPES
+
+    r = RECIPES[recipe_name]
+    solver = {"dpmpp_1s": "DPM++ 1S", "dpmpp_2m": "DPM++ 2M", "unipc": "UniPC (bh1, order auto)",
+              "unipc_afs": "UniPC (bh1, order auto) with the analytical first step"}[r.solver]
+    paper = ("the F-scheduler (arXiv 2510.02390 v3)" if r.solver in UNIPC_SOLVERS
+             else "'Hyperparameters are all you need' (arXiv 2510.02390)")
+    note = (f"Few-Step KSampler: the whole {recipe_name} recipe of {paper} in one node, for the ORIGINAL "
+            f"{recipe_name.split()[0]} checkpoint at {r.resolution}x{r.resolution}: {r.steps} model evaluations with "
+            f"{solver} on the early-stopping schedule and, with freeu = recipe, the recipe's own "
+            f"{freeu_text(r).removesuffix(' (Timed FreeU).')}. The graph on the node shows the "
+            "schedule and the FreeU steps. The same image, bit for bit, as the five-node graph "
+            f"(workflow {'fewstep_sdxl_6step_unipc' if r.resolution == 1024 else 'fewstep_sd15_5step'}); use that "
+            "one to change a single part.\n"
+            f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g}.")
+    g = Graph(definitions)
+    prefix = "fewstep_ksampler_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+    loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note)
+    decode["pos"] = [COLUMNS["D"], 40]
+    sampler = g.node("FewStepKSampler", (COLUMNS["C"], 40), {"seed": SEED, "cfg": cfg, "recipe": recipe_name,
+                                                             "freeu": "recipe", "denoise": 1.0},
+                     colors=GREEN)  # no count in the title: the graph on the node follows the recipe
+    for source, output, name in ((loader, "MODEL", "model"), (positive, "CONDITIONING", "positive"),
+                                 (negative, "CONDITIONING", "negative"), (latent, "LATENT", "latent_image")):
+        g.connect(source, output, sampler, name)
+    g.connect(sampler, "output", decode, "samples")
+    return g.to_json()
+
+
 def comparison_workflow(definitions) -> dict:
     """SD1.5 5-step next to ComfyUI's default 20-step DPM++2M Karras, same seed and prompt."""
     note = ("Side by side, same checkpoint, prompt and seed (42; change it in BOTH samplers): top, the SD1.5 "
@@ -344,6 +376,9 @@ def tuner_workflow(definitions, nfe: int = 5, solver: str = "dpmpp_2m", tuning_s
 # file name -> builder; the names are public (users and the template browser see them)
 def all_workflows(definitions) -> dict[str, dict]:
     return {
+        "fewstep_sd15_5step_ksampler": ksampler_workflow(definitions, "SD1.5 5-step", SD15_CHECKPOINT, SD15_CFG),
+        "fewstep_sdxl_6step_unipc_ksampler": ksampler_workflow(definitions, "SDXL 6-step UniPC", SDXL_CHECKPOINT,
+                                                               SDXL_CFG),
         "fewstep_sd15_5step": recipe_workflow(definitions, "SD1.5 5-step", SD15_CHECKPOINT, SD15_CFG),
         "fewstep_sd15_6step": recipe_workflow(definitions, "SD1.5 6-step", SD15_CHECKPOINT, SD15_CFG),
         "fewstep_sd15_8step": recipe_workflow(definitions, "SD1.5 8-step", SD15_CHECKPOINT, SD15_CFG),

@@ -140,12 +140,12 @@ def to_api(workflow: dict, object_info: dict) -> dict:
 
 def with_seed(prompt: dict, seed: int) -> dict:
     """A copy of an API prompt in which every sampler draws its noise from ``seed`` (SamplerCustom's
-    ``noise_seed``, KSampler's ``seed``)."""
+    ``noise_seed``, KSampler's and Few-Step KSampler's ``seed``)."""
     prompt = json.loads(json.dumps(prompt))
     for node in prompt.values():
         if node["class_type"] == "SamplerCustom":
             node["inputs"]["noise_seed"] = seed
-        elif node["class_type"] == "KSampler":
+        elif node["class_type"] in ("KSampler", "FewStepKSampler"):
             node["inputs"]["seed"] = seed
     return prompt
 

@@ -19,7 +19,9 @@ from fewstep.schedule import recipe_sigmas, standard_sigma_table
 SIZE = 64  # pixels; latent 8 x 8
 SDXL_WORKFLOWS = {"fewstep_sdxl_6step": "SDXL 6-step", "fewstep_sdxl_8step": "SDXL 8-step",
                   # Few-Step UniPC Sampler with the analytical first step
-                  "fewstep_sdxl_6step_unipc": "SDXL 6-step UniPC", "fewstep_sdxl_8step_unipc": "SDXL 8-step UniPC"}
+                  "fewstep_sdxl_6step_unipc": "SDXL 6-step UniPC", "fewstep_sdxl_8step_unipc": "SDXL 8-step UniPC",
+                  # Few-Step KSampler: the same recipe in one node
+                  "fewstep_sdxl_6step_unipc_ksampler": "SDXL 6-step UniPC"}
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +57,21 @@ def test_sdxl_workflow_end_to_end(server, name):
     REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s "
                   "(first SDXL prompt includes loading the checkpoint)" if name.endswith("6step") else
                   f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s")
+
+
+def test_ksampler_workflow_gives_the_five_node_workflow_image(server):
+    """fewstep_sdxl_6step_unipc_ksampler (Few-Step KSampler) and fewstep_sdxl_6step_unipc (Few-Step Sigmas, UniPC
+    Sampler with AFS, Timed FreeU, SamplerCustom) at the same seed and size: byte-identical PNG pixels."""
+    seed = 9  # not used by the test above: both prompts run, none comes from the cache
+    pixels = {}
+    for name in ("fewstep_sdxl_6step_unipc_ksampler", "fewstep_sdxl_6step_unipc"):
+        entry, prompt_id, _ = run_timed(server, workflow_prompt(server, name, SIZE, seed=seed))
+        assert len(evaluations(server, prompt_id)) == RECIPES["SDXL 6-step UniPC"].steps
+        (path,) = server.output_images(entry)
+        with Image.open(path) as image:
+            pixels[name] = (image.size, image.mode, image.tobytes())
+    ksampler, five_nodes = pixels.values()
+    assert ksampler[0] == (SIZE, SIZE) and len(set(ksampler[2])) > 16  # an image, not a constant
+    assert ksampler == five_nodes, "Few-Step KSampler's image differs from the five-node graph's"
+    REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: fewstep_sdxl_6step_unipc_ksampler == fewstep_sdxl_6step_unipc "
+                  f"(seed {seed}): byte-identical pixels")

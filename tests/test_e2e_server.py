@@ -28,6 +28,7 @@ SD15_WORKFLOWS = {  # workflow -> (recipe, denoise)
     "fewstep_sd15_8step": ("SD1.5 8-step", 1.0),
     "fewstep_sd15_img2img": ("SD1.5 5-step", 0.6),
     "fewstep_sd15_6step_unipc": ("SD1.5 6-step UniPC", 1.0),  # Few-Step UniPC Sampler, no AFS
+    "fewstep_sd15_5step_ksampler": ("SD1.5 5-step", 1.0),  # Few-Step KSampler: the whole recipe in one node
 }
 TABLE = standard_sigma_table()
 
@@ -113,6 +114,32 @@ def latent_of(server, entry) -> torch.Tensor:
     (path,) = server.output_images(entry)
     with Image.open(path) as image:
         return torch.tensor(list(image.getdata()), dtype=torch.float32)
+
+
+def saved_pixels(server, entry) -> tuple[tuple[int, int], str, bytes]:
+    """(size, mode, raw pixel bytes) of the one image a prompt saved."""
+    (path,) = server.output_images(entry)
+    with Image.open(path) as image:
+        return image.size, image.mode, image.tobytes()
+
+
+def test_ksampler_workflow_gives_the_five_node_workflow_image(server):
+    """fewstep_sd15_5step_ksampler (Few-Step KSampler) and fewstep_sd15_5step (Few-Step Sigmas, DPM++ Sampler,
+    Timed FreeU, SamplerCustom) at the same seed and size: the same 5 evaluations and the same PNG pixels."""
+    seed = 13  # not used by another test of this server: both prompts run, none comes from the cache
+    results = {}
+    for name in ("fewstep_sd15_5step_ksampler", "fewstep_sd15_5step"):
+        entry, prompt_id, _ = run_timed(server, workflow_prompt(server, name, SIZE, seed=seed))
+        groups = evaluations(server, prompt_id)
+        assert_evaluated_at(groups, expected_sigmas("SD1.5 5-step"), name)
+        results[name] = saved_pixels(server, entry)
+    ksampler, five_nodes = results.values()
+    assert ksampler[0] == (SIZE, SIZE) and len(set(ksampler[2])) > 16  # an image, not a constant
+    assert ksampler == five_nodes, "Few-Step KSampler's image differs from the five-node graph's"
+    other, _, _ = run_timed(server, workflow_prompt(server, "fewstep_sd15_5step_ksampler", SIZE, seed=seed + 1))
+    assert saved_pixels(server, other) != ksampler  # the comparison can fail: another seed, another image
+    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: fewstep_sd15_5step_ksampler == fewstep_sd15_5step (seed {seed}): "
+                  "byte-identical pixels")
 
 
 def test_twenty_prompts_at_once(server):

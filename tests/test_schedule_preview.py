@@ -184,8 +184,47 @@ def test_route_is_served_where_each_frontend_asks(server, comfy):
     assert all(reply == replies[0][1] for _, reply in replies)
 
 
+def ksampler_query(recipe="SD1.5 5-step", denoise=1.0, params=None) -> str:
+    """What Few-Step KSampler's graph sends: it has no custom widgets."""
+    return urllib.parse.urlencode({k: v for k, v in dict(recipe=recipe, denoise=denoise, params=params).items()
+                                   if v is not None})
+
+
+def window_steps(first: int, last: int, n: int) -> list[int]:
+    """The 1-based steps of n that a whole-step Timed FreeU window covers (negative: from the end)."""
+    first, last = (first if first > 0 else n + 1 + first), (last if last > 0 else n + 1 + last)
+    return list(range(max(first, 1), min(last, n) + 1))
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_route_serves_few_step_ksampler_with_the_recipe_freeu(server, recipe):
+    """Few-Step KSampler sends recipe and denoise only: the same schedule, evaluations and AFS midpoint as Few-Step
+    Sigmas' query, and the FreeU the KSampler applies (the recipe's own settings) with the steps they are on."""
+    status, reply = get(server, f"{ROUTE}?{ksampler_query(recipe, 0.9)}")
+    assert status == 200, reply
+    status, sigmas_reply = get(server, f"{ROUTE}?{query(recipe, 0.9, 9, 14, 3.0, 11, 2.0)}")  # custom widgets ignored
+    assert reply == sigmas_reply
+    r = RECIPES[recipe]
+    assert reply["sigmas"] == python_schedule(recipe, denoise=0.9) and reply["nfe"] == r.steps
+    assert reply["recipe_freeu"] == [{"b1": f.b1, "b2": f.b2, "s1": f.s1, "s2": f.s2, "first_step": f.first_step,
+                                      "last_step": f.last_step, "steps": window_steps(f.first_step, f.last_step,
+                                                                                      r.steps)} for f in r.freeu]
+    assert all(entry["steps"] for entry in reply["recipe_freeu"])
+    assert "freeu" not in reply  # no Timed FreeU window was asked for
+
+
+def test_route_ksampler_custom_uses_params_and_has_no_freeu(server):
+    params = "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 solver=unipc_afs"
+    status, reply = get(server, f"{ROUTE}?{ksampler_query(CUSTOM, params=params)}")
+    assert status == 200, reply
+    assert reply["sigmas"] == python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2)) and reply["solver"] == "unipc_afs"
+    assert reply["recipe_freeu"] == [] and reply["afs_midpoint"]["sigma"] == reply["evaluations"][0]
+    status, reply = get(server, f"{ROUTE}?{ksampler_query(CUSTOM)}")  # custom, no params, no widgets
+    assert status == 400 and "steps is missing (recipe = 'custom' without params needs it)" in reply["error"]
+
+
 BAD = [
-    ({"steps": None}, "steps is missing"),
+    ({"recipe": CUSTOM, "steps": None}, "steps is missing (recipe = 'custom' without params needs it)"),
     ({"steps": "five"}, "steps = 'five' is not an integer"),
     ({"steps": "5.5"}, "steps = '5.5' is not an integer"),
     ({"denoise": "lots"}, "denoise = 'lots' is not a number"),
@@ -329,6 +368,7 @@ class GraphPage:
     def __init__(self, page, mode: Mode):
         self.page = page
         self.mode = mode
+        self.node_type = "FewStepSigmas"  # the node node(), settled() and the screenshots are about
         self.messages = []  # (kind, text, where)
         self.expected_errors = set()
         page.on("console", lambda m: self.messages.append((m.type, m.text, m.location.get("url", ""))))
@@ -339,7 +379,8 @@ class GraphPage:
 
     def node(self, script: str, arg=None):
         """Evaluate ``(node, arg) => ...`` on the workflow's Few-Step Sigmas node."""
-        return self.js(f"([arg]) => ({script})(window.app.graph.findNodesByType('FewStepSigmas', [])[0], arg)", [arg])
+        return self.js(f"([arg]) => ({script})(window.app.graph.findNodesByType('{self.node_type}', [])[0], arg)",
+                       [arg])
 
     def load(self, workflow: dict) -> None:
         self.js("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
@@ -352,8 +393,9 @@ class GraphPage:
         self.page.wait_for_function("() => window.__fewstep.idle()", timeout=20000)
         try:
             self.page.wait_for_function(
-                "() => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.plotted.length > 0 "
-                "|| window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule.error", timeout=20000)
+                "(type) => window.app.graph.findNodesByType(type, [])[0].fewstepSchedule.plotted.length > 0 "
+                "|| window.app.graph.findNodesByType(type, [])[0].fewstepSchedule.error", arg=self.node_type,
+                timeout=20000)
         except PlaywrightTimeout:
             state = self.node("n => ({schedule: !!n.fewstepSchedule, plotted: n.fewstepSchedule?.plotted?.length, "
                               "idle: window.__fewstep.idle(), vue: !!LiteGraph.vueNodesMode})")
@@ -782,6 +824,107 @@ def test_switching_nodes_2_0_on_and_off_keeps_the_graph(graph_page, request):
         graph_page.page.wait_for_function(
             "(label) => window.app.graph.findNodesByType('FewStepSigmas', [])[0].widgets"
             ".find(w => w.name === 'steps').label === label", arg=label, timeout=5000)
+
+
+KSAMPLER_WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step_ksampler.json"
+
+
+@pytest.fixture
+def ksampler_page(graph_page):
+    """The page with the bundled Few-Step KSampler workflow loaded, node() on its Few-Step KSampler; the
+    Few-Step Sigmas workflow back afterwards."""
+    graph_page.load(json.loads(KSAMPLER_WORKFLOW.read_text()))
+    graph_page.node_type = "FewStepKSampler"
+    try:
+        yield graph_page
+    finally:
+        graph_page.node_type = "FewStepSigmas"
+        graph_page.load(json.loads(WORKFLOW.read_text()))
+
+
+def bands(image, points, steps) -> list[float]:
+    return [band_green(image, points, k) for k in steps]
+
+
+def test_few_step_ksampler_draws_its_schedule_and_its_recipe_freeu(ksampler_page, artifacts):
+    """The graph on Few-Step KSampler: the Python schedule of its recipe, the recipe's own FreeU steps shaded
+    with freeu = recipe (measured in pixels), no band with freeu = off, and never a Timed FreeU node of the graph
+    (it does not patch the KSampler's model)."""
+    page = ksampler_page
+    schedule = page.settled()
+    expected = python_schedule("SD1.5 5-step")
+    assert schedule["recipe"] == "SD1.5 5-step" and schedule["nfe"] == 5 and schedule["solver"] == "dpmpp_1s"
+    assert [p["sigma"] for p in schedule["plotted"]] == expected == schedule["sigmas"]
+    assert schedule["surface"] == ("widget" if page.mode.vue else "node")
+    assert [w["steps"] for w in schedule["freeu"]] == [[1, 2, 3, 4, 5]]  # the recipe's FreeU: every step
+    assert (schedule["freeu"][0]["b1"], schedule["freeu"][0]["b2"]) == (1.1, 1.1)
+    # what it asked: its recipe, denoise and params, no Timed FreeU window; its freeu widget picks the band
+    assert page.node("n => [...new URLSearchParams(n.fewstepSchedule.query).keys()]") == [
+        "recipe", "denoise", "params", "FewStepKSampler.freeu"]
+    image = page.screenshot(artifacts / "fewstep_ksampler_sd15_5step.png")
+    assert_drawn(page, image, schedule)
+    shaded_all = bands(image, page.plotted_on_page(), range(1, 6))
+    if page.mode.vue:  # the node's height in Nodes 2.0 fits the room the bundled workflows give it
+        from build_workflows import SIZES, TITLE
+
+        box = page.node_element().bounding_box()
+        scale = page.js("() => window.app.canvas.ds.scale")
+        print(f"Few-Step KSampler in Nodes 2.0: {box['height'] / scale:.0f} units high (title bar included)")
+        assert box["height"] / scale <= SIZES["FewStepKSampler"][2] + TITLE
+
+    page.set_widget("recipe", AFS_RECIPE)  # SDXL 6-step UniPC: FreeU on the last 3 evaluations, step 1 at the midpoint
+    schedule = page.settled()
+    sigmas = python_schedule(AFS_RECIPE)
+    sigma, _ = midpoint(sigmas[0], sigmas[1], standard_sigma_table().tolist())
+    plotted = schedule["plotted"]
+    assert [p["sigma"] for p in plotted] == pytest.approx([sigmas[0], sigma, *sigmas[1:]], rel=1e-6)
+    assert [p["kind"] for p in plotted] == ["analytic", "inserted", *["evaluated"] * 5, "end"]
+    assert [w["steps"] for w in schedule["freeu"]] == [[4, 5, 6]]
+    image = page.screenshot(artifacts / "fewstep_ksampler_sdxl_6step_unipc.png")
+    evaluated = page.plotted_on_page()[1:]  # evaluation k's band: from its point to the next
+    shaded, plain = bands(image, evaluated, (4, 5, 6)), bands(image, evaluated, (1, 2, 3))
+    assert min(shaded) > max(plain) + 10, (shaded, plain)
+
+    # a Timed FreeU node in the graph (steps 1..1) patches other samplers' models, not this one: not shaded
+    page.js("""() => { const n = LiteGraph.createNode('TimedFreeU'); n.pos = [40, 900]; window.app.graph.add(n);
+        for (const [name, value] of [['first_step', 1], ['last_step', 1]])
+            n.widgets.find(w => w.name === name).value = value;
+        window.app.graph.setDirtyCanvas(true, true); }""")
+    page.page.wait_for_timeout(600)  # the periodic check (250 ms) would see it
+    assert [w["steps"] for w in page.settled()["freeu"]] == [[4, 5, 6]]
+    page.js("() => { for (const n of window.app.graph.findNodesByType('TimedFreeU', [])) window.app.graph.remove(n); }")
+
+    page.set_widget("freeu", "off")
+    schedule = page.settled()
+    assert schedule["freeu"] == [] and schedule["recipe_freeu"][0]["steps"] == [4, 5, 6]
+    assert [p["sigma"] for p in schedule["plotted"]] == pytest.approx([sigmas[0], sigma, *sigmas[1:]], rel=1e-6)
+    image = page.screenshot(artifacts / "fewstep_ksampler_sdxl_6step_unipc_freeu_off.png")
+    off = bands(image, page.plotted_on_page()[1:], range(1, 7))
+    assert max(off) < min(shaded) - 10, (off, shaded)
+    assert max(off) <= max(plain) + 5, (off, plain)  # the band is gone, not moved
+
+    page.set_widget("recipe", "SD1.5 5-step")
+    schedule = page.settled()
+    image = page.screenshot(artifacts / "fewstep_ksampler_sd15_5step_freeu_off.png")
+    assert schedule["freeu"] == [] and max(bands(image, page.plotted_on_page(), range(1, 6))) < min(shaded_all) - 10
+    page.set_widget("freeu", "recipe")
+
+
+def test_few_step_ksampler_custom_draws_the_params_schedule(ksampler_page, artifacts):
+    page = ksampler_page
+    page.set_widget("recipe", CUSTOM)
+    schedule = page.settled()  # custom without params: the node's message, nothing drawn
+    assert "recipe = 'custom' without params" in schedule["error"] and schedule["plotted"] == []
+    page.expected_errors.update(m for m in page.messages if m[0] == "error" and "400" in m[1])
+    page.set_widget("params", "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 "
+                              "solver=dpmpp_2m")
+    schedule = page.settled()
+    assert "error" not in schedule and schedule["solver"] == "dpmpp_2m" and schedule["nfe"] == 7
+    assert [p["sigma"] for p in schedule["plotted"]] == python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2))
+    assert schedule["freeu"] == []  # custom: the KSampler applies no FreeU
+    image = page.screenshot(artifacts / "fewstep_ksampler_custom_params.png")
+    assert_drawn(page, image, schedule)
+    assert page.errors_from_extension() == []
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

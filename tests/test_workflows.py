@@ -18,7 +18,8 @@ from workflow_api import WorkflowError, extra_slots, object_info_of, to_api, wid
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED = {"fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step", "fewstep_sdxl_6step",
             "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img", "fewstep_sd15_tune_5step",
-            "fewstep_sdxl_6step_unipc", "fewstep_sdxl_8step_unipc", "fewstep_sd15_6step_unipc"}
+            "fewstep_sdxl_6step_unipc", "fewstep_sdxl_8step_unipc", "fewstep_sd15_6step_unipc",
+            "fewstep_sd15_5step_ksampler", "fewstep_sdxl_6step_unipc_ksampler"}
 TEST_CHECKPOINT = "fewstep-test-model.safetensors"
 TEST_IMAGE = "fewstep-test-image.png"
 FILE_WIDGETS = {
@@ -151,6 +152,32 @@ def test_recipe_workflows_follow_the_recipes(core):
         freeu = [(f["b1"], f["b2"], f["s1"], f["s2"], f["first_step"], f["last_step"])
                  for f in by_type.get("TimedFreeU", [])]
         assert freeu == [(f.b1, f.b2, f.s1, f.s2, f.first_step, f.last_step) for f in recipe.freeu], name
+
+
+@pytest.mark.parametrize("name, recipe_name, cfg", [("fewstep_sd15_5step_ksampler", "SD1.5 5-step", 7.5),
+                                                     ("fewstep_sdxl_6step_unipc_ksampler", "SDXL 6-step UniPC", 5.5)])
+def test_ksampler_workflows_are_the_minimal_graph(core, name, recipe_name, cfg):
+    """Loader, two prompts, empty latent, Few-Step KSampler (the recipe, its FreeU), decode, save and a Note; the
+    same seed as the five-node workflow of the recipe."""
+    from fewstep.recipes import RECIPES
+
+    _, info = core
+    workflow = load(name)
+    assert sorted(n["type"] for n in workflow["nodes"]) == sorted(
+        ["CheckpointLoaderSimple", "CLIPTextEncode", "CLIPTextEncode", "EmptyLatentImage", "FewStepKSampler",
+         "VAEDecode", "SaveImage", "Note"])
+    prompt = to_api(workflow, info)
+    (sampler,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "FewStepKSampler"]
+    five_nodes = to_api(load(name.removesuffix("_ksampler")), info)
+    (custom,) = [n["inputs"] for n in five_nodes.values() if n["class_type"] == "SamplerCustom"]
+    assert {k: sampler[k] for k in ("recipe", "freeu", "denoise", "cfg", "seed")} == {
+        "recipe": recipe_name, "freeu": "recipe", "denoise": 1.0, "cfg": cfg, "seed": custom["noise_seed"]}
+    assert custom["cfg"] == cfg
+    (latent,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "EmptyLatentImage"]
+    assert latent["width"] == latent["height"] == RECIPES[recipe_name].resolution
+    (note,) = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    text = note["widgets_values"][0]
+    assert "Few-Step KSampler" in text and name.removesuffix("_ksampler") in text
 
 
 # ---- the converter --------------------------------------------------------------------------------
