@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import conditioning, count_evaluations, latent
 
-from fewstep.params import format_params, ScheduleParams
+from fewstep.params import ScheduleParams, format_params
 from fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPES
 
 SEED, CFG = 42, 5.5
