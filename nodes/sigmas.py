@@ -62,7 +62,9 @@ class FewStepSigmas:
         if params is None:  # linked (e.g. from the tuner): CURRENT passes None for a link, PINNED leaves it out
             if recipe == CUSTOM:  # the schedule is known only when the node runs, which checks it then
                 low, high = recipes.DENOISE_RANGE
-                return True if low <= denoise <= high else f"denoise = {denoise} is out of range: allowed {low} to {high}"
+                if low <= denoise <= high:
+                    return True
+                return f"denoise = {denoise} is out of range: allowed {low} to {high}"
             params = ""
         return _check(recipe, steps, base_steps, base_rho, end_index, time_rho, denoise, params) or True
 
