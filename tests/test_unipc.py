@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import count_evaluations, latent
-from test_comfy_nodes import DEEP, core_sampler, node, sigmas, timed_freeu
+from test_comfy_nodes import core_sampler, node, record_backbone, sigmas, timed_freeu
 from test_model_sampling import patched, reference_timesteps
 
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
 from fewstep.solvers import sample_fewstep
 from fewstep.unipc import afs_midpoint, sample_unipc
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -316,22 +315,7 @@ def test_afs_midpoint_is_on_the_models_own_table(comfy, tiny_model, conds):
 
 def factor_by_evaluation(model_with_freeu, comfy, sampler, schedule, conds):
     """Sample, recording the deep backbone before and after the patch; the factor per evaluation (1-based)."""
-    seen = []
-
-    def before(h, hsp, transformer_options):
-        if h.shape[1] == DEEP:
-            seen.append([float(transformer_options["sigmas"].max()), h.clone()])
-        return h, hsp
-
-    def after(h, hsp, transformer_options):
-        if h.shape[1] == DEEP:
-            seen[-1].append(h.clone())
-        return h, hsp
-
-    first = model_with_freeu[0].clone()
-    first.set_model_output_block_patch(before)
-    last = model_with_freeu[1](first).clone()
-    last.set_model_output_block_patch(after)
+    last, seen = record_backbone(*model_with_freeu)
     sample(comfy, last, sampler, schedule, conds)
     evaluations = []
     for sigma, h_before, h_after in seen:
