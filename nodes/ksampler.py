@@ -8,7 +8,7 @@ sampling is what SamplerCustom does (``comfy_api.sample_custom_outputs``), so th
 from __future__ import annotations
 
 from ..fewstep import recipes
-from ..fewstep.params import ParamsError, parse_params
+from ..fewstep.params import parse_params
 from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES, recipe_for_step_count
 from ..fewstep.solvers import FINISH_LAST_SIGMA, SOLVERS
 from .comfy_api import sample_custom_outputs
@@ -122,11 +122,4 @@ def _check(recipe, freeu, denoise, params="", linked: bool = True) -> str | None
     c = DEFAULT_CUSTOM
     verdict = FewStepSigmas.VALIDATE_INPUTS(recipe, c.steps, c.base_steps, c.base_rho, c.end_index, c.time_rho,
                                             denoise, params)
-    if verdict is not True:
-        return verdict
-    if recipe == CUSTOM and params:
-        try:
-            parse_params(params)
-        except ParamsError as error:
-            return str(error)
-    return None
+    return None if verdict is True else verdict  # a malformed params string included (it parses it)
