@@ -23,7 +23,8 @@ to its text form (``params.py``):
 
 - "gauss_newton" (the default; ``_gauss_newton``): the end as one continuous coordinate, a
   Levenberg-Marquardt search on the probes' residuals with a finite-difference Jacobian kept up to
-  date by Broyden's rule (one candidate per step), in two stages (the end, then everything). On the
+  date by Broyden's rule (one candidate per step), in two stages (the end, then everything) with a
+  line search on time_rho between them (doubling steps while they pay). On the
   quality benchmark's analytic models it removes 90 % of what the pattern search removes at
   convergence within 30 candidates in most cases, not all (docs/tuner_search.md).
 - "pattern" (versions up to 0.5): a compass search on log(base_rho), log(time_rho) and the logits,
@@ -366,7 +367,8 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
 
     Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous), log(time_rho) and the N-1
     logits of the interior positions. Stage one moves the end alone (one coordinate; on the analytic models
-    the end holds much of the gain, and moving the rest first led into worse basins), stage two all.
+    the end holds much of the gain, and moving the rest first led into worse basins), then a line search
+    moves log(time_rho) alone (``line_search``: steps of 0.15, doubled while they pay), stage two all.
     The model of f is exact for residuals linear in the coordinates: with b_p = J_p^T r_p and
     w_p = 1 / (P sqrt(M) |r_p|), gradient sum_p w_p b_p and matrix sum_p w_p (J_p^T J_p - b_p b_p^T / |r_p|^2)
     (a mean of norms, not of squares: the plain Gauss-Newton matrix over-estimates the curvature along

@@ -48,7 +48,7 @@ REFERENCE_CACHE_SIZE = 8
 # the old compass search removed at convergence within 30 candidates in 32 of 36 cases, and at 100 within
 # 0.87-1.46 of it; what the compass polish adds after that is small, at N evaluations per probe each.
 MAX_CANDIDATES = 100
-KEY_VERSION = 2  # bump when the search changes, so old results are not served
+KEY_VERSION = 3  # bump when the search changes, so old results are not served
 
 
 class _Fingerprint:
