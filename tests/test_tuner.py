@@ -333,7 +333,8 @@ def node_run(comfy, tiny_model, conds):
     comfy.pack.nodes.tuning.CACHE.clear()
     comfy.pack.nodes.tuning.REFERENCES.clear()
     per_evaluation = seconds_per_evaluation(comfy, tiny_model, conds)
-    budget = float(math.ceil(max(5.0, 70 * per_evaluation)))
+    # the floor: on a heavily loaded machine a floor of 5 s once bought the reference and a single candidate
+    budget = float(math.ceil(max(10.0, 70 * per_evaluation)))
     model, calls = count_evaluations(tiny_model)
     updates = []
     import comfy.utils as comfy_utils
