@@ -101,11 +101,12 @@ def main() -> None:
     model = model.to(device, dtype).eval().requires_grad_(False)
     patcher = comfy.model_patcher.ModelPatcher(model, device, device)
     pack = load_pack()
+    timed_freeu = pack.NODE_CLASS_MAPPINGS["TimedFreeU"]()
     variants = {
         "no FreeU": patcher,
         "core FreeU": FreeU().patch(patcher, 1.1, 1.1, 0.9, 0.2)[0],
-        "Timed FreeU (every step)": pack.NODE_CLASS_MAPPINGS["TimedFreeU"]().patch(patcher, 1.1, 1.1, 0.9, 0.2, "v1", 1, -1, 0.0, 1.0)[0],
-        "Timed FreeU (window 2..4)": pack.NODE_CLASS_MAPPINGS["TimedFreeU"]().patch(patcher, 1.1, 1.1, 0.9, 0.2, "v1", 2, 4, 0.0, 1.0)[0],
+        "Timed FreeU (every step)": timed_freeu.patch(patcher, 1.1, 1.1, 0.9, 0.2, "v1", 1, -1, 0.0, 1.0)[0],
+        "Timed FreeU (window 2..4)": timed_freeu.patch(patcher, 1.1, 1.1, 0.9, 0.2, "v1", 2, 4, 0.0, 1.0)[0],
     }
     x = torch.randn(2, 4, args.latent, args.latent, device=device, dtype=dtype)
     t = torch.full((2,), 500.0, device=device)

@@ -10,10 +10,10 @@ import torch
 from conftest import count_evaluations, latent
 from test_bench_quality import quality
 
+from fewstep import tuner
 from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
-from fewstep import tuner
 from fewstep.tuner import compute_reference, denoiser_run, distance, reference_sigmas, tune, valid_schedule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
