@@ -118,12 +118,18 @@ class _Point:
     logits: tuple[float, ...]  # N-1 values; the first increment's logit is fixed at 0
 
     def params(self, base: ScheduleParams, free_positions: bool) -> ScheduleParams:
-        ramp = None
-        if free_positions and any(self.logits):
-            weights = torch.tensor((0.0, *self.logits), dtype=torch.float64).softmax(0)
-            ramp = tuple(weights.cumsum(0)[:-1].tolist())
         return rounded(replace(base, end_index=self.end_index, base_rho=math.exp(self.log_base_rho),
-                               time_rho=math.exp(self.log_time_rho), ramp=ramp))
+                               time_rho=math.exp(self.log_time_rho),
+                               ramp=_ramp(self.logits) if free_positions else None))
+
+
+def _ramp(logits) -> tuple[float, ...] | None:
+    """The interior positions (``ScheduleParams.ramp``) of N increments with softmax logits (0, *logits);
+    None (even spacing) when every logit is 0."""
+    if not any(logits):
+        return None
+    weights = torch.tensor((0.0, *logits), dtype=torch.float64).softmax(0)
+    return tuple(weights.cumsum(0)[:-1].tolist())
 
 
 def _bounded(value: float, low: float, high: float) -> float:
@@ -403,12 +409,7 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         else:
             k, rho = end.of(z[0], prefer)
             rest = z[1:]
-        time_rho, logits = math.exp(rest[0]), rest[1:]
-        ramp = None
-        if logits and any(logits):
-            weights = torch.tensor((0.0, *logits), dtype=torch.float64).softmax(0)
-            ramp = tuple(weights.cumsum(0)[:-1].tolist())
-        return rounded(replace(base, end_index=k, base_rho=rho, time_rho=time_rho, ramp=ramp))
+        return rounded(replace(base, end_index=k, base_rho=rho, time_rho=math.exp(rest[0]), ramp=_ramp(rest[1:])))
 
     def clipped(z: list[float]) -> list[float]:
         return [_bounded(v, low, high) for v, (low, high) in zip(z, bounds())]
