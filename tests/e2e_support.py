@@ -10,6 +10,7 @@ from pathlib import Path
 
 from comfyui_server import PROBE_PACK, ComfyServer, probe_evaluations
 from conftest import REPO
+from PIL import Image
 from workflow_api import to_api, with_seed
 
 TEST_IMAGE = "fewstep-e2e-input.png"
@@ -19,7 +20,6 @@ REPORT: list[str] = []  # lines printed at the end of the pytest run (see confte
 @contextmanager
 def server_with_checkpoint(workdir: Path, arch: str, args: list[str] = ()):
     """A started ComfyServer whose models/checkpoints holds the random-weight ``arch`` checkpoint."""
-    from PIL import Image
     from random_checkpoint import random_checkpoint
 
     checkpoint = random_checkpoint(arch)
@@ -67,6 +67,13 @@ def run_timed(server, prompt: dict, timeout: float = 900) -> tuple[dict, str, fl
     prompt_id = server.queue(prompt)
     entry = server.wait(prompt_id, timeout=timeout)
     return entry, prompt_id, time.perf_counter() - start
+
+
+def saved_pixels(server, entry) -> tuple[tuple[int, int], str, bytes]:
+    """(size, mode, raw pixel bytes) of the one image a prompt saved."""
+    (path,) = server.output_images(entry)
+    with Image.open(path) as image:
+        return image.size, image.mode, image.tobytes()
 
 
 def rss_mib(server) -> float:

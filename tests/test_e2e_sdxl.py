@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 from afs_reference import evaluated_sigmas, midpoint
-from e2e_support import REPORT, evaluations, run_timed, server_with_checkpoint, workflow_prompt
-from PIL import Image
+from e2e_support import REPORT, evaluations, run_timed, saved_pixels, server_with_checkpoint, workflow_prompt
 
 from fewstep.recipes import RECIPES
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
@@ -24,12 +23,6 @@ SDXL_WORKFLOWS = {"fewstep_sdxl_6step": "SDXL 6-step", "fewstep_sdxl_8step": "SD
                   "fewstep_sdxl_6step_unipc_ksampler": "SDXL 6-step UniPC"}
 SEED = 5
 PIXELS: dict[str, tuple] = {}  # workflow -> (size, mode, raw pixel bytes) of its image at SEED
-
-
-def saved_pixels(server, entry) -> tuple:
-    (path,) = server.output_images(entry)
-    with Image.open(path) as image:
-        return image.size, image.mode, image.tobytes()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,16 @@ import pytest
 import torch
 from afs_reference import evaluated_sigmas
 from comfyui_server import PromptFailed, PromptRejected
-from e2e_support import REPORT, evaluations, only_outputs, rss_mib, run_timed, server_with_checkpoint, workflow_prompt
+from e2e_support import (
+    REPORT,
+    evaluations,
+    only_outputs,
+    rss_mib,
+    run_timed,
+    saved_pixels,
+    server_with_checkpoint,
+    workflow_prompt,
+)
 from PIL import Image
 
 from fewstep.recipes import RECIPES
@@ -114,13 +123,6 @@ def latent_of(server, entry) -> torch.Tensor:
     (path,) = server.output_images(entry)
     with Image.open(path) as image:
         return torch.tensor(list(image.getdata()), dtype=torch.float32)
-
-
-def saved_pixels(server, entry) -> tuple[tuple[int, int], str, bytes]:
-    """(size, mode, raw pixel bytes) of the one image a prompt saved."""
-    (path,) = server.output_images(entry)
-    with Image.open(path) as image:
-        return image.size, image.mode, image.tobytes()
 
 
 def test_ksampler_workflow_gives_the_five_node_workflow_image(server):
