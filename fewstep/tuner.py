@@ -60,7 +60,9 @@ INITIAL_MOVE = 0.5  # ... at first, and after a fresh Jacobian
 MIN_MOVE = 1e-3  # steps shorter than this do not count: take a fresh Jacobian, or stop
 RELATIVE_TOLERANCE = 1e-4  # a step that lowers the objective by less, on a fresh Jacobian: converged
 STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (the end only)
-LINE_STEP = 0.15  # first step of the line search on log(time_rho) between the two stages, doubled while it pays
+LINE_STEP = 0.15  # first step of the line searches (time_rho between the stages; each coordinate at a stall), doubled while it pays
+STALL_CANDIDATES = 5  # stage two has stalled when this many candidates in a row lowered the objective ...
+STALL_GAIN = 0.01  # ... by less than this share together: line searches on the end and each logit, one at a time
 
 Run = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -374,7 +376,9 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
     Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous), log(time_rho) and the N-1
     logits of the interior positions. Stage one moves the end alone (one coordinate; on the analytic models
     the end holds much of the gain, and moving the rest first led into worse basins), then a line search
-    moves log(time_rho) alone (``line_search``: steps of 0.15, doubled while they pay), stage two all.
+    moves log(time_rho) alone (``line_search``: steps of 0.15, doubled while they pay), stage two all. When stage
+    two stalls (STALL_CANDIDATES candidates in a row gain less than STALL_GAIN together), ``unstall`` runs line
+    searches on the end and on each logit, one at a time; it runs again at the next stall only if it moved.
     The model of f is exact for residuals linear in the coordinates: with b_p = J_p^T r_p and
     w_p = 1 / (P sqrt(M) |r_p|), gradient sum_p w_p b_p and matrix sum_p w_p (J_p^T J_p - b_p b_p^T / |r_p|^2)
     (a mean of norms, not of squares: the plain Gauss-Newton matrix over-estimates the curvature along
@@ -426,6 +430,7 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
     radius = INITIAL_MOVE  # the most a step may move one coordinate now (a trust region in the max norm)
     tried_minimum = False
     searched_minimum = False
+    stall_searches = True  # unstall() may run (again)
     need = [i for i in range(len(z)) if i not in frozen_of(z)]  # columns to (re)take
     if context.exhausted():
         return
@@ -458,18 +463,17 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
             z, value, residual = best_move
         return True
 
-    def line_search(i: int) -> bool:
-        """Coordinate i alone: a step of LINE_STEP down (then, if that did not pay, up), doubled while it pays.
-        True when z moved. The local model cannot see this far: on the spheres model the best time_rho is
-        about 0.4 from the recipe's 1.0+, and the finite differences at the start are nearly flat."""
+    def line_search(direction: list[float], signs: tuple[float, float] = (-1.0, 1.0)) -> bool:
+        """z along ``direction``: a step of LINE_STEP with signs[0] (then, if that did not pay, signs[1]), doubled
+        while it pays. True when z moved. The local model cannot see this far: on the spheres model the best
+        time_rho is about 0.4 from the recipe's 1.0+, the finite differences at the start are nearly flat; on
+        the clustered model the objective has steps (probes that land on another narrow component)."""
         nonlocal z, value, residual, fresh
-        low, high = bounds()[i]
-        for sign in (-1.0, 1.0):
+        for sign in signs:
             step, moved = sign * LINE_STEP, False
             while not context.exhausted():
-                trial = list(z)
-                trial[i] = _bounded(z[i] + step, low, high)
-                if trial[i] == z[i]:
+                trial = clipped([v + step * d for v, d in zip(z, direction)])
+                if trial == z:
                     break
                 trial_value, trial_residual = context.evaluate(params_of(trial))
                 if trial_residual is None or not trial_value < value:
@@ -480,6 +484,21 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
                 return True
         return False
 
+    def axis(i: int) -> list[float]:
+        return [1.0 if j == i else 0.0 for j in range(len(z))]
+
+    def unstall() -> bool:
+        """Stage two stalled: line searches on the end (if it is continuous) and on each logit, one after the
+        other, each first in the descent direction of the last model. True when z moved."""
+        moved = False
+        time_rho_index = 0 if at_minimum else 1
+        for i in range(len(z)):
+            if i == time_rho_index or context.exhausted():
+                continue
+            up_first = gradient is not None and len(gradient) == len(z) and float(gradient[i]) < 0
+            moved = line_search(axis(i), (1.0, -1.0) if up_first else (-1.0, 1.0)) or moved
+        return moved
+
     def next_stage() -> bool:
         """At convergence: free the positions after stage one, or search once more from the end at sigma_min
         when log(sigma_end) converged at its lower bound. False: done."""
@@ -489,7 +508,7 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
             # went with it), else all but the end's, which is fresh unless the line search moves z
             held = list(range(len(z))) if at_minimum and not started_at_minimum else sorted(frozen_of(z))
             stage_one, damping, radius = False, 1e-3, INITIAL_MOVE
-            need = list(range(len(z))) if line_search(0 if at_minimum else 1) else held
+            need = list(range(len(z))) if line_search(axis(0 if at_minimum else 1)) else held
             return not context.exhausted()
         if at_minimum or searched_minimum or z[0] > end.bounds[0] + FD_STEP:
             return False
@@ -505,7 +524,19 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         jacobian, need = jacobian[1:].clone(), list(range(len(z)))
         return True
 
+    gradient = None  # of the last model
+    stall_mark = (len(context.seen), value)  # (candidates, objective) when stage two last made STALL_GAIN
     while True:
+        if not stage_one:
+            if value < stall_mark[1] * (1.0 - STALL_GAIN):
+                stall_mark = (len(context.seen), value)
+            elif stall_searches and len(context.seen) - stall_mark[0] >= STALL_CANDIDATES:
+                stall_searches = unstall()  # once more only if this one moved
+                if context.exhausted():
+                    return
+                if stall_searches:
+                    need, damping, radius = list(range(len(z))), 1e-3, INITIAL_MOVE
+                stall_mark = (len(context.seen), value)
         if need:
             if not finite_differences(need):
                 return

@@ -49,7 +49,7 @@ REFERENCE_CACHE_SIZE = 8
 # models, docs/tuner_search_seed1.md); what the compass polish adds after 100 is small, at N evaluations per
 # probe each.
 MAX_CANDIDATES = 100
-KEY_VERSION = 3  # bump when the search changes, so old results are not served
+KEY_VERSION = 4  # bump when the search changes, so old results are not served
 
 
 class _Fingerprint:
