@@ -60,7 +60,7 @@ INITIAL_MOVE = 0.5  # ... at first, and after a fresh Jacobian
 MIN_MOVE = 1e-3  # steps shorter than this do not count: take a fresh Jacobian, or stop
 RELATIVE_TOLERANCE = 1e-4  # a step that lowers the objective by less, on a fresh Jacobian: converged
 STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (the end only)
-LINE_STEP = 0.15  # first step of the line searches (time_rho between the stages; each coordinate at a stall), doubled while it pays
+LINE_STEP = 0.15  # first step of the line searches (time_rho between the stages, each coordinate at a stall), doubled
 STALL_CANDIDATES = 5  # stage two has stalled when this many candidates in a row lowered the objective ...
 STALL_GAIN = 0.01  # ... by less than this share together: line searches on the end and each logit, one at a time
 
