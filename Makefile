@@ -30,7 +30,7 @@ bench-quality: $(VENV)/.installed
 bench-speed: $(VENV)/.installed
 	$(PY) benchmarks/speed.py $(SPEED_ARGS)
 
-# The tuner's search, new against old (docs/tuner_search.md; ~19 min on 2 shared cores, 2026-12-02). Not in `bench`.
+# The tuner's search, new against old (docs/tuner_search.md; 7-19 min on 2 shared cores, 2026-12-02). Not in `bench`.
 bench-tuner: $(VENV)/.installed
 	$(PY) benchmarks/tuner_search.py $(TUNER_ARGS)
 

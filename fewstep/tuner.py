@@ -24,8 +24,8 @@ to its text form (``params.py``):
 - "gauss_newton" (the default; ``_gauss_newton``): the end as one continuous coordinate, a
   Levenberg-Marquardt search on the probes' residuals with a finite-difference Jacobian kept up to
   date by Broyden's rule (one candidate per step), in two stages (the end, then everything) with a
-  line search on time_rho between them (doubling steps while they pay). On the
-  quality benchmark's analytic models it removes 90 % of what the pattern search removes at
+  line search on time_rho between them (doubling steps while they pay), and line searches on the end and
+  each logit when stage two stalls. On the quality benchmark's analytic models it removes 90 % of what the pattern search removes at
   convergence within 30 candidates in most cases, not all (docs/tuner_search.md).
 - "pattern" (versions up to 0.5): a compass search on log(base_rho), log(time_rho) and the logits,
   +-1 on end_index, with expansion along successful moves and step halving; hundreds to thousands of

@@ -164,7 +164,8 @@ def test_line_search_on_time_rho_reaches_what_the_local_model_cannot_see():
     0.4 against the recipe's 1.0+, where the finite differences at the start are nearly flat. The line search
     between the two Gauss-Newton stages gets the search to 90 % of the compass search's converged improvement
     within 30 candidates; without it (LINE_STEP = 0: no line search at all) it stays near 0.55. One case of a
-    landscape with many basins; benchmarks/tuner_search.py measures the search on 72 (docs/tuner_search.md)."""
+    landscape with many basins; benchmarks/tuner_search.py measures the search on 36 per model seed
+    (docs/tuner_search.md)."""
     model = quality.MODELS["spheres"][1](0)
 
     def denoiser(x, sigma):
