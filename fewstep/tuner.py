@@ -25,8 +25,9 @@ to its text form (``params.py``):
   Levenberg-Marquardt search on the probes' residuals with a finite-difference Jacobian kept up to
   date by Broyden's rule (one candidate per step), in two stages (the end, then everything) with a
   line search on time_rho between them (doubling steps while they pay), and line searches on the end and
-  each logit when stage two stalls. On the quality benchmark's analytic models it removes 90 % of what the pattern search removes at
-  convergence within 30 candidates in most cases, not all (docs/tuner_search.md).
+  each logit when stage two stalls. On the quality benchmark's analytic models it removes 90 % of what
+  the pattern search removes at convergence within 30 candidates in most cases, not all
+  (docs/tuner_search.md).
 - "pattern" (versions up to 0.5): a compass search on log(base_rho), log(time_rho) and the logits,
   +-1 on end_index, with expansion along successful moves and step halving; hundreds to thousands of
   candidates to converge. Kept for comparison.
