@@ -159,14 +159,10 @@ def test_gauss_newton_reaches_90_percent_of_the_pattern_search_within_30_candida
     assert new.model_evaluations == steps * new.candidates
 
 
-def test_line_search_on_time_rho_reaches_what_the_local_model_cannot_see():
-    """The spheres model of the quality benchmark (DPM++1S, NFE 6): its best schedule has a time_rho of about
-    0.4 against the recipe's 1.0+, where the finite differences at the start are nearly flat. The line search
-    between the two Gauss-Newton stages gets the search to 90 % of the compass search's converged improvement
-    within 30 candidates; without it (LINE_STEP = 0: no line search at all) it stays near 0.55. One case of a
-    landscape with many basins; benchmarks/tuner_search.py measures the search on 36 per model seed
-    (docs/tuner_search.md)."""
-    model = quality.MODELS["spheres"][1](0)
+def quality_model_and_compass(name: str, steps: int, solver: str):
+    """(run, reference, converged compass search) on the quality benchmark's analytic model ``name`` (seed 0),
+    16 probes of shape (4, 8, 8)."""
+    model = quality.MODELS[name][1](0)
 
     def denoiser(x, sigma):
         flat = x.reshape(x.shape[0], -1).double()
@@ -175,8 +171,19 @@ def test_line_search_on_time_rho_reaches_what_the_local_model_cannot_see():
     x = torch.randn((16, 4, 8, 8), generator=torch.Generator().manual_seed(7000)) * math.sqrt(1.0 + SIGMA_MAX ** 2)
     run = denoiser_run(denoiser, x, TABLE)
     reference = compute_reference(run, TABLE)
-    old = tune(run, TABLE, 6, "dpmpp_1s", time_budget=math.inf, method="pattern", reference=reference)
+    old = tune(run, TABLE, steps, solver, time_budget=math.inf, method="pattern", reference=reference)
     assert old.stopped_by == "converged"
+    return run, reference, old
+
+
+def test_line_search_on_time_rho_reaches_what_the_local_model_cannot_see():
+    """The spheres model of the quality benchmark (DPM++1S, NFE 6): its best schedule has a time_rho of about
+    0.4 against the recipe's 1.0+, where the finite differences at the start are nearly flat. The line search
+    between the two Gauss-Newton stages gets the search to 90 % of the compass search's converged improvement
+    within 30 candidates; without it (LINE_STEP = 0: no line search at all) it stays near 0.55. One case of a
+    landscape with many basins; benchmarks/tuner_search.py measures the search on 36 per model seed
+    (docs/tuner_search.md)."""
+    run, reference, old = quality_model_and_compass("spheres", 6, "dpmpp_1s")
     shares = {}
     for line_step in (tuner.LINE_STEP, 0.0):
         with pytest.MonkeyPatch.context() as patch:
@@ -195,17 +202,7 @@ def test_line_searches_at_a_stall_finish_what_the_gauss_newton_steps_crawl_towar
     objective by less than 1 % together, line searches on the end and on each logit follow. With them the search
     reaches 90 % of the compass search's converged improvement within 30 candidates (0.935 measured); with
     STALL_CANDIDATES out of reach it stays near 0.81."""
-    model = quality.MODELS["anisotropic"][1](0)
-
-    def denoiser(x, sigma):
-        flat = x.reshape(x.shape[0], -1).double()
-        return model.denoise(flat, sigma.double().reshape(-1).expand(x.shape[0])).reshape(x.shape).float()
-
-    x = torch.randn((16, 4, 8, 8), generator=torch.Generator().manual_seed(7000)) * math.sqrt(1.0 + SIGMA_MAX ** 2)
-    run = denoiser_run(denoiser, x, TABLE)
-    reference = compute_reference(run, TABLE)
-    old = tune(run, TABLE, 5, "dpmpp_1s", time_budget=math.inf, method="pattern", reference=reference)
-    assert old.stopped_by == "converged"
+    run, reference, old = quality_model_and_compass("anisotropic", 5, "dpmpp_1s")
     shares = {}
     for stall in (tuner.STALL_CANDIDATES, 10 ** 9):
         with pytest.MonkeyPatch.context() as patch:
