@@ -18,9 +18,10 @@ fi
 # torch 2.14.1 is a CUDA build (about 5.6 GB in the venv with its libraries): say so before pip runs out of disk.
 FREE_KB=$(df -Pk "$VENV" | awk 'NR==2 {print $4}')
 if [ -n "$FREE_KB" ] && [ "$FREE_KB" -lt 8000000 ]; then
-    echo "install_env.sh: only $((FREE_KB / 1024)) MB free where $VENV is; the test environment needs about 8 GB" >&2
+    echo "install_env.sh: only $((FREE_KB / 1024)) MB free where $VENV is; the venv needs about 8 GB" \
+         "(the tests about 20 GB in all, with the random checkpoints: README, Tests)" >&2
 fi
-# No pip cache: nothing is installed twice, and the venv is the only copy on disk.
+# No pip cache: the venv is the only copy of what pip installs.
 PIP="$VENV/bin/python -m pip --disable-pip-version-check --no-cache-dir"
 $PIP install --quiet $TORCH
 $PIP install --quiet -r requirements-dev.txt
