@@ -24,10 +24,11 @@ to its text form (``params.py``):
 - "gauss_newton" (the default; ``_gauss_newton``): the end as one continuous coordinate, a
   Levenberg-Marquardt search on the probes' residuals with a finite-difference Jacobian kept up to
   date by Broyden's rule (one candidate per step), in two stages (the end, then everything) with a
-  line search on time_rho between them (doubling steps while they pay), and line searches on the end and
-  each logit when stage two stalls. On the quality benchmark's analytic models it removes 90 % of what
-  the pattern search removes at convergence within 30 candidates in most cases, not all
-  (docs/tuner_search.md).
+  line search on time_rho between them (doubling steps while they pay), and, when stage two stalls, one
+  jump to the same end with the steps on the Karras spacing (taken if it gains 5 %), else line searches
+  on the end and each logit. On the quality benchmark's analytic models it removes 90 % of what the
+  pattern search removes at convergence within 30 candidates in every case (docs/tuner_search.md), on
+  the same models drawn with other seeds in most, not all.
 - "pattern" (versions up to 0.5): a compass search on log(base_rho), log(time_rho) and the logits,
   +-1 on end_index, with expansion along successful moves and step halving; hundreds to thousands of
   candidates to converge. Kept for comparison.
@@ -47,7 +48,7 @@ import torch
 
 from .params import ScheduleParams, format_params, rounded
 from .recipes import RHO_RANGE, TIME_RHO_RANGE, recipe_for_step_count
-from .schedule import STANDARD_TABLE, karras_sigmas, schedule_problem
+from .schedule import STANDARD_TABLE, continuous_timestep, fewstep_timesteps, karras_sigmas, schedule_problem
 from .solvers import SCHEDULE_SOLVERS, sample_solver
 
 REFERENCE_STEPS = 40
@@ -64,6 +65,8 @@ STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (the end only)
 LINE_STEP = 0.15  # first step of the line searches (time_rho between the stages, each coordinate at a stall), doubled
 STALL_CANDIDATES = 5  # stage two has stalled when this many candidates in a row lowered the objective ...
 STALL_GAIN = 0.01  # ... by less than this share together: line searches on the end and each logit, one at a time
+KARRAS_RHO = 7.0  # the first stall also tries the same end with the steps on ComfyUI's Karras spacing (rho 7) ...
+JUMP_GAIN = 0.05  # ... and moves there only if that lowers the objective by at least this share
 
 Run = Callable[[torch.Tensor, str], torch.Tensor]
 
@@ -252,6 +255,24 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
                       context.evaluations, clock() - began, context.stopped_by, context.history)
 
 
+def _karras_logits(params: ScheduleParams, sigma_table: torch.Tensor,
+                   rho: float = KARRAS_RHO) -> tuple[float, ...] | None:
+    """The N-1 logits (``_ramp``) that put the interior steps of ``params`` (same end, same time_rho) where a Karras
+    spacing with ``rho`` between the schedule's first and last sigma has them; None if that is not a valid ramp.
+    The steps land on the Karras sigmas up to the table's interpolation (log-sigma here, alphas_cumprod in
+    ``sigma_at_timestep``) and the logit bounds."""
+    sigmas = params.sigmas(sigma_table).to(torch.float64)
+    target = karras_sigmas(params.steps + 1, float(sigmas[-1]), float(sigmas[0]), rho)
+    timesteps = continuous_timestep(target[1:-1], sigma_table).tolist()
+    ends = fewstep_timesteps(params.steps, params.base_steps, params.base_rho, params.end_index, params.time_rho)
+    first, last = (float(ends[i]) ** (1.0 / params.time_rho) for i in (0, -1))
+    positions = [0.0] + [(first - t ** (1.0 / params.time_rho)) / (first - last) for t in timesteps] + [1.0]
+    increments = [b - a for a, b in zip(positions, positions[1:])]
+    if not all(math.isfinite(v) and v > 0 for v in increments):
+        return None
+    return tuple(_bounded(math.log(v / increments[0]), -LOGIT_LIMIT, LOGIT_LIMIT) for v in increments[1:])
+
+
 def _pattern(context: _Context, base: ScheduleParams, free_positions: bool, start: ScheduleParams | None = None,
              scale: float = 1.0) -> None:
     """The compass (pattern) search of versions up to 0.5: +-1 on end_index, steps on log(base_rho),
@@ -380,6 +401,12 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
     moves log(time_rho) alone (``line_search``: steps of 0.15, doubled while they pay), stage two all. When stage
     two stalls (STALL_CANDIDATES candidates in a row gain less than STALL_GAIN together), ``unstall`` runs line
     searches on the end and on each logit, one at a time; it runs again at the next stall only if it moved.
+    At the first stall it first tries one jump (``_karras_logits``): the same end and time_rho with the steps
+    moved to the Karras spacing (rho 7) between the schedule's first and last sigma, ComfyUI's standard
+    few-step schedule. The objective has steps (probes that change mixture component, on a real model
+    composition), so the search can stall on a level a local move cannot leave; the Karras spacing often lies
+    on a lower one. It is taken only if it gains JUMP_GAIN (5 %): a smaller gain may be a level that leads
+    lower more slowly than the one the search is on (measured in benchmarks/tuner_search.py, seeds 0-3).
     The model of f is exact for residuals linear in the coordinates: with b_p = J_p^T r_p and
     w_p = 1 / (P sqrt(M) |r_p|), gradient sum_p w_p b_p and matrix sum_p w_p (J_p^T J_p - b_p b_p^T / |r_p|^2)
     (a mean of norms, not of squares: the plain Gauss-Newton matrix over-estimates the curvature along
@@ -491,8 +518,18 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
     def unstall() -> bool:
         """Stage two stalled: line searches on the end (if it is continuous) and on each logit, one after the
         other, each first in the descent direction of the last model. True when z moved."""
+        nonlocal z, value, residual, fresh, jumped
         moved = False
         time_rho_index = 0 if at_minimum else 1
+        if logit_count and not jumped and not context.exhausted():
+            jumped = True
+            logits = _karras_logits(params_of(z), context.sigma_table)
+            if logits is not None:
+                trial = clipped(z[:time_rho_index + 1] + list(logits))
+                trial_value, trial_residual = context.evaluate(params_of(trial))
+                if trial_residual is not None and trial_value < value * (1.0 - JUMP_GAIN):
+                    z, value, residual, fresh = trial, trial_value, trial_residual, False
+                    return True
         for i in range(len(z)):
             if i == time_rho_index or context.exhausted():
                 continue
@@ -526,6 +563,7 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         return True
 
     gradient = None  # of the last model
+    jumped = False  # the Karras jump was tried (once per search)
     stall_mark = (len(context.seen), value)  # (candidates, objective) when stage two last made STALL_GAIN
     while True:
         if not stage_one:
