@@ -48,7 +48,8 @@ import torch
 
 from .params import ScheduleParams, format_params, rounded
 from .recipes import RHO_RANGE, TIME_RHO_RANGE, recipe_for_step_count
-from .schedule import STANDARD_TABLE, continuous_timestep, fewstep_timesteps, karras_sigmas, schedule_problem
+from .schedule import (STANDARD_TABLE, check_ramp, continuous_timestep, fewstep_timesteps, karras_sigmas,
+                       schedule_problem)
 from .solvers import SCHEDULE_SOLVERS, sample_solver
 
 REFERENCE_STEPS = 40
@@ -136,6 +137,12 @@ def _ramp(logits) -> tuple[float, ...] | None:
         return None
     weights = torch.tensor((0.0, *logits), dtype=torch.float64).softmax(0)
     return tuple(weights.cumsum(0)[:-1].tolist())
+
+
+def _logits(ramp: tuple[float, ...]) -> tuple[float, ...]:
+    """The N-1 logits (within +-LOGIT_LIMIT) of the increments of interior positions ``ramp``: ``_ramp``'s inverse."""
+    increments = [b - a for a, b in zip((0.0, *ramp), (*ramp, 1.0))]
+    return tuple(_bounded(math.log(v / increments[0]), -LOGIT_LIMIT, LOGIT_LIMIT) for v in increments[1:])
 
 
 def _bounded(value: float, low: float, high: float) -> float:
@@ -266,11 +273,10 @@ def _karras_logits(params: ScheduleParams, sigma_table: torch.Tensor,
     timesteps = continuous_timestep(target[1:-1], sigma_table).tolist()
     ends = fewstep_timesteps(params.steps, params.base_steps, params.base_rho, params.end_index, params.time_rho)
     first, last = (float(ends[i]) ** (1.0 / params.time_rho) for i in (0, -1))
-    positions = [0.0] + [(first - t ** (1.0 / params.time_rho)) / (first - last) for t in timesteps] + [1.0]
-    increments = [b - a for a, b in zip(positions, positions[1:])]
-    if not all(math.isfinite(v) and v > 0 for v in increments):
+    ramp = tuple((first - t ** (1.0 / params.time_rho)) / (first - last) for t in timesteps)
+    if check_ramp(ramp, params.steps) is not None:
         return None
-    return tuple(_bounded(math.log(v / increments[0]), -LOGIT_LIMIT, LOGIT_LIMIT) for v in increments[1:])
+    return _logits(ramp)
 
 
 def _pattern(context: _Context, base: ScheduleParams, free_positions: bool, start: ScheduleParams | None = None,
@@ -287,8 +293,7 @@ def _pattern(context: _Context, base: ScheduleParams, free_positions: bool, star
     if start is not None:
         logits = (0.0,) * (steps - 1)
         if start.ramp is not None:
-            increments = [b - a for a, b in zip((0.0, *start.ramp), (*start.ramp, 1.0))]
-            logits = tuple(_bounded(math.log(v / increments[0]), -LOGIT_LIMIT, LOGIT_LIMIT) for v in increments[1:])
+            logits = _logits(start.ramp)
         point = _Point(start.end_index, math.log(start.base_rho), math.log(start.time_rho), logits)
     best = evaluate(point)
     log_rho = tuple(math.log(v) for v in RHO_RANGE)
@@ -516,8 +521,9 @@ def _gauss_newton(context: _Context, base: ScheduleParams, free_positions: bool)
         return [1.0 if j == i else 0.0 for j in range(len(z))]
 
     def unstall() -> bool:
-        """Stage two stalled: line searches on the end (if it is continuous) and on each logit, one after the
-        other, each first in the descent direction of the last model. True when z moved."""
+        """Stage two stalled: at the first stall the Karras jump (taken if it gains JUMP_GAIN), else line searches
+        on the end (if it is continuous) and on each logit, one after the other, each first in the descent
+        direction of the last model. True when z moved."""
         nonlocal z, value, residual, fresh, jumped
         moved = False
         time_rho_index = 0 if at_minimum else 1
