@@ -10,11 +10,19 @@ import torch
 from conftest import count_evaluations, latent
 from test_bench_quality import quality
 
-from fewstep import tuner
+from fewstep import search_gauss_newton
 from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
-from fewstep.tuner import compute_reference, denoiser_run, distance, reference_sigmas, tune, valid_schedule
+from fewstep.tuner import tune
+from fewstep.tuner_objective import (
+    compute_reference,
+    denoiser_run,
+    distance,
+    ramp_from_logits,
+    reference_sigmas,
+    valid_schedule,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -185,15 +193,15 @@ def test_line_search_on_time_rho_reaches_what_the_local_model_cannot_see():
     (docs/tuner_search.md)."""
     run, reference, old = quality_model_and_compass("spheres", 6, "dpmpp_1s")
     shares = {}
-    for line_step in (tuner.LINE_STEP, 0.0):
+    for line_step in (search_gauss_newton.LINE_STEP, 0.0):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(tuner, "LINE_STEP", line_step)
+            patch.setattr(search_gauss_newton, "LINE_STEP", line_step)
             new = tune(run, TABLE, 6, "dpmpp_1s", time_budget=math.inf, max_candidates=30, reference=reference)
         shares[line_step] = (new.start_objective - new.objective) / (old.start_objective - old.objective)
         if line_step:
             assert new.params.time_rho < 0.75 * recipe_for_step_count(6).time_rho
     print(f"spheres DPM++1S NFE 6, share of the compass search's improvement at 30 candidates: {shares}")
-    assert shares[tuner.LINE_STEP] >= 0.9 and shares[0.0] < 0.8
+    assert shares[search_gauss_newton.LINE_STEP] >= 0.9 and shares[0.0] < 0.8
 
 
 def test_line_searches_at_a_stall_finish_what_the_gauss_newton_steps_crawl_towards():
@@ -204,13 +212,13 @@ def test_line_searches_at_a_stall_finish_what_the_gauss_newton_steps_crawl_towar
     STALL_CANDIDATES out of reach it stays near 0.81."""
     run, reference, old = quality_model_and_compass("anisotropic", 5, "dpmpp_1s")
     shares = {}
-    for stall in (tuner.STALL_CANDIDATES, 10 ** 9):
+    for stall in (search_gauss_newton.STALL_CANDIDATES, 10 ** 9):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(tuner, "STALL_CANDIDATES", stall)
+            patch.setattr(search_gauss_newton, "STALL_CANDIDATES", stall)
             new = tune(run, TABLE, 5, "dpmpp_1s", time_budget=math.inf, max_candidates=30, reference=reference)
         shares[stall] = (new.start_objective - new.objective) / (old.start_objective - old.objective)
     print(f"anisotropic DPM++1S NFE 5, share of the compass search's improvement at 30 candidates: {shares}")
-    assert shares[tuner.STALL_CANDIDATES] >= 0.9 and shares[10 ** 9] < 0.85
+    assert shares[search_gauss_newton.STALL_CANDIDATES] >= 0.9 and shares[10 ** 9] < 0.85
 
 
 @pytest.mark.parametrize("steps", (5, 6, 8))
@@ -220,9 +228,9 @@ def test_karras_jump_puts_the_steps_on_the_karras_spacing(steps):
     Up to the two interpolations of the table (log-sigma to find timesteps, alphas_cumprod back to sigmas)."""
     for end_index in (4, 7):  # an early stop, and the end at sigma_min (base_steps 8)
         params = ScheduleParams(steps, 8, 10.0, end_index, 1.2)
-        logits = tuner._karras_logits(params, TABLE)
+        logits = search_gauss_newton._karras_logits(params, TABLE)
         assert logits is not None and len(logits) == steps - 1
-        jumped = ScheduleParams(steps, 8, 10.0, end_index, 1.2, ramp=tuner._ramp(logits)).sigmas(TABLE).double()
+        jumped = ScheduleParams(steps, 8, 10.0, end_index, 1.2, ramp=ramp_from_logits(logits)).sigmas(TABLE).double()
         plain = params.sigmas(TABLE).double()
         high, low = float(plain[0]) ** (1 / 7), float(plain[-1]) ** (1 / 7)
         karras = torch.tensor([(high + i / steps * (low - high)) ** 7 for i in range(steps + 1)], dtype=torch.float64)
@@ -240,9 +248,9 @@ def test_karras_jump_at_the_first_stall_leaves_a_level_no_local_move_leaves(name
     DPM++1S NFE 6 on the anisotropic one (0.83). With the jump: 0.97 and 5.1 measured (docs/tuner_search.md)."""
     run, reference, old = quality_model_and_compass(name, steps, solver, probes=64)
     shares = {}
-    for label, logits in (("jump", tuner._karras_logits), ("none", lambda *args, **kwargs: None)):
+    for label, logits in (("jump", search_gauss_newton._karras_logits), ("none", lambda *args, **kwargs: None)):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(tuner, "_karras_logits", logits)
+            patch.setattr(search_gauss_newton, "_karras_logits", logits)
             new = tune(run, TABLE, steps, solver, time_budget=math.inf, max_candidates=30, reference=reference)
         shares[label] = (new.start_objective - new.objective) / (old.start_objective - old.objective)
     print(f"{name} {solver} NFE {steps}, share at 30 candidates: {shares}")
@@ -364,7 +372,8 @@ def test_tuner_node_rejects_bad_inputs(comfy, tiny_model, conds):
     assert cls.VALIDATE_INPUTS(**good) is True
     for change, expected in ((dict(nfe=1), "nfe = 1 is out of range: allowed 2 to 50"),
                              (dict(nfe=51), "nfe = 51 is out of range"),
-                             (dict(solver="euler"), "solver = 'euler' is not one of ['dpmpp_1s', 'dpmpp_2m', 'unipc', 'unipc_afs']"),
+                             (dict(solver="euler"),
+                              "solver = 'euler' is not one of ['dpmpp_1s', 'dpmpp_2m', 'unipc', 'unipc_afs']"),
                              (dict(probe_seeds=0), "probe_seeds = 0 is out of range: allowed 1 to 64"),
                              (dict(time_budget=0.5), "time_budget = 0.5 is out of range: allowed 1.0 to 3600.0"),
                              (dict(cfg=-1.0), "cfg = -1.0 is out of range")):
