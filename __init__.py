@@ -1,7 +1,7 @@
 """ComfyUI-FewStep: few-step sampling of original SD1.5 / SDXL checkpoints (arXiv 2510.02390)."""
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .nodes.comfy_api import register
+from .nodes.registration import register
 
 register()
 

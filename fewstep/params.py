@@ -17,7 +17,7 @@ import torch
 from . import recipes
 from .recipes import Recipe
 from .schedule import check_ramp, fewstep_sigmas
-from .solvers import SCHEDULE_SOLVERS
+from .solver_names import SCHEDULE_SOLVERS
 
 PREFIX = "fewstep v1:"
 REQUIRED = ("steps", "base_steps", "base_rho", "end_index", "time_rho")

@@ -12,14 +12,10 @@ import torch
 from tqdm.auto import trange
 
 from .schedule import schedule_problem
+from .solver_names import FINISH_DENOISED, FINISH_LAST_SIGMA, FINISHES, SCHEDULE_SOLVERS, SOLVERS, UNIPC_SOLVERS
 
-SOLVERS = ("dpmpp_1s", "dpmpp_2m")  # Few-Step DPM++ Sampler's choices
-# UniPC as the F-scheduler recipes run it (noise form, bh1, order auto), without / with the analytical first step
-UNIPC_SOLVERS = ("unipc", "unipc_afs")
-SCHEDULE_SOLVERS = (*SOLVERS, *UNIPC_SOLVERS)  # what a recipe, the tuner and a params string can name
-FINISH_LAST_SIGMA = "last_sigma"
-FINISH_DENOISED = "denoised"
-FINISHES = (FINISH_LAST_SIGMA, FINISH_DENOISED)
+__all__ = ["FINISHES", "FINISH_DENOISED", "FINISH_LAST_SIGMA", "SCHEDULE_SOLVERS", "SOLVERS", "UNIPC_SOLVERS",
+           "dpmpp_1s_step", "dpmpp_2m_step", "sample_fewstep"]
 
 
 def dpmpp_1s_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -81,18 +77,3 @@ def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dic
         x = denoised
     return x
 
-
-def sample_solver(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
-                  disable: bool | None = None, solver: str = "dpmpp_1s", finish: str = FINISH_LAST_SIGMA,
-                  sigma_table: torch.Tensor | None = None) -> torch.Tensor:
-    """Run any of SCHEDULE_SOLVERS over ``sigmas`` (k-diffusion signature). ``sigma_table``, the model's sigma at
-    each training timestep, places the AFS midpoint of "unipc_afs" (default: the standard SD1.x / SDXL table)."""
-    if solver in SOLVERS:
-        return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish)
-    if solver not in UNIPC_SOLVERS:
-        raise ValueError(f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}")
-    from .unipc import sample_unipc  # unipc imports this module's constants: imported here, not at the top
-
-    table = {} if sigma_table is None else {"sigma_table": sigma_table}
-    return sample_unipc(model, x, sigmas, extra_args, callback, disable, afs=solver == "unipc_afs", finish=finish,
-                        **table)

@@ -31,8 +31,8 @@ from typing import Callable
 import torch
 
 from .params import ScheduleParams, format_params
+from .sampling import sample_solver
 from .schedule import karras_sigmas, schedule_problem
-from .solvers import sample_solver
 
 REFERENCE_STEPS = 40
 LOGIT_LIMIT = 3.0  # increments stay within a factor e^6 of each other: none collapses

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import trange
 
 from .schedule import STANDARD_TABLE, continuous_timestep, schedule_problem, sigma_at_timestep
-from .solvers import FINISH_DENOISED, FINISH_LAST_SIGMA, FINISHES
+from .solver_names import FINISH_DENOISED, FINISH_LAST_SIGMA, FINISHES
 
 ORDERS = ("auto", "1", "2", "3")
 VARIANTS = ("bh1", "bh2")

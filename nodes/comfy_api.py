@@ -1,17 +1,12 @@
 """Everything that touches ComfyUI's globals or differs between ComfyUI versions.
 
-PINNED (March 2024) and CURRENT (v0.3.64+) differ in how schedulers are registered, how a model's
-``model_sampling`` is looked up and whether model patches see the schedule. This module is the only
-place that knows; registration here is idempotent, in place and leaves other packs' names alone.
+PINNED (March 2024) and CURRENT (v0.3.64+) differ in how a model's ``model_sampling`` is looked up, whether
+model patches see the schedule and how a sampler runs inside ComfyUI's guided sampling. This module and
+``registration.py`` (the dropdown names and the route) are the only places that know.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from functools import partial
-
-import comfy.k_diffusion.sampling as k_diffusion_sampling
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
@@ -19,17 +14,10 @@ import comfy.samplers
 import comfy.utils
 import torch
 
-from ..fewstep.recipes import recipe_for_step_count
-from ..fewstep.schedule import TRAINING_TIMESTEPS, recipe_sigmas, schedule_problem
-from ..fewstep.solvers import FINISH_LAST_SIGMA, SOLVERS, sample_solver
-from ..fewstep.unipc import sample_unipc
+from ..fewstep.plan import PlanError, Solver, steps_plan
+from ..fewstep.sampling import sample
+from ..fewstep.schedule import TRAINING_TIMESTEPS, schedule_problem
 
-log = logging.getLogger("ComfyUI-FewStep")
-
-# KSampler's sampler names -> solver (solvers.SCHEDULE_SOLVERS). fewstep_unipc is UniPC as the SD1.5 UniPC
-# recipes run it (noise form, bh1, order auto, no analytical first step: KSampler's schedulers do not plan for it).
-SAMPLER_NAMES = {"fewstep_dpmpp_1s": "dpmpp_1s", "fewstep_dpmpp_2m": "dpmpp_2m", "fewstep_unipc": "unipc"}
-SCHEDULER_NAME = "fewstep"
 SCHEDULE_KEY = "sample_sigmas"  # where CURRENT puts the schedule in transformer_options
 
 
@@ -100,43 +88,33 @@ def sampling_sigma_table(model) -> torch.Tensor:
     return discrete_sigma_table(base_model.model_sampling)
 
 
-def sampler_label(solver: str) -> str:
-    """How the node and the KSampler name of ``solver`` read in messages."""
-    if solver in SOLVERS:
-        return f"Few-Step DPM++ Sampler ({solver}; on KSampler: fewstep_{solver})"
-    return "Few-Step UniPC Sampler (on KSampler: fewstep_unipc)"
+def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None, solver: Solver = Solver(),
+                         sigma_table=None):
+    """Run a few-step ``solver`` with the schedule visible to model patches (PINNED does not pass it).
 
-
-def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                         solver="dpmpp_1s", finish=FINISH_LAST_SIGMA, sigma_table=None, **unipc_options):
-    """Run a few-step solver with the schedule visible to model patches (PINNED does not pass it).
-
-    ``solver`` is one of solvers.SCHEDULE_SOLVERS; ``unipc_options`` (order, variant, afs, prediction of
-    ``unipc.sample_unipc``), when given, run UniPC with them (Few-Step UniPC Sampler). ``sigma_table`` places
-    the AFS midpoint; by default it is the sampled model's own. A SIGMAS input that cannot be sampled (not
-    strictly descending, a step below 0.01 %, not finite; a trailing 0 is fine) stops here with a message,
-    before any model evaluation.
+    ``sigma_table`` places the AFS midpoint; by default it is the sampled model's own. A SIGMAS input that
+    cannot be sampled (not strictly descending, a step below 0.01 %, not finite; a trailing 0 is fine) stops
+    here with a message, before any model evaluation.
     """
     problem = schedule_problem(sigmas, final_zero=True)
     if problem:
         raise ValueError(
-            f"{sampler_label('unipc' if unipc_options else solver)}: the SIGMAS input cannot be sampled: "
-            f"{problem}. Connect a schedule that descends strictly (Few-Step Sigmas, or a core scheduler; a last "
-            "sigma of 0 is fine).")
+            f"{solver.label}: the SIGMAS input cannot be sampled: {problem}. Connect a schedule that descends "
+            "strictly (Few-Step Sigmas, or a core scheduler; a last sigma of 0 is fine).")
     extra_args = dict(extra_args or {})
     model_options = dict(extra_args.get("model_options") or {})  # never mutate the patcher's own dict
     transformer_options = dict(model_options.get("transformer_options") or {})
     transformer_options[SCHEDULE_KEY] = sigmas
     model_options["transformer_options"] = transformer_options
     extra_args["model_options"] = model_options
-    afs = unipc_options.get("afs", False) if unipc_options else solver == "unipc_afs"
-    if afs and sigma_table is None:
+    if solver.afs and sigma_table is None:
         sigma_table = sampling_sigma_table(model)
-    if unipc_options:
-        table = {} if sigma_table is None else {"sigma_table": sigma_table}
-        return sample_unipc(model, x, sigmas, extra_args, callback, disable, finish=finish, **unipc_options, **table)
-    return sample_solver(model, x, sigmas, extra_args, callback, disable, solver=solver, finish=finish,
-                         sigma_table=sigma_table)
+    return sample(model, x, sigmas, extra_args, callback, disable, solver, sigma_table)
+
+
+def fewstep_sampler(solver: Solver):
+    """The SAMPLER that runs ``solver`` (what both sampler nodes and Few-Step KSampler hand to ComfyUI)."""
+    return comfy.samplers.KSAMPLER(sample_with_schedule, extra_options={"solver": solver})
 
 
 def empty_latent_for(model, latent: torch.Tensor) -> torch.Tensor:
@@ -204,75 +182,9 @@ def check_interrupted() -> None:
 
 
 def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:
-    """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (see recipes.py)."""
-    sigmas = recipe_sigmas(recipe_for_step_count(steps), discrete_sigma_table(model_sampling))
-    problem = schedule_problem(sigmas)
-    if problem:  # only at absurd counts: KSampler asks for steps / denoise steps (e.g. 10000 / 0.01)
+    """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (``plan.steps_plan``)."""
+    try:
+        return steps_plan(steps, discrete_sigma_table(model_sampling)).sigmas
+    except PlanError as error:  # only at absurd counts: KSampler asks for steps / denoise steps (e.g. 10000 / 0.01)
         raise ValueError(f"fewstep scheduler: {steps} steps (KSampler's steps / denoise) give a schedule that cannot "
-                         f"be sampled: {problem}. Use fewer steps or a larger denoise.")
-    return sigmas
-
-
-def _append_once(lists, name: str) -> None:
-    """Append ``name`` in place to each distinct list object that lacks it."""
-    seen = set()
-    for names in lists:
-        if names is None or id(names) in seen:
-            continue
-        seen.add(id(names))
-        if name not in names:
-            names.append(name)
-
-
-def _register_pinned_scheduler() -> None:
-    """PINNED has a fixed if/elif: wrap the module function once (callers look it up at call time)."""
-    if getattr(comfy.samplers, "_fewstep_scheduler_wrapped", False):
-        return
-    original = comfy.samplers.calculate_sigmas_scheduler
-
-    def calculate_sigmas_scheduler(model, scheduler_name, steps):
-        if scheduler_name == SCHEDULER_NAME:
-            return fewstep_scheduler(model.model_sampling, steps)
-        return original(model, scheduler_name, steps)
-
-    comfy.samplers.calculate_sigmas_scheduler = calculate_sigmas_scheduler
-    comfy.samplers._fewstep_scheduler_wrapped = True
-
-
-def _register_routes() -> None:
-    """Serve the schedule preview (nodes/routes.py) from a running ComfyUI server, once.
-
-    Both versions read ``PromptServer.instance.routes`` after loading custom nodes (CURRENT serves
-    them under /api/ as well). Without a running server (the tests load the pack in process) there
-    is nothing to do: a server exists only once main.py has imported ``server``, so it is not imported.
-    """
-    prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)
-    instance = getattr(prompt_server, "instance", None)
-    if instance is None:
-        return
-    from .routes import SCHEDULE_PATH, get_schedule  # routes -> sigmas -> this module: import late
-    routes = instance.routes
-    if any(getattr(route, "path", None) == SCHEDULE_PATH for route in routes):
-        return
-    routes.get(SCHEDULE_PATH)(get_schedule)
-    log.debug("serving %s", SCHEDULE_PATH)
-
-
-def register() -> None:
-    """Add our sampler and scheduler names to KSampler's dropdowns and the schedule route; idempotent."""
-    samplers = comfy.samplers
-    ksampler_class = getattr(samplers, "KSampler", None)
-    for name, solver in SAMPLER_NAMES.items():
-        setattr(k_diffusion_sampling, "sample_" + name, partial(sample_with_schedule, solver=solver))
-        _append_once((getattr(samplers, "KSAMPLER_NAMES", None), samplers.SAMPLER_NAMES,
-                      getattr(ksampler_class, "SAMPLERS", None)), name)
-
-    handlers = getattr(samplers, "SCHEDULER_HANDLERS", None)
-    if handlers is not None:  # CURRENT
-        if SCHEDULER_NAME not in handlers:
-            handlers[SCHEDULER_NAME] = samplers.SchedulerHandler(fewstep_scheduler)
-    else:  # PINNED
-        _register_pinned_scheduler()
-    _append_once((samplers.SCHEDULER_NAMES, getattr(ksampler_class, "SCHEDULERS", None)), SCHEDULER_NAME)
-    log.debug("registered samplers %s and scheduler %s", list(SAMPLER_NAMES), SCHEDULER_NAME)
-    _register_routes()
+                         f"be sampled: {error}. Use fewer steps or a larger denoise.") from None

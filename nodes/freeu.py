@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
-from ..fewstep.freeu import VERSIONS, freeu_scales, low_frequency_filter, scale_backbone
-from ..fewstep.window import STEP_LIMIT, Window, check_window, empty_window_message
-from .comfy_api import model_sampling_of, schedule_of, unet_model_channels
-
-log = logging.getLogger("ComfyUI-FewStep")
+from ..fewstep.freeu import VERSIONS
+from ..fewstep.plan import PlanError, freeu_window
+from ..fewstep.window import STEP_LIMIT
+from .freeu_patch import timed_freeu
 
 FACTOR = {"min": 0.0, "max": 10.0, "step": 0.01}
 
@@ -48,53 +45,20 @@ class TimedFreeU:
 
     @classmethod
     def VALIDATE_INPUTS(cls, version, first_step, last_step, start_percent, end_percent):
-        return _check(version, first_step, last_step, start_percent, end_percent) or True
+        return _problem(1.0, 1.0, 1.0, 1.0, version, first_step, last_step, start_percent, end_percent) or True
 
     def patch(self, model, b1, b2, s1, s2, version, first_step, last_step, start_percent, end_percent):
-        message = _check(version, first_step, last_step, start_percent, end_percent)
-        if message:
-            raise ValueError(f"Timed FreeU: {message}")
-        scales = freeu_scales(unet_model_channels(model), b1, b2, s1, s2)
-        model_sampling = model_sampling_of(model)
-        window = Window(first_step, last_step, float(model_sampling.percent_to_sigma(start_percent)),
-                        float(model_sampling.percent_to_sigma(end_percent)))
-        always = window.every_step and start_percent == 0.0 and end_percent == 1.0
-        decided = [None, False]  # (sigmas tensor of the current evaluation, active?)
-        warned = set()  # schedule lengths already warned about (an empty step window)
-
-        def output_block_patch(h, hsp, transformer_options):
-            scale = scales.get(int(h.shape[1]))
-            # Newer ComfyUI lets an earlier patch consume the skip (hsp=None): no skip to filter, and h may no
-            # longer be the plain backbone, so this block is left exactly as that patch returned it.
-            if scale is None or hsp is None:
-                return h, hsp
-            if not always:
-                sigmas = transformer_options["sigmas"]
-                if decided[0] is not sigmas:  # one look-up per model evaluation, not per block
-                    decided[:] = [sigmas, _active(window, sigmas, transformer_options, warned)]
-                if not decided[1]:
-                    return h, hsp
-            return scale_backbone(h, scale[0], version), low_frequency_filter(hsp, scale[1])
-
-        patched = model.clone()
-        patched.set_model_output_block_patch(output_block_patch)
-        return (patched,)
+        try:
+            freeu = freeu_window(b1, b2, s1, s2, version, first_step, last_step, start_percent, end_percent)
+        except PlanError as error:
+            raise ValueError(f"Timed FreeU: {error}") from None
+        return (timed_freeu(model, freeu),)
 
 
-def _active(window: Window, sigmas, transformer_options: dict, warned: set) -> bool:
-    """Whether ``window`` holds at this evaluation; logs a warning, once per schedule length, when its steps
-    select no step of the schedule (mixed-sign steps on a short schedule, or steps beyond its end)."""
-    schedule = schedule_of(transformer_options)
-    if schedule is not None and not window.every_step and len(schedule) not in warned:
-        warned.add(len(schedule))
-        message = empty_window_message(window.first_step, window.last_step, len(schedule) - 1)
-        if message:
-            log.warning("Timed FreeU: %s", message)
-    return window.active(float(sigmas.max()), schedule)
-
-
-def _check(version, first_step, last_step, start_percent, end_percent) -> str | None:
+def _problem(*inputs) -> str | None:
     """Message for a bad input (named, with its allowed range), or None."""
-    if version not in VERSIONS:
-        return f"version = {version!r} is not one of {list(VERSIONS)}"
-    return check_window(first_step, last_step, start_percent, end_percent)
+    try:
+        freeu_window(*inputs)
+    except PlanError as error:
+        return str(error)
+    return None

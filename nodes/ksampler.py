@@ -1,23 +1,19 @@
 """Few-Step KSampler: a whole recipe (schedule, solver, timed FreeU, sampling) in one node.
 
-It is the five-node graph, not a copy of it: the schedule is Few-Step Sigmas' ``get_sigmas``, the FreeU
-patches are Timed FreeU's ``patch``, the sampler is Few-Step DPM++ / UniPC Sampler's ``get_sampler`` and the
-sampling is what SamplerCustom does (``comfy_api.sample_custom_outputs``), so the result is bit-identical.
+It is the five-node graph, not a copy of it: one plan (``fewstep.plan.make_plan``) gives the schedule Few-Step
+Sigmas gives, the FreeU windows go on the model as Timed FreeU puts them (``freeu_patch.timed_freeu``), the
+sampler is the one the Few-Step DPM++ / UniPC Sampler nodes make (``comfy_api.fewstep_sampler``) and the sampling
+is what SamplerCustom does (``comfy_api.sample_custom_outputs``), so the result is bit-identical.
 """
 
 from __future__ import annotations
 
 from ..fewstep import recipes
-from ..fewstep.params import parse_params
-from ..fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPE_CHOICES, RECIPES, recipe_for_step_count
-from ..fewstep.solvers import FINISH_LAST_SIGMA, SOLVERS
-from .comfy_api import sample_custom_outputs
-from .freeu import TimedFreeU
-from .sampler import FewStepDPMPPSampler
-from .sigmas import FewStepSigmas
-from .unipc_sampler import FewStepUniPCSampler
+from ..fewstep.plan import FREEU_CHOICES, PlanError, make_plan, plan_problem
+from ..fewstep.recipes import CUSTOM, RECIPE_CHOICES
+from .comfy_api import discrete_sigma_table, fewstep_sampler, model_sampling_of, sample_custom_outputs
+from .freeu_patch import timed_freeu
 
-FREEU_CHOICES = ("recipe", "off")
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 NAME = "Few-Step KSampler"
 
@@ -67,59 +63,20 @@ class FewStepKSampler:
 
     @classmethod
     def VALIDATE_INPUTS(cls, recipe, freeu, denoise, params=""):
-        return _check(recipe, freeu, denoise, params) or True
+        if recipe == CUSTOM and not (params or "").strip():
+            params = None  # linked (CURRENT passes None; PINNED leaves it out, so it reads ""): checked when it runs
+        return plan_problem(recipe, denoise, params, freeu=freeu) or True
 
     def sample(self, model, seed, cfg, recipe, freeu, positive, negative, latent_image, denoise=1.0, params=""):
-        message = _check(recipe, freeu, denoise, params if params is not None else "", linked=False)
-        if message:
-            raise ValueError(f"{NAME}: {message}")
-        solver, settings = _solver_and_freeu(recipe, params)
-        c = DEFAULT_CUSTOM
+        def table():
+            return discrete_sigma_table(model_sampling_of(model))
+
         try:
-            sigmas = FewStepSigmas().get_sigmas(model, recipe, denoise, c.steps, c.base_steps, c.base_rho, c.end_index,
-                                                c.time_rho, params=params or "")[0]
-        except ValueError as error:
-            raise ValueError(f"{NAME}: {str(error).removeprefix('Few-Step Sigmas: ')}") from None
+            plan = make_plan(recipe, denoise, params or "", freeu=freeu, sigma_table=table)
+        except PlanError as error:
+            raise ValueError(f"{NAME}: {error}") from None
         patched = model
-        if freeu == "recipe":
-            for s in settings:
-                patched = TimedFreeU().patch(patched, s.b1, s.b2, s.s1, s.s2, "v1", s.first_step, s.last_step,
-                                             0.0, 1.0)[0]
-        if solver in SOLVERS:
-            sampler = FewStepDPMPPSampler().get_sampler(solver, FINISH_LAST_SIGMA)[0]
-        else:
-            sampler = FewStepUniPCSampler().get_sampler("auto", "bh1", solver == "unipc_afs", FINISH_LAST_SIGMA,
-                                                        "noise")[0]
-        return sample_custom_outputs(patched, seed, cfg, positive, negative, sampler, sigmas, latent_image)
-
-
-def recipe_freeu(recipe: str) -> tuple:
-    """The FreeU settings ``freeu = recipe`` applies: a named recipe's own, none for ``custom`` (also served to
-    the schedule graph on the node, nodes/routes.py)."""
-    return RECIPES[recipe].freeu if recipe != CUSTOM else ()
-
-
-def _solver_and_freeu(recipe: str, params: str):
-    """(solver, FreeU settings) of a named recipe, or of a params string (its solver, else the recipe family's)."""
-    if recipe != CUSTOM:
-        return RECIPES[recipe].solver, recipe_freeu(recipe)
-    parsed = parse_params(params)
-    return parsed.solver or recipe_for_step_count(parsed.steps).solver, recipe_freeu(recipe)
-
-
-def _check(recipe, freeu, denoise, params="", linked: bool = True) -> str | None:
-    """Message for a bad input (named, with what is allowed), the same as Few-Step Sigmas gives, or None.
-
-    ``params`` is None at validation when it is linked (CURRENT; PINNED leaves it out, so it is ""): then
-    it is checked when the node runs.
-    """
-    if freeu not in FREEU_CHOICES:
-        return f"freeu = {freeu!r} is not one of {list(FREEU_CHOICES)}"
-    if recipe == CUSTOM and params is not None and not params.strip() and not linked:
-        return ("recipe = 'custom' needs a schedule in `params` (Few-Step Schedule Tuner's params output, or text "
-                "such as 'fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2'); or choose a "
-                "named recipe")
-    c = DEFAULT_CUSTOM
-    verdict = FewStepSigmas.VALIDATE_INPUTS(recipe, c.steps, c.base_steps, c.base_rho, c.end_index, c.time_rho,
-                                            denoise, params)
-    return None if verdict is True else verdict  # a malformed params string included (it parses it)
+        for window in plan.freeu:
+            patched = timed_freeu(patched, window)
+        return sample_custom_outputs(patched, seed, cfg, positive, negative, fewstep_sampler(plan.solver), plan.sigmas,
+                                     latent_image)

@@ -3,7 +3,8 @@
 ``GET /fewstep/schedule?recipe=..&denoise=..&steps=..&base_steps=..&base_rho=..&end_index=..&time_rho=..``
 takes the node's widget inputs (names and types read from its INPUT_TYPES; required ones must be
 given) and answers with the schedule the node would produce on the standard SD1.x / SDXL discrete
-schedule, validated by the node's VALIDATE_INPUTS and computed by the node's own ``schedule``:
+schedule: the node's own plan (``sigmas.sigmas_plan``, i.e. ``fewstep.plan.make_plan``), refused with the
+node's own message when the plan is:
 
     {"recipe": str, "params": {steps, base_steps, base_rho, end_index, time_rho, denoise},
      "solver": str | null, "sigmas": [N+1 floats], "timesteps": [N+1 floats], "nfe": N}
@@ -19,7 +20,7 @@ this schedule).
 
 Every reply also says where the suggested solver evaluates the model (with ``finish`` last_sigma):
 ``"evaluations": [N sigmas, in order]``, sigma_0 .. sigma_{N-1} (the last sigma is reached without one).
-For a solver of ``fewstep.solvers.UNIPC_SOLVERS`` (a UniPC recipe, or a ``params`` string naming one) it
+For a solver of ``fewstep.solver_names.UNIPC_SOLVERS`` (a UniPC recipe, or a ``params`` string naming one) it
 adds ``"unipc": {"solver", "order", "variant", "afs"}``: the order ``auto`` resolves to for N evaluations
 (``fewstep.unipc.auto_order``), the variant and whether the analytical first step is on. With it
 (``unipc_afs``) it adds ``"afs_midpoint": {"sigma", "timestep"}``, the sigma AFS inserts between sigma_0
@@ -35,14 +36,14 @@ Few-Step KSampler (js/fewstep_sigmas.js draws the graph on it too) has the same 
 The custom widgets are therefore required only for ``recipe=custom`` without a ``params`` string; otherwise a
 missing one takes its default on Few-Step Sigmas (a named recipe or a ``params`` string replaces them anyway,
 so the schedule is the one the KSampler samples). Every reply also lists the FreeU the KSampler applies with
-its ``freeu = recipe`` (``nodes.ksampler.recipe_freeu``: a named recipe's own settings, none for ``custom``):
+its ``freeu = recipe`` (the plan's ``freeu``: a named recipe's own settings, none for ``custom``):
 ``"recipe_freeu": [{b1, b2, s1, s2, first_step, last_step, steps: [1-based evaluations where it is on]}]``,
 steps counted as for ``freeu`` above (windows of whole steps, percents 0 to 1, as the KSampler patches them).
 The KSampler's own ``freeu`` widget ("recipe" / "off") is not a query parameter: the page shows
 ``recipe_freeu`` or nothing, and never the Timed FreeU nodes of the graph (they do not patch its model).
 
 A schedule that cannot be sampled (not strictly descending in float32, see
-``fewstep.schedule.schedule_problem``) is refused by VALIDATE_INPUTS like any bad input. A bad, missing or
+``fewstep.schedule.schedule_problem``) is refused by the plan like any bad input. A bad, missing or
 unknown parameter gets HTTP
 400 ``{"error": message}`` naming it (and its allowed range), never a traceback.
 """
@@ -50,18 +51,17 @@ unknown parameter gets HTTP
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict
 
 from aiohttp import web
 
-from ..fewstep.params import parse_params
-from ..fewstep.recipes import CUSTOM, RECIPES
+from ..fewstep.freeu import VERSIONS as VERSIONS_FREEU
+from ..fewstep.plan import FreeUWindow, Plan, PlanError, freeu_window
+from ..fewstep.recipes import CUSTOM
 from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
-from ..fewstep.solvers import UNIPC_SOLVERS
+from ..fewstep.solver_names import UNIPC_SOLVERS
 from ..fewstep.unipc import VARIANTS, afs_midpoint, auto_order
-from ..fewstep.window import Window, check_window, empty_window_message, percent_to_sigma
-from .ksampler import recipe_freeu
-from .sigmas import FewStepSigmas, schedule
+from ..fewstep.window import Window, empty_window_message, percent_to_sigma
+from .sigmas import FewStepSigmas, sigmas_plan
 
 SCHEDULE_PATH = "/fewstep/schedule"
 FREEU = "freeu"
@@ -88,22 +88,19 @@ def schedule_reply(query) -> tuple[int, dict]:
         windows = _parse_freeu(query.getall(FREEU, []) if hasattr(query, "getall") else query.get(FREEU, []))
     except BadQuery as error:
         return 400, {"error": str(error)}
-    verdict = _call(FewStepSigmas.VALIDATE_INPUTS, inputs)
-    if verdict is not True:
-        return 400, {"error": f"Few-Step Sigmas: {verdict}"}
+    try:
+        plan: Plan = _call(sigmas_plan, inputs)
+    except PlanError as error:
+        return 400, {"error": f"Few-Step Sigmas: {error}"}
 
-    sigmas = _call(schedule, {"sigma_table": STANDARD_TABLE, **inputs})
+    sigmas = plan.sigmas
     timesteps = continuous_timestep(sigmas.to(STANDARD_TABLE.dtype), STANDARD_TABLE)
-    recipe = RECIPES.get(inputs["recipe"])
-    used = inputs if recipe is None else asdict(recipe)  # a named recipe ignores the custom widgets
-    if recipe is None and str(inputs.get("params", "")).strip():  # a params string replaces them
-        recipe = parse_params(inputs["params"])
-        used = asdict(recipe)
+    used = plan.schedule  # a named recipe's or a params string's, not the custom widgets', when they replace them
     nfe = len(sigmas) - 1
     body = {
         "recipe": inputs["recipe"],
-        "params": {**{name: used[name] for name in PARAMETERS}, "denoise": inputs["denoise"]},
-        "solver": None if recipe is None else recipe.solver,
+        "params": {**{name: getattr(used, name) for name in PARAMETERS}, "denoise": inputs["denoise"]},
+        "solver": used.solver,
         "sigmas": sigmas.tolist(),
         "timesteps": [round(t, 3) for t in timesteps.tolist()],
         "nfe": nfe,
@@ -114,8 +111,7 @@ def schedule_reply(query) -> tuple[int, dict]:
         window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
         return [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
 
-    body["recipe_freeu"] = [{**asdict(s), "steps": steps_of(s.first_step, s.last_step)}
-                            for s in recipe_freeu(inputs["recipe"])]
+    body["recipe_freeu"] = [_recipe_freeu(f, steps_of(f.first_step, f.last_step)) for f in plan.freeu]
     if windows:
         body["freeu"] = []
         for first, last, start, end in windows:
@@ -126,6 +122,12 @@ def schedule_reply(query) -> tuple[int, dict]:
                 entry["warning"] = f"Timed FreeU: {warning}"
             body["freeu"].append(entry)
     return 200, body
+
+
+def _recipe_freeu(freeu: FreeUWindow, steps: list[int]) -> dict:
+    """One of the FreeU windows Few-Step KSampler applies with ``freeu = recipe``, as the reply lists it."""
+    return {"b1": freeu.b1, "b2": freeu.b2, "s1": freeu.s1, "s2": freeu.s2, "first_step": freeu.first_step,
+            "last_step": freeu.last_step, "steps": steps}
 
 
 def _evaluations(solver: str | None, sigmas, timesteps) -> dict:
@@ -204,8 +206,9 @@ def _parse_freeu(values: list[str]) -> list[tuple[int, int, float, float]]:
                            "'first_step,last_step,start_percent,end_percent', e.g. '2,4' or '1,-1,0,0.6'")
         first, last = (_number(FREEU, part, int) for part in parts[:2])
         start, end = (_number(FREEU, part, float) for part in parts[2:]) if len(parts) == 4 else (0.0, 1.0)
-        message = check_window(first, last, start, end)
-        if message:
-            raise BadQuery(f"{FREEU}: {message}")
+        try:
+            freeu_window(1.0, 1.0, 1.0, 1.0, VERSIONS_FREEU[0], first, last, start, end)
+        except PlanError as error:
+            raise BadQuery(f"{FREEU}: {error}") from None
         windows.append((first, last, start, end))
     return windows

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import comfy.samplers
-
-from ..fewstep.solvers import FINISHES, SOLVERS
-from .comfy_api import sample_with_schedule
+from ..fewstep.plan import PlanError, dpmpp_solver
+from ..fewstep.solver_names import FINISHES, SOLVERS
+from .comfy_api import fewstep_sampler
 
 
 class FewStepDPMPPSampler:
@@ -32,8 +31,7 @@ class FewStepDPMPPSampler:
         }}
 
     def get_sampler(self, solver, finish):
-        if solver not in SOLVERS:
-            raise ValueError(f"Few-Step DPM++ Sampler: solver = {solver!r} is not one of {list(SOLVERS)}")
-        if finish not in FINISHES:
-            raise ValueError(f"Few-Step DPM++ Sampler: finish = {finish!r} is not one of {list(FINISHES)}")
-        return (comfy.samplers.KSAMPLER(sample_with_schedule, extra_options={"solver": solver, "finish": finish}),)
+        try:
+            return (fewstep_sampler(dpmpp_solver(solver, finish)),)
+        except PlanError as error:
+            raise ValueError(f"Few-Step DPM++ Sampler: {error}") from None

@@ -26,8 +26,7 @@ import comfy.sample
 import comfy.utils
 import torch
 
-from ..fewstep.params import ScheduleParams
-from ..fewstep.recipes import recipe_for_step_count
+from ..fewstep.plan import PlanError, solver_named, steps_plan
 from ..fewstep.tuner import REFERENCE_STEPS, TuneResult, compute_reference, tune
 from .comfy_api import (
     check_interrupted,
@@ -157,7 +156,11 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         return cached
 
     table = discrete_sigma_table(model_sampling_of(model))
-    start = ScheduleParams.from_recipe(recipe_for_step_count(steps))
+    try:
+        start = steps_plan(steps, table)  # the search starts from the ``fewstep`` scheduler's recipe family
+    except PlanError as error:
+        raise ValueError(f"Few-Step Schedule Tuner: nfe = {steps} gives a starting schedule that cannot be sampled on "
+                         f"this model: {error}") from None
     empty = empty_latent_for(model, torch.zeros((probe_seeds, *latent_shape), dtype=torch.float32))
     noise = comfy.sample.prepare_noise(empty, seed)
     ref_key, ref_references = reference_key(model, positive, negative, cfg, latent_shape, probe_seeds, seed)
@@ -180,7 +183,7 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         def run(schedule: torch.Tensor, which: str) -> torch.Tensor:
             with torch.no_grad():
                 return sample_with_schedule(denoiser, x, schedule.to(x.device), extra_args, None, True,
-                                            solver=which, sigma_table=table)
+                                            solver=solver_named(which), sigma_table=table)
 
         began = time.monotonic()
         reference = REFERENCES.get(ref_key, ref_references)
@@ -189,13 +192,14 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
             reference = compute_reference(run, table)
             REFERENCES.put(ref_key, ref_references, reference)
         spent = time.monotonic() - began
-        outcome["result"] = tune(run, table, steps, solver, start=start, time_budget=max(time_budget - spent, 0.0),
+        outcome["result"] = tune(run, table, steps, solver, start=start.schedule,
+                                 time_budget=max(time_budget - spent, 0.0),
                                  max_candidates=MAX_CANDIDATES, progress=progress, check_interrupt=check_interrupted,
                                  reference=reference.to(x.device))
         outcome["reference_seconds"] = spent
         return x  # the sampled latent is not used
 
-    sample_custom_with(model, search, noise, cfg, start.sigmas(table), positive, negative, empty, seed)
+    sample_custom_with(model, search, noise, cfg, start.sigmas, positive, negative, empty, seed)
     result: TuneResult = outcome["result"]
     reference_cost = 0 if outcome["reused"] else REFERENCE_STEPS
     result = replace(result, model_evaluations=result.model_evaluations + reference_cost,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import comfy.samplers
-
-from ..fewstep.solvers import FINISHES
+from ..fewstep.plan import PlanError, unipc_solver
+from ..fewstep.solver_names import FINISHES
 from ..fewstep.unipc import AUTO_ORDER_SWITCH, ORDERS, PREDICTIONS, VARIANTS
-from .comfy_api import sample_with_schedule
+from .comfy_api import fewstep_sampler
 
 
 class FewStepUniPCSampler:
@@ -45,11 +44,7 @@ class FewStepUniPCSampler:
         }}
 
     def get_sampler(self, order, variant, afs, finish, prediction="noise"):
-        for name, value, allowed in (("order", order, ORDERS), ("variant", variant, VARIANTS),
-                                     ("finish", finish, FINISHES), ("prediction", prediction, PREDICTIONS),
-                                     ("afs", afs, (True, False))):
-            if value not in allowed:
-                raise ValueError(f"Few-Step UniPC Sampler: {name} = {value!r} is not one of {list(allowed)}")
-        options = {"solver": "unipc", "finish": finish, "order": order, "variant": variant, "afs": bool(afs),
-                   "prediction": prediction}
-        return (comfy.samplers.KSAMPLER(sample_with_schedule, extra_options=options),)
+        try:
+            return (fewstep_sampler(unipc_solver(order, variant, afs, finish, prediction)),)
+        except PlanError as error:
+            raise ValueError(f"Few-Step UniPC Sampler: {error}") from None

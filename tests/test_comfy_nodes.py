@@ -359,7 +359,7 @@ def test_registration_is_idempotent_and_shares_lists_with_other_packs(comfy, tin
     try:
         setattr(samplers_module.k_diffusion_sampling, "sample_otherpack_sampler",
                 getattr(samplers_module.k_diffusion_sampling, "sample_euler"))
-        comfy.pack.nodes.comfy_api.register()
+        comfy.pack.nodes.registration.register()
         assert comfy.run(comfy.nodes.load_custom_node(str(comfy.pack_dir)))  # the loader again: nothing twice
         # ... and another after us, in the way each version allows
         if comfy.current:
@@ -371,7 +371,7 @@ def test_registration_is_idempotent_and_shares_lists_with_other_packs(comfy, tin
                 return wrapped(model, "karras" if name == "otherpack_scheduler" else name, steps)
             samplers_module.calculate_sigmas_scheduler = other
         scheduler_list.append("otherpack_scheduler")
-        comfy.pack.nodes.comfy_api.register()
+        comfy.pack.nodes.registration.register()
 
         samplers, schedulers = dropdowns(comfy)
         assert samplers is sampler_list and schedulers is scheduler_list  # never rebound

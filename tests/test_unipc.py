@@ -355,7 +355,7 @@ def test_recipe_freeu_is_on_the_last_three_evaluations(comfy, tiny_model, conds)
 
 def test_ksampler_fewstep_unipc_is_registered_once_and_runs_n_evaluations(comfy, tiny_model, conds):
     names = comfy.nodes.KSampler.INPUT_TYPES()["required"]["sampler_name"][0]
-    comfy.pack.nodes.comfy_api.register()
+    comfy.pack.nodes.registration.register()
     assert names is comfy.nodes.KSampler.INPUT_TYPES()["required"]["sampler_name"][0]
     assert names.count("fewstep_unipc") == 1
     counted, calls = count_evaluations(tiny_model)

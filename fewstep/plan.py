@@ -1,0 +1,256 @@
+"""One sampling request, made and checked once: its sigmas, its solver and its FreeU windows.
+
+A ``Plan`` says everything the pack needs to sample a request: the schedule parameters in force (a named
+recipe's, a ``params`` text's or the custom widgets'), the N+1 sigmas on the model's own sigma table, the
+solver with its options, and the FreeU windows. Every node and the schedule route make it (or a part of it: a
+``Solver``, a ``FreeUWindow``) with the functions here and only translate it to and from ComfyUI, so a recipe or
+a params text is validated and turned into numbers in this one place. Nothing here imports ComfyUI.
+
+Bad input raises ``PlanError``, whose message names the node input at fault and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import recipes
+from .freeu import VERSIONS
+from .params import ParamsError, ScheduleParams, parse_params
+from .recipes import CUSTOM, RECIPE_CHOICES, RECIPES, FreeUSetting, Recipe, recipe_for_step_count
+from .schedule import STANDARD_TABLE, fewstep_timesteps, schedule_problem
+from .solver_names import FINISH_LAST_SIGMA, FINISHES, SCHEDULE_SOLVERS, SOLVERS
+from .unipc import ORDERS, PREDICTIONS, VARIANTS
+from .window import check_window
+
+# Few-Step KSampler's ``freeu`` choices: the recipe's own FreeU windows, or none.
+FREEU_RECIPE = "recipe"
+FREEU_OFF = "off"
+FREEU_CHOICES = (FREEU_RECIPE, FREEU_OFF)
+NEEDS_PARAMS = ("recipe = 'custom' needs a schedule in `params` (Few-Step Schedule Tuner's params output, or text "
+                "such as 'fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2'); or choose a "
+                "named recipe")
+
+
+class PlanError(ValueError):
+    """A request that cannot be sampled; ``input`` is the node input at fault, and the message names it."""
+
+    def __init__(self, message: str, input: str):
+        super().__init__(message)
+        self.input = input
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A solver and its options: DPM++ (``dpmpp_1s``, ``dpmpp_2m``) or UniPC (``unipc``) with order, variant,
+    analytical first step and prediction; ``finish`` says what is returned at the last sigma."""
+
+    name: str = SOLVERS[0]
+    finish: str = FINISH_LAST_SIGMA
+    order: str = "auto"
+    variant: str = VARIANTS[0]
+    afs: bool = False
+    prediction: str = PREDICTIONS[0]
+
+    @property
+    def unipc(self) -> bool:
+        return self.name == "unipc"
+
+    @property
+    def schedule_solver(self) -> str:
+        """Its name as recipes and params texts give it (``unipc_afs`` for UniPC with the analytical first step)."""
+        return "unipc_afs" if self.unipc and self.afs else self.name
+
+    @property
+    def label(self) -> str:
+        """How the sampler node and the KSampler name of this solver read in messages."""
+        if not self.unipc:
+            return f"Few-Step DPM++ Sampler ({self.name}; on KSampler: fewstep_{self.name})"
+        return "Few-Step UniPC Sampler (on KSampler: fewstep_unipc)"
+
+
+def solver_named(name: str, finish: str = FINISH_LAST_SIGMA) -> Solver:
+    """The solver a recipe, a params text or the tuner names (one of SCHEDULE_SOLVERS), as the recipes run it:
+    UniPC in the noise form, bh1, order auto, with the analytical first step for ``unipc_afs``."""
+    if name not in SCHEDULE_SOLVERS:
+        raise PlanError(f"solver = {name!r} is not one of {list(SCHEDULE_SOLVERS)}", "solver")
+    if name in SOLVERS:
+        return dpmpp_solver(name, finish)
+    return unipc_solver("auto", VARIANTS[0], name == "unipc_afs", finish, PREDICTIONS[0])
+
+
+def dpmpp_solver(solver: str, finish: str) -> Solver:
+    """Few-Step DPM++ Sampler's inputs as a Solver."""
+    _choose("solver", solver, SOLVERS)
+    _choose("finish", finish, FINISHES)
+    return Solver(solver, finish)
+
+
+def unipc_solver(order: str, variant: str, afs: bool, finish: str, prediction: str = PREDICTIONS[0]) -> Solver:
+    """Few-Step UniPC Sampler's inputs as a Solver."""
+    for name, value, allowed in (("order", order, ORDERS), ("variant", variant, VARIANTS), ("finish", finish, FINISHES),
+                                 ("prediction", prediction, PREDICTIONS), ("afs", afs, (True, False))):
+        _choose(name, value, allowed)
+    return Solver("unipc", finish, order, variant, bool(afs), prediction)
+
+
+def _choose(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise PlanError(f"{name} = {value!r} is not one of {list(allowed)}", name)
+
+
+@dataclass(frozen=True)
+class FreeUWindow:
+    """FreeU values (b1, b2, s1, s2), its version, and where it is on: 1-based steps first_step..last_step
+    (negative: from the end) and the model's noise range start_percent..end_percent."""
+
+    b1: float
+    b2: float
+    s1: float
+    s2: float
+    version: str = VERSIONS[0]
+    first_step: int = 1
+    last_step: int = -1
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+
+def freeu_window(b1: float, b2: float, s1: float, s2: float, version: str, first_step: int, last_step: int,
+                 start_percent: float, end_percent: float) -> FreeUWindow:
+    """Timed FreeU's inputs as a FreeUWindow."""
+    _choose("version", version, VERSIONS)
+    message = check_window(first_step, last_step, start_percent, end_percent)
+    if message:
+        raise PlanError(message, message.split(" ", 1)[0])
+    return FreeUWindow(b1, b2, s1, s2, version, first_step, last_step, start_percent, end_percent)
+
+
+def recipe_windows(settings: tuple[FreeUSetting, ...]) -> tuple[FreeUWindow, ...]:
+    """A recipe's FreeU settings as the windows Few-Step KSampler applies (FreeU v1, whole steps)."""
+    return tuple(FreeUWindow(s.b1, s.b2, s.s1, s.s2, VERSIONS[0], s.first_step, s.last_step) for s in settings)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about one request: the schedule parameters in force, ``sigmas`` (N+1, float32) on the model's
+    sigma table, the solver and the FreeU windows (in the order they patch the model)."""
+
+    recipe: str
+    schedule: ScheduleParams
+    denoise: float
+    sigmas: torch.Tensor
+    solver: Solver
+    freeu: tuple[FreeUWindow, ...]
+
+    @property
+    def nfe(self) -> int:
+        """Model evaluations of the schedule (with finish ``last_sigma``)."""
+        return len(self.sigmas) - 1
+
+
+def make_plan(recipe: str, denoise: float = 1.0, params: str = "", custom: ScheduleParams | None = None,
+              freeu: str = FREEU_RECIPE, sigma_table: torch.Tensor | Callable[[], torch.Tensor] | None = None
+              ) -> Plan:
+    """The plan of a request; PlanError naming the input at fault if it cannot be sampled.
+
+    ``recipe``: a named recipe, or ``custom`` with a ``params`` text or, when it is empty, the ``custom``
+    widgets (Few-Step Sigmas); without either, ``custom`` is refused (Few-Step KSampler). ``sigma_table``: the
+    model's sigma at each training timestep (default the standard SD1.x / SDXL one), or a function that reads it,
+    called only once the inputs are valid (a bad input is named before the model is looked at). Every schedule
+    is first checked on the standard table (what the inputs mean), then on the model's.
+    """
+    _choose("freeu", freeu, FREEU_CHOICES)
+    params = params or ""
+    if recipe == CUSTOM and not params.strip() and custom is None:
+        raise PlanError(NEEDS_PARAMS, "params")
+    if recipe not in RECIPE_CHOICES:
+        raise PlanError(f"recipe = {recipe!r} is not one of {RECIPE_CHOICES}", "recipe")
+    named = RECIPES.get(recipe)
+    if named is not None:
+        schedule, input_name = ScheduleParams.from_recipe(named), "recipe"
+    elif params.strip():
+        try:
+            schedule, input_name = parse_params(params), "params"
+        except ParamsError as error:
+            raise PlanError(str(error), "params") from None
+    else:
+        schedule, input_name = custom, "steps"
+    message = recipes.check_custom_parameters(schedule.steps, schedule.base_steps, schedule.base_rho,
+                                              schedule.end_index, schedule.time_rho, denoise)
+    if message:
+        raise PlanError(message, message.split(" ", 1)[0])
+    inputs = _inputs(recipe, params, custom, denoise)
+    problem = schedule_problem(schedule.sigmas(STANDARD_TABLE, denoise))
+    if problem:
+        raise PlanError(f"{inputs} give a schedule that cannot be sampled: {problem}. {_hint(schedule, denoise)}",
+                        input_name)
+    table = sigma_table() if callable(sigma_table) else sigma_table
+    table = STANDARD_TABLE if table is None else table
+    sigmas = schedule.sigmas(table, denoise)
+    problem = None if table is STANDARD_TABLE else schedule_problem(sigmas)
+    if problem:  # the inputs passed on the standard table; this model's table (e.g. lcm) differs
+        lowest = float(table[0])
+        floor = (f" This model has no sigma below {lowest:.4g} (lcm sampling: no timestep below 19), so the "
+                 "steps below it repeat it." if float(sigmas[-1]) <= lowest * (1 + 1e-6) else "")
+        raise PlanError(f"{inputs} give a schedule that cannot be sampled on this model's noise schedule (sigma "
+                        f"{lowest:.4g} to {float(table[-1]):.4g}): {problem}.{floor} {_hint(schedule, denoise)}",
+                        input_name)
+    solver = solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver)
+    windows = recipe_windows(named.freeu) if named is not None and freeu == FREEU_RECIPE else ()
+    return Plan(recipe, schedule, denoise, sigmas, solver, windows)
+
+
+def plan_problem(recipe: str, denoise: float = 1.0, params: str | None = "", custom: ScheduleParams | None = None,
+                 freeu: str = FREEU_RECIPE) -> str | None:
+    """What ``make_plan`` would refuse (on the standard table), or None: a node's VALIDATE_INPUTS.
+
+    ``params`` is None when it is linked (CURRENT passes None for a link; PINNED leaves it out, so it is ""):
+    with ``custom`` the schedule is then known only when the node runs, which checks it; the rest is checked now.
+    """
+    try:
+        if params is None and recipe == CUSTOM:
+            _choose("freeu", freeu, FREEU_CHOICES)
+            low, high = recipes.DENOISE_RANGE
+            if not low <= denoise <= high:
+                raise PlanError(f"denoise = {denoise} is out of range: allowed {low} to {high}", "denoise")
+            return None
+        make_plan(recipe, denoise, params or "", custom, freeu)
+    except PlanError as error:
+        return str(error)
+    return None
+
+
+def steps_plan(steps: int, sigma_table: torch.Tensor) -> Plan:
+    """The plan of the ``fewstep`` KSampler scheduler, which knows only a step count: the recipe family of
+    ``recipes.recipe_for_step_count`` on the model's table (any count; PlanError naming ``steps`` if its
+    schedule cannot be sampled)."""
+    recipe: Recipe = recipe_for_step_count(steps)
+    schedule = ScheduleParams.from_recipe(recipe)
+    sigmas = schedule.sigmas(sigma_table)
+    problem = schedule_problem(sigmas)
+    if problem:
+        raise PlanError(problem, "steps")
+    return Plan(recipe.name, schedule, 1.0, sigmas, solver_named(recipe.solver), ())
+
+
+def _inputs(recipe: str, params: str, custom: ScheduleParams | None, denoise: float) -> str:
+    """The inputs a schedule came from, named as on the node."""
+    if recipe != CUSTOM:
+        return f"recipe = {recipe!r} and denoise = {denoise}"
+    if params.strip():
+        return f"params = {params.strip()!r} and denoise = {denoise}"
+    c = custom
+    return (f"steps = {c.steps}, base_steps = {c.base_steps}, base_rho = {c.base_rho}, end_index = {c.end_index}, "
+            f"time_rho = {c.time_rho} and denoise = {denoise}")
+
+
+def _hint(p: ScheduleParams, denoise: float) -> str:
+    """Where the schedule's steps run in timestep space, and which inputs widen or even them out."""
+    timesteps = fewstep_timesteps(p.steps, p.base_steps, p.base_rho, p.end_index, p.time_rho, denoise, p.ramp)
+    return (f"Its {p.steps} steps run from timestep {round(float(timesteps[0]), 3):g} down to "
+            f"{round(float(timesteps[-1]), 3):g} "
+            f"(time_rho = {p.time_rho}): use fewer steps, a time_rho nearer 1, a longer span (a larger denoise; an "
+            "end further from 999: a larger end_index or base_rho; an end above 0: end_index below base_steps - 1)"
+            + (", or ramp values further apart" if p.ramp else "") + ".")
