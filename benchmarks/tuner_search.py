@@ -1,10 +1,11 @@
 """How fast the schedule tuner's search pays off: the Gauss-Newton search against the old compass search.
 
-For every analytic model of the quality benchmark (``benchmarks/quality.py``: ``MODELS`` where it has
-them, else its Gaussian mixture), every solver the tuner offers and NFE 5, 6 and 8, both searches tune
-the same schedule on the same probe noises against the same reference (computed once per model and
-reused for every solver and NFE, as the node does) with the tuner's objective (distance of x_N to the
-40-step reference at sigma 0, mean per-probe RMS). Reported: the objective after 10, 30 and 100
+For every analytic model of the quality benchmark (``benchmarks/quality_models.py``, or an older
+checkout's ``benchmarks/quality.py``: ``MODELS`` where it has them, else its Gaussian mixture), every
+solver the tuner offers and NFE 5, 6 and 8, both searches tune the same schedule on the same probe
+noises against the same reference (computed once per model and reused for every solver and NFE, as the
+node does) with the tuner's objective (distance of x_N to the 40-step reference at sigma 0, mean
+per-probe RMS). Reported: the objective after 10, 30 and 100
 candidates and at convergence, the Frechet distance of the schedule held at those points (samples from
 other noises against the model's exact mean and covariance, as in the quality benchmark), and
 candidates-to-90 %: the first candidate count at which a search has removed 90 % of what the old
@@ -16,7 +17,7 @@ candidates is the result of the same search capped at c.
     python benchmarks/tuner_search.py --models anisotropic --solvers dpmpp_2m --no-docs
     python benchmarks/tuner_search.py --probes 64 --fd-samples 1024
     python benchmarks/tuner_search.py --model-seed 1 --fd-samples 0   # held-out models: docs/tuner_search_seed1.md
-    python benchmarks/tuner_search.py --quality ../other/benchmarks/quality.py   # another checkout's models
+    python benchmarks/tuner_search.py --quality ../other/benchmarks/quality_models.py   # another checkout's models
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ PROBE_SEED = 7000  # as the quality benchmark's tuning probes
 FD_SEED = 1000
 
 
-def load_quality(path: Path = REPO / "benchmarks" / "quality.py"):
+def load_quality(path: Path = REPO / "benchmarks" / "quality_models.py"):
     spec = importlib.util.spec_from_file_location("fewstep_bench_quality", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -259,8 +260,9 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", nargs=3, type=int, default=(4, 8, 8))
     parser.add_argument("--fd-samples", type=int, default=1024, help="0: no FD")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quality", type=Path, default=REPO / "benchmarks" / "quality.py",
-                        help="the quality benchmark whose analytic models to use (default: this checkout's)")
+    parser.add_argument("--quality", type=Path, default=REPO / "benchmarks" / "quality_models.py",
+                        help="the quality benchmark's models module whose analytic models to use (default: this "
+                             "checkout's; an older checkout's benchmarks/quality.py holds them too)")
     parser.add_argument("--model-seed", type=int, default=0,
                         help="draw the analytic models with this seed (default 0, the quality benchmark's; "
                              "another seed writes docs/tuner_search_seed<N>.md)")

@@ -1,8 +1,7 @@
-"""Smoke test of the quality proxy (benchmarks/quality.py): its analytic model and a quick run in process."""
+"""Smoke test of the quality proxy (benchmarks/quality*.py): its analytic models and a quick run in process."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 
@@ -11,22 +10,19 @@ import pytest
 import torch
 from conftest import REPO
 
+sys.path.append(str(REPO / "benchmarks"))  # the benchmark's modules import each other by name, as its script does
+import quality_methods  # noqa: E402
+import quality_models  # noqa: E402
+import quality_ranking  # noqa: E402
+import quality_report  # noqa: E402
 
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("fewstep_bench_quality", REPO / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-quality = _load_quality()
+quality = quality_models  # tests/test_tuner.py takes the analytic models from here under this name
 
 
 MODELS = {
-    "anisotropic": lambda: quality.GaussianMixture.random(components=5, seed=3),
-    "clustered": lambda: quality.GaussianMixture.clustered(4, 3, seed=3),
-    "spheres": lambda: quality.SphereMixture.random(components=4, seed=3),
+    "anisotropic": lambda: quality_models.GaussianMixture.random(components=5, seed=3),
+    "clustered": lambda: quality_models.GaussianMixture.clustered(4, 3, seed=3),
+    "spheres": lambda: quality_models.SphereMixture.random(components=4, seed=3),
 }
 
 
@@ -69,7 +65,7 @@ def test_models_have_unit_average_variance_and_their_stated_moments(name):
 def test_sphere_denoiser_matches_quadrature_over_the_spheres():
     """E[x0 | x] by quadrature over each circle (trapezoid in the angle) and 2-sphere (Gauss-Legendre in the
     polar cosine x trapezoid in the azimuth), independent of the closed form's Bessel / coth ratios."""
-    model = quality.SphereMixture.random(components=4, seed=5)
+    model = quality_models.SphereMixture.random(components=4, seed=5)
     nodes, weights = [], []
     for w, c, r, u in zip(model.weights, model.centres, model.radii, model.bases):
         if u.shape[1] == 2:
@@ -97,7 +93,7 @@ def test_sphere_denoiser_matches_quadrature_over_the_spheres():
 
 def test_denoiser_matches_monte_carlo_posterior_mean():
     """On a small mixture, E[x0 | x] by self-normalised importance weights over prior samples."""
-    mixture = quality.GaussianMixture.random(components=4, shape=(1, 2, 2), seed=1)
+    mixture = quality_models.GaussianMixture.random(components=4, shape=(1, 2, 2), seed=1)
     generator = torch.Generator().manual_seed(2)
     prior = mixture.sample(400_000, generator)
     sigma = 0.6
@@ -110,20 +106,20 @@ def test_denoiser_matches_monte_carlo_posterior_mean():
 
 
 def test_frechet_distance_is_zero_for_the_exact_moments_and_grows_with_a_shift():
-    mixture = quality.GaussianMixture.random(components=3, shape=(1, 4, 4), seed=0)
+    mixture = quality_models.GaussianMixture.random(components=3, shape=(1, 4, 4), seed=0)
     mean, covariance = mixture.mean(), mixture.covariance()
     values, vectors = torch.linalg.eigh(covariance)
     root = (vectors * values.sqrt()) @ vectors.T
     samples = mixture.sample(20_000, torch.Generator().manual_seed(0))
-    fd = quality.frechet_distance(samples, mean, root, float(covariance.trace()))
+    fd = quality_models.frechet_distance(samples, mean, root, float(covariance.trace()))
     assert 0 <= fd < 0.05
-    shifted = quality.frechet_distance(samples + 0.5, mean, root, float(covariance.trace()))
+    shifted = quality_models.frechet_distance(samples + 0.5, mean, root, float(covariance.trace()))
     assert shifted == pytest.approx(fd + 0.25 * 16, rel=0.05)
 
 
 @pytest.fixture(scope="module")
 def suite(comfy):
-    return quality.run(quality.QUICK)
+    return quality_ranking.run(quality_methods.QUICK)
 
 
 @pytest.fixture(scope="module")
@@ -133,24 +129,24 @@ def quick(suite):
 
 
 def test_quick_run_ranks_every_model_separately(suite):
-    assert [r.model for r in suite.models] == list(quality.MODELS) == ["anisotropic", "clustered", "spheres"]
-    text = quality.markdown(suite)
+    assert [r.model for r in suite.models] == list(quality_models.MODELS) == ["anisotropic", "clustered", "spheres"]
+    text = quality_report.markdown(suite)
     for results in suite.models:
         assert f"### Model: {results.model}" in text
         # the same methods, planned once, on every model; tuned rows are the model's own
-        assert ({r.method.name for r in results.rows if not quality.tuned(r.method)}
-                == {r.method.name for r in suite.models[0].rows if not quality.tuned(r.method)})
-        assert all(r.method.nfe == r.method.budget for r in results.rows if quality.tuned(r.method))
-        fds = {r.method.name: quality.Row.stats(r.fd)[0] for r in results.table(5)}
+        assert ({r.method.name for r in results.rows if not quality_ranking.tuned(r.method)}
+                == {r.method.name for r in suite.models[0].rows if not quality_ranking.tuned(r.method)})
+        assert all(r.method.nfe == r.method.budget for r in results.rows if quality_ranking.tuned(r.method))
+        fds = {r.method.name: quality_ranking.Row.stats(r.fd)[0] for r in results.table(5)}
         assert all(math.isfinite(v) for v in fds.values()), results.model
         for budget in suite.config.budgets:
-            met, line = quality.target(results, budget)
+            met, line = quality_ranking.target(results, budget)
             table = results.table(budget)
             assert met == table[0].method.pack
             assert f"| {results.model} | {budget} | {'yes' if met else '**no**'} |" in text
     # different models rank differently: the FD of one method is not the same number on each
     key = ("euler / karras", 5)
-    euler = [quality.Row.stats(next(r.fd for r in m.rows if (r.method.name, r.method.budget) == key))[0]
+    euler = [quality_ranking.Row.stats(next(r.fd for r in m.rows if (r.method.name, r.method.budget) == key))[0]
              for m in suite.models]
     assert len({round(v, 6) for v in euler}) == 3
 
@@ -168,14 +164,14 @@ def test_quick_run_has_the_unipc_recipes_and_tuned_unipc(quick):
     # AFS on and off on the same 7 sigmas: 6 evaluations each (AFS: the first at the midpoint), different samples
     from fewstep.recipes import RECIPES
 
-    harness = quality.Harness(quality.load_comfyui(), quality.MODELS["anisotropic"][1](0))
+    harness = quality_methods.Harness(quality_methods.load_comfyui(), quality_models.MODELS["anisotropic"][1](0))
     sigmas = harness.pack_sigmas("SDXL 6-step UniPC")
-    noise = torch.randn((4, *quality.LATENT_SHAPE), generator=torch.Generator().manual_seed(9))
+    noise = torch.randn((4, *quality_models.LATENT_SHAPE), generator=torch.Generator().manual_seed(9))
     with_afs, n_afs = harness.sample(harness.pack_sampler("unipc_afs", "last_sigma"), sigmas, noise)
     without, n_plain = harness.sample(harness.pack_sampler("unipc", "last_sigma"), sigmas, noise)
     assert (n_afs, n_plain) == (6, 6) and RECIPES["SDXL 6-step UniPC"].solver == "unipc_afs"
     assert (with_afs - without).abs().max() > 1e-3
-    tuned = {(r.method.budget, r.method.family) for r in quick.rows if quality.tuned(r.method)}
+    tuned = {(r.method.budget, r.method.family) for r in quick.rows if quality_ranking.tuned(r.method)}
     assert tuned == {(b, f"FewStep tuned ({s})") for b in quick.config.budgets for s in ("dpmpp_2m", "unipc_afs")}
 
 
@@ -212,19 +208,19 @@ def test_quick_run_orders_accuracy_sensibly(quick):
     rows = {(r.method.name, r.method.budget): r for r in quick.rows}
     baseline = quick.baseline()
     euler5 = rows[("euler / karras", 5)]
-    mean = quality.Row.stats
+    mean = quality_ranking.Row.stats
     # 20 steps of DPM++2M are far closer to the exact ODE solution than 5 Euler steps
     assert mean(baseline.rms_zero)[0] < 0.5 * mean(euler5.rms_zero)[0]
     # exact samples set the floor no sampler can beat by much
     assert mean(quick.floor.fd)[0] < mean(euler5.fd)[0]
-    assert quality.headline(quick)
+    assert quality_ranking.headline(quick)
 
 
 def test_quick_run_reports_tuned_schedules(quick):
     """Each budget has a tuned row whose schedule came through Few-Step Sigmas' params input."""
     from fewstep.params import parse_params
 
-    tuned = {(r.method.budget, r.method.family): r for r in quick.rows if quality.tuned(r.method)}
+    tuned = {(r.method.budget, r.method.family): r for r in quick.rows if quality_ranking.tuned(r.method)}
     assert len(quick.tunings) == 2 * len(quick.config.budgets)
     for tuning in quick.tunings:
         row = tuned[(tuning.budget, f"FewStep tuned ({tuning.solver})")]
@@ -234,4 +230,4 @@ def test_quick_run_reports_tuned_schedules(quick):
         assert tuning.result.objective <= tuning.result.start_objective
         assert tuning.result.candidates == quick.config.tune_candidates
         assert len(row.method.sigmas) == tuning.budget + 1 and float(row.method.sigmas[-1]) > 0
-    assert "#### anisotropic, tuned schedules" in "\n".join(quality.markdown_model(quick))
+    assert "#### anisotropic, tuned schedules" in "\n".join(quality_report.markdown_model(quick))

@@ -1,0 +1,379 @@
+"""The quality benchmark's methods: ComfyUI under test, and every sampler + schedule it compares.
+
+A method is one sampler and schedule at one step count whose model evaluations (NFE) are counted on the
+analytic model, not assumed: core samplers with core schedulers (KSampler's own sigmas, AYS / GITS nodes),
+the pack's recipes through its nodes, and schedules the pack's tuner finds per model, budget and solver.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import torch
+from quality_models import LATENT_SHAPE, AnalyticDenoiser
+
+if TYPE_CHECKING:  # imported at run time inside the harness, once ComfyUI and the pack are on sys.path
+    from fewstep.tuner import TuneResult
+
+REPO = Path(__file__).resolve().parent.parent
+log = logging.getLogger("quality")
+
+BASELINE = ("dpmpp_2m", "karras", 20)
+# The pack's sampler names; core samplers and schedulers are everything else in ComfyUI's lists.
+PACK_SAMPLERS = {"fewstep_dpmpp_1s", "fewstep_dpmpp_2m", "fewstep_unipc"}
+PACK_SCHEDULERS = {"fewstep"}
+# Samplers that stop at the last non-zero sigma of a schedule ending in 0 (DPM-Solver's own grid).
+STOP_AT_LAST_NONZERO = {"dpm_fast"}
+UNI_PC_END = 0.001  # uni_pc replaces a final sigma of 0 by this value
+EXCLUDED = {
+    "dpm_adaptive": "adaptive step size: its NFE is set by tolerances, not by steps",
+    "ddim": "in ComfyUI an alias of euler (it only differs when inpainting)",
+}
+CFG_PP_REASON = "CFG++ variant: needs a separate unconditional prediction; without guidance it is its base sampler"
+
+
+def load_comfyui() -> SimpleNamespace:
+    """Import the ComfyUI under test (COMFYUI_PATH or PINNED) and load the pack, unless already loaded."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from comfyui_runtime import comfyui_label, import_comfy, load_pack
+
+    path = import_comfy()
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))  # after ComfyUI: its `nodes` module, not the pack's folder
+    import comfy.k_diffusion.sampling
+    import comfy.model_base
+    import comfy.samplers
+    import comfy.supported_models
+
+    import nodes
+
+    load_pack()
+    label = comfyui_label(path)
+    extras = {}
+    for module_name, class_name in (("nodes_align_your_steps", "AlignYourStepsScheduler"),
+                                    ("nodes_gits", "GITSScheduler")):
+        try:
+            module = __import__(f"comfy_extras.{module_name}", fromlist=[class_name])
+            extras[class_name] = getattr(module, class_name)
+        except Exception:  # noqa: BLE001  (absent in PINNED)
+            pass
+    model_sampling = comfy.model_base.model_sampling(comfy.supported_models.SD15({}), comfy.model_base.ModelType.EPS)
+    return SimpleNamespace(path=path, label=label, samplers=comfy.samplers, nodes=nodes, extras=extras,
+                           model_sampling=model_sampling,
+                           current=hasattr(comfy.samplers, "SCHEDULER_HANDLERS"))
+
+
+def node_output(result):
+    """A node's first output, for classic (tuple) and V3 (NodeOutput) nodes."""
+    result = getattr(result, "result", result)
+    return result[0]
+
+
+@dataclass
+class Method:
+    """One sampler + schedule at one step count; ``nfe`` is counted, not assumed."""
+
+    name: str
+    family: str
+    sampler: str
+    scheduler: str
+    steps: int
+    sigmas: torch.Tensor
+    make_sampler: object  # () -> KSAMPLER
+    sigma_end: float  # where the returned latent lives
+    budget: int | None = None  # the NFE budget it competes at (None: baseline / off budget)
+    pack: bool = False
+    nfe: int | None = None
+    solver: str = ""  # the pack's solver (SCHEDULE_SOLVERS) for the pack's rows
+
+
+@dataclass
+class Config:
+    """What a run compares and how much: budgets, seeds, samples, models, methods and tuning."""
+
+    budgets: tuple[int, ...] = (5, 6, 8)
+    # Reduced from 5 x 2048 (one model) when the third model came: on the shared 2-core machine one seed of
+    # 2048 samples of ComfyUI 0.3.64's 480 rows took 5 min.
+    seeds: int = 3
+    samples: int = 1024
+    reference_steps: int = 100
+    models: tuple[str, ...] = ("anisotropic", "clustered", "spheres")  # keys of MODELS
+    samplers: tuple[str, ...] | None = None  # None: every core sampler
+    schedulers: tuple[str, ...] | None = None  # None: every core scheduler (+ AYS, GITS)
+    mixture_seed: int = 0
+    threads: int = 1  # more threads make small float64 eigen-solves far slower on a busy machine
+    tuned: bool = True  # tune a schedule per budget and solver and report it like any method
+    tune_solvers: tuple[str, ...] = ("dpmpp_2m", "dpmpp_1s", "unipc", "unipc_afs")
+    tune_probes: int = 128  # probe noises (seed TUNE_SEED + budget: disjoint from the evaluation seeds)
+    tune_seconds: float = 60.0  # time budget of each tuning run
+    tune_candidates: int | None = None  # cap on schedules per tuning run (None: until converged / time)
+
+
+TUNE_SEED = 7000  # probe noises for tuning; the evaluation uses seeds 1000 + i
+
+QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80, tune_solvers=("dpmpp_2m", "unipc_afs"),
+               tune_probes=32, tune_candidates=40,
+               samplers=("euler", "heun", "dpmpp_2m"), schedulers=("karras", "normal"))
+
+
+class Harness:
+    """ComfyUI + the analytic model: builds schedules and runs KSAMPLER.sample, counting evaluations."""
+
+    def __init__(self, comfy: SimpleNamespace, mixture):
+        self.comfy = comfy
+        self.ms = comfy.model_sampling
+        self.use(mixture)
+        self.fake_patcher = SimpleNamespace(model_sampling=self.ms, object_patches={"model_sampling": self.ms},
+                                            get_model_object=lambda name: {"model_sampling": self.ms}[name])
+        inpaint = comfy.samplers.KSamplerX0Inpaint
+        forward = getattr(inpaint, "forward", None) or inpaint.__call__
+        self.wants_cond = "cond" in inspect.signature(forward).parameters  # PINNED passes cond/uncond/cond_scale
+
+    def use(self, mixture) -> None:
+        """Sample the analytic model ``mixture`` from now on (schedules and NFE do not depend on it)."""
+        self.mixture = mixture
+        self.model = AnalyticDenoiser(mixture, self.ms)
+
+    def extra_args(self, seed: int) -> dict:
+        """The extra_args KSAMPLER.sample passes to the model (cond arguments where PINNED wants them)."""
+        extra = {"model_options": {}, "seed": seed}
+        if self.wants_cond:
+            extra.update(cond=None, uncond=None, cond_scale=1.0)
+        return extra
+
+    def sample(self, method_sampler, sigmas: torch.Tensor, noise: torch.Tensor, seed: int = 0):
+        """(latent, model evaluations) of one KSAMPLER.sample run from ``noise``."""
+        self.model.calls = 0
+        latent = torch.zeros_like(noise)
+        with torch.no_grad():
+            out = method_sampler.sample(self.model, sigmas.clone(), self.extra_args(seed), None, noise, latent,
+                                        None, True)
+        return out, self.model.calls
+
+    def start(self, method: Method, noise: torch.Tensor) -> tuple[torch.Tensor, tuple[float, bool]]:
+        """The latent KSAMPLER starts from (ComfyUI's own noise scaling) in float64, and a key for it."""
+        max_denoise = bool(method.make_sampler().max_denoise(self.model, method.sigmas))
+        sigma = method.sigmas[0].double()
+        x = self.ms.noise_scaling(sigma, noise.double(), torch.zeros_like(noise, dtype=torch.float64), max_denoise)
+        return x, (float(sigma), max_denoise)
+
+    # ---- schedules --------------------------------------------------------------------------
+    def ksampler_sigmas(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+        """The sigmas ComfyUI's KSampler uses (including its discard-penultimate rule)."""
+        ksampler = self.comfy.samplers.KSampler(self.fake_patcher, steps, "cpu", sampler=sampler,
+                                                scheduler=scheduler, denoise=1.0)
+        return ksampler.sigmas.cpu().float()
+
+    def extra_sigmas(self, scheduler: str, steps: int) -> torch.Tensor:
+        """AYS (SD1 levels) and GITS (coeff 1.20) through their core nodes, as SamplerCustom uses them."""
+        node = self.comfy.extras[scheduler]
+        if scheduler == "AlignYourStepsScheduler":
+            return node_output(node().get_sigmas("SD1", steps, 1.0)).float()
+        return node_output(node.execute(1.20, steps, 1.0)).float()
+
+    def pack_sigmas(self, recipe: str, steps=5, base_steps=8, base_rho=5.0, end_index=6, time_rho=1.2, params=""):
+        """The sigmas of Few-Step Sigmas for a recipe, or for custom numbers or a params text."""
+        node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]()
+        return node_output(node.get_sigmas(self.fake_patcher, recipe, 1.0, steps, base_steps, base_rho,
+                                           end_index, time_rho, params=params)).float()
+
+    def pack_sampler(self, solver: str, finish: str):
+        """The pack's sampler as a user wires it: UniPC through Few-Step UniPC Sampler (order auto, bh1, noise
+        form, afs on for "unipc_afs", as the UniPC recipes say), DPM++ by its KSampler name or, with
+        finish = denoised, through Few-Step DPM++ Sampler."""
+        if solver in ("unipc", "unipc_afs"):
+            node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepUniPCSampler"]()
+            return node_output(node.get_sampler("auto", "bh1", solver == "unipc_afs", finish))
+        if finish == "last_sigma":  # the registered KSampler names
+            return self.comfy.samplers.sampler_object(f"fewstep_{solver}")
+        node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"]()
+        return node_output(node.get_sampler(solver, finish))
+
+    # ---- method lists ------------------------------------------------------------------------
+    def core_samplers(self, wanted) -> tuple[list[str], dict[str, str]]:
+        """Deterministic core samplers to compare, and the reason each other one is left out."""
+        names = [n for n in self.comfy.samplers.SAMPLER_NAMES if n not in PACK_SAMPLERS]
+        skipped = {}
+        chosen = []
+        for name in names:
+            if wanted is not None and name not in wanted:
+                continue
+            if name in EXCLUDED:
+                skipped[name] = EXCLUDED[name]
+            elif name.endswith("_cfg_pp"):
+                skipped[name] = CFG_PP_REASON
+            else:
+                reason = self.stochastic_or_broken(name)
+                if reason:
+                    skipped[name] = reason
+                else:
+                    chosen.append(name)
+        return chosen, skipped
+
+    def stochastic_or_broken(self, name: str) -> str | None:
+        """Run a sampler twice from the same noise with different seeds: a different result means it
+        injects noise (ancestral / SDE), so it does not solve the probability-flow ODE."""
+        sigmas = self.ksampler_sigmas(name, "karras", 4)
+        noise = torch.randn((2, *LATENT_SHAPE), generator=torch.Generator().manual_seed(5))
+        try:
+            outputs = []
+            for seed in (1, 2):
+                torch.manual_seed(100 + seed)
+                outputs.append(self.sample(self.comfy.samplers.sampler_object(name), sigmas, noise, seed)[0])
+        except Exception as error:  # noqa: BLE001
+            return f"fails on the analytic model: {type(error).__name__}: {error}"
+        if not torch.equal(outputs[0], outputs[1]):
+            return "stochastic (injects noise: ancestral / SDE); the proxy compares deterministic ODE solutions"
+        return None
+
+    def core_schedulers(self, wanted) -> list[str]:
+        """Core schedulers to compare (the pack's left out; AYS and GITS where ComfyUI has them)."""
+        names = [n for n in self.comfy.samplers.SCHEDULER_NAMES if n not in PACK_SCHEDULERS]
+        names += list(self.comfy.extras)
+        return [n for n in names if wanted is None or n in wanted]
+
+    def core_sigmas(self, sampler: str, scheduler: str, steps: int) -> torch.Tensor:
+        """A core scheduler's sigmas: AYS / GITS through their nodes, the rest through KSampler."""
+        if scheduler in self.comfy.extras:
+            return self.extra_sigmas(scheduler, steps)
+        return self.ksampler_sigmas(sampler, scheduler, steps)
+
+    def probe_nfe(self, make_sampler, sigmas: torch.Tensor) -> int:
+        """Model evaluations one sampling run makes on these sigmas, counted on a probe noise."""
+        noise = torch.randn((1, *LATENT_SHAPE), generator=torch.Generator().manual_seed(3))
+        return self.sample(make_sampler(), sigmas, noise)[1]
+
+    def core_method(self, sampler: str, scheduler: str, budget: int) -> Method | str:
+        """The most steps whose counted NFE fits the budget, or the reason there is none."""
+        make = partial(self.comfy.samplers.sampler_object, sampler)
+        last_error = "too many evaluations"
+        for steps in range(budget, 0, -1):
+            try:
+                sigmas = self.core_sigmas(sampler, scheduler, steps)
+                nfe = self.probe_nfe(make, sigmas)
+            except Exception as error:  # noqa: BLE001
+                last_error = f"{type(error).__name__}: {error}"
+                continue
+            if nfe <= budget:
+                return Method(f"{sampler} / {short(scheduler)}", sampler, sampler, short(scheduler), steps, sigmas,
+                              make, end_sigma(sampler, sigmas), budget, nfe=nfe)
+        return f"no step count fits NFE <= {budget} ({last_error})"
+
+    def pack_methods(self, budgets) -> list[Method]:
+        """The recipes (identical schedules merged) with finish=last_sigma at NFE N and finish=denoised at N+1,
+        and the pack's step-count family + denoised where a budget has no named recipe at N-1."""
+        from fewstep.recipes import RECIPES, recipe_for_step_count
+
+        groups: dict[tuple, list[str]] = {}
+        for name, r in RECIPES.items():
+            groups.setdefault((r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho, r.solver), []).append(name)
+        methods = []
+        for names in groups.values():
+            recipe = RECIPES[names[0]]
+            label = "/".join(n.split()[0] for n in names) + " " + " ".join(names[0].split()[1:])
+            sigmas = self.pack_sigmas(names[0])
+            for finish in ("last_sigma", "denoised"):
+                nfe = recipe.steps + (finish == "denoised")
+                methods.append(self._pack_method(f"FewStep {label}", recipe.solver, finish, recipe.steps, sigmas,
+                                                 nfe if nfe in budgets else None))
+        covered = {m.nfe for m in methods if m.budget is not None and m.family == "FewStep + denoised"}
+        for budget in budgets:
+            if budget not in covered and budget >= 2:
+                r = recipe_for_step_count(budget - 1)
+                sigmas = self.pack_sigmas("custom", r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho)
+                methods.append(self._pack_method(f"FewStep scheduler {r.steps}-step", r.solver, "denoised",
+                                                 r.steps, sigmas, budget))
+        return methods
+
+    def tuned_methods(self, config: "Config") -> tuple[list[Method], list["Tuning"]]:
+        """Tune a schedule per budget and solver on probe noises (not the evaluation noises), then make
+        each a method whose sigmas come from Few-Step Sigmas' `params` input, as a user would paste them."""
+        from fewstep.tuner import denoiser_run, tune
+
+        sigma_max = self.ms.sigma_max.double()
+        table = self.ms.sigmas.double().cpu()
+        methods, tunings = [], []
+        for budget in config.budgets:
+            generator = torch.Generator().manual_seed(TUNE_SEED + budget)
+            noise = torch.randn((config.tune_probes, *LATENT_SHAPE), generator=generator)
+            x_start = self.ms.noise_scaling(sigma_max, noise.double(), torch.zeros_like(noise, dtype=torch.float64),
+                                            True).float()
+            for solver in config.tune_solvers:
+                result = tune(denoiser_run(self.model, x_start, sigma_table=table), table, budget, solver,
+                              time_budget=config.tune_seconds, max_candidates=config.tune_candidates)
+                sigmas = self.pack_sigmas("custom", params=result.text)
+                if not torch.equal(sigmas, result.sigmas.float()):
+                    raise AssertionError(f"Few-Step Sigmas does not reproduce the tuned schedule {result.text}")
+                tunings.append(Tuning(budget, solver, result))
+                log.info("tuned NFE %d %s: %.4f -> %.4f in %.1f s (%d schedules, %s)", budget, solver,
+                         result.start_objective, result.objective, result.seconds, result.candidates,
+                         result.stopped_by)
+                method = self._pack_method(f"FewStep tuned ({solver})", solver, "last_sigma", budget, sigmas, budget)
+                method.family = f"FewStep tuned ({solver})"
+                methods.append(method)
+        return methods, tunings
+
+    def _pack_method(self, label, solver, finish, steps, sigmas, budget) -> Method:
+        denoised = finish == "denoised"
+        unipc = " UniPC" if solver.startswith("unipc") else ""
+        method = Method(label + (" + denoised" if denoised else ""),
+                        f"FewStep{unipc} + denoised" if denoised else f"FewStep{unipc} (last sigma)",
+                        f"fewstep_{solver}" + (" +denoised" if denoised else ""), "FewStep recipe", steps, sigmas,
+                        lambda: self.pack_sampler(solver, finish), 0.0 if denoised else float(sigmas[-1]),
+                        budget, pack=True, solver=solver)
+        method.nfe = self.probe_nfe(method.make_sampler, sigmas)
+        return method
+
+
+def short(scheduler: str) -> str:
+    """The name a table shows for a scheduler."""
+    return {"AlignYourStepsScheduler": "AYS (SD1)", "GITSScheduler": "GITS (1.20)"}.get(scheduler, scheduler)
+
+
+def end_sigma(sampler: str, sigmas: torch.Tensor) -> float:
+    """The noise level of the latent a sampler returns for this schedule."""
+    if float(sigmas[-1]) == 0.0:
+        if sampler in STOP_AT_LAST_NONZERO:
+            return float(sigmas[-2])
+        if sampler.startswith("uni_pc"):
+            return UNI_PC_END
+    return float(sigmas[-1])
+
+
+@dataclass
+class Tuning:
+    """One tuning run of the schedule tuner (objective: mean per-probe RMS at 0)."""
+
+    budget: int
+    solver: str
+    result: TuneResult  # its output string, objectives and cost
+
+
+def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str], dict[str, str]]:
+    """Every method but the tuned ones (which are tuned per model): their schedules and counted NFE."""
+    samplers, skipped = harness.core_samplers(config.samplers)
+    schedulers = harness.core_schedulers(config.schedulers)
+    methods, unfit = [], {}
+    for budget in config.budgets:
+        for sampler in samplers:
+            for scheduler in schedulers:
+                method = harness.core_method(sampler, scheduler, budget)
+                if isinstance(method, str):
+                    unfit[f"{sampler} / {short(scheduler)} @ {budget}"] = method
+                else:
+                    methods.append(method)
+    methods += harness.pack_methods(config.budgets)
+    sampler, scheduler, steps = BASELINE
+    sigmas = harness.ksampler_sigmas(sampler, scheduler, steps)
+    make = partial(harness.comfy.samplers.sampler_object, sampler)
+    methods.append(Method(f"{sampler} / {scheduler}, {steps} steps (baseline)", "baseline", sampler, scheduler,
+                          steps, sigmas, make, end_sigma(sampler, sigmas), None,
+                          nfe=harness.probe_nfe(make, sigmas)))
+    return methods, skipped, unfit

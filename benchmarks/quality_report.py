@@ -1,0 +1,231 @@
+"""The quality benchmark's report: docs/quality.md (markdown), docs/quality.png (plot) and the printed tables."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import sys
+from pathlib import Path
+
+from quality_methods import REPO, TUNE_SEED
+from quality_models import LATENT_SHAPE, MODELS
+from quality_ranking import Results, Row, Suite, fmt, headline, paired, target
+
+DOCS = REPO / "docs"
+
+HEADER = "| rank | method | steps | NFE | σ end | FD (95% CI) | FD − #1 (paired) | RMS at σ end | RMS at 0 |"
+RULE = "|---:|---|---:|---:|---:|---|---|---:|---:|"
+
+
+def row_line(rank, row: Row, first: Row | None = None) -> str:
+    """One row of a ranking as a markdown table line."""
+    m = row.method
+    name = f"**{m.name}**" if m.pack else m.name
+    return (f"| {rank} | {name} | {m.steps} | {m.nfe} | {m.sigma_end:.4g} | {fmt(row.fd)} | {paired(row, first)} | "
+            f"{Row.stats(row.rms_end)[0]:.4f} | {Row.stats(row.rms_zero)[0]:.4f} |")
+
+
+TABLE_ROWS = 30  # rows of each ranking written to docs/quality.md (every Few-Step row is written too)
+
+
+def markdown_model(results: Results) -> list[str]:
+    """The markdown section of one model: headline, ranking per budget, tuning runs, references."""
+    c = results.config
+    out = [f"### Model: {results.model}", "",
+           f"{MODELS[results.model][0]}; {results.seconds:.0f} s (tuning included). Reference RK4 with "
+           f"{c.reference_steps} log-sigma steps (RMS change against half as many steps: "
+           f"{results.reference_check:.1e}).", "", "Headline:", ""]
+    out += [f"- {line}" for line in headline(results)]
+    for budget in c.budgets:
+        table = results.table(budget)
+        out += ["", f"#### {results.model}, NFE budget {budget}", "", HEADER, RULE]
+        out += [row_line(i + 1, r, table[0]) for i, r in enumerate(table) if i < TABLE_ROWS or r.method.pack]
+        if len(table) > TABLE_ROWS:
+            out += ["", f"{len(table)} rows; core rows below rank {TABLE_ROWS} are left out here "
+                        "(`python benchmarks/quality.py` prints them all)."]
+    if results.tunings:
+        out += ["", f"#### {results.model}, tuned schedules", "",
+                f"Tuned by `fewstep/tuner.py` on {c.tune_probes} probe noises (seed {TUNE_SEED} + budget, disjoint "
+                f"from the evaluation seeds), time budget {c.tune_seconds:.0f} s each; objective: mean per-probe RMS "
+                "of x_N to a 40-step DPM++2M solution at sigma 0. The string is what the rows above pasted into "
+                "Few-Step Sigmas' `params`.", "",
+                "| NFE | solver | objective: recipe -> tuned | schedules | model evaluations | seconds | stopped "
+                "| params |",
+                "|---:|---|---|---:|---:|---:|---|---|"]
+        for t in results.tunings:
+            r = t.result
+            out.append(f"| {t.budget} | {t.solver} | {r.start_objective:.4f} -> {r.objective:.4f} | {r.candidates} | "
+                       f"{r.model_evaluations} | {r.seconds:.1f} | {r.stopped_by} | `{r.text}` |")
+    out += ["", f"#### {results.model}, reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
+    out += [row_line("-", r) for r in results.off_budget()]
+    f = results.floor
+    out += [f"| - | {f.method.name} (FD floor at this sample size) | - | - | 0 | {fmt(f.fd)} | - | - | - |", ""]
+    return out
+
+
+def markdown(suite: Suite) -> str:
+    """The markdown section of one run (one ComfyUI version) for docs/quality.md."""
+    c = suite.config
+    first = suite.models[0]
+    out = [f"## {suite.label}", "",
+           f"Run {datetime.date.today().isoformat()} on {suite.machine}; {suite.seconds:.0f} s in all. "
+           f"{c.seeds} seeds x {c.samples} samples per model, latents {LATENT_SHAPE}; models: "
+           + ", ".join(r.model for r in suite.models) + ".", "",
+           "Target: a Few-Step method (recipe or tuned schedule) first at every budget on every model.", "",
+           "| model | NFE | Few-Step first? | #1, and #2 with the paired difference #2 − #1 "
+           "(or the best Few-Step row) |",
+           "|---|---:|---|---|"]
+    for results in suite.models:
+        for budget in c.budgets:
+            met, line = target(results, budget)
+            out.append(f"| {results.model} | {budget} | {'yes' if met else '**no**'} | {line} |")
+    out.append("")
+    for results in suite.models:
+        out += markdown_model(results)
+    if first.skipped_samplers:
+        out += ["### Core samplers left out", ""]
+        out += [f"- `{name}`: {reason}" for name, reason in first.skipped_samplers.items()]
+        out += [""]
+    if first.unfit:
+        out += ["### Pairs with no step count inside a budget", ""]
+        out += [f"- {name}: {reason}" for name, reason in first.unfit.items()]
+        out += [""]
+    return "\n".join(out)
+
+
+INTRO = """# Quality proxy: the recipes against ComfyUI's samplers
+
+Generated by `python benchmarks/quality.py` (see its docstring); do not edit by hand. Each ComfyUI
+version the script was run against keeps its own section below; the figure `quality.png` is from
+the last run.
+
+What it measures. The "model" is a data distribution in the SD latent shape 4 x 8 x 8 whose denoiser
+D(x, sigma) = E[x0 | x] is known exactly, scaled to average variance 1 like scaled SD latents. The
+ranking is reported on each of three such models separately, because a method that is best on one
+model only is not the best:
+
+- **anisotropic**: a mixture of 6 Gaussians with anisotropic diagonal covariances (per-dimension
+  standard deviations log-uniform over a 16x range);
+- **clustered**: a mixture of 32 narrow Gaussians (standard deviations 0.01 to 0.08 of the spread) in
+  8 tight clusters of 4: almost all of the variance lies between components, so the denoiser switches
+  sharply between them at low sigma;
+- **spheres**: data on a curved low-dimensional set, 3 circles and 3 2-spheres in random subspaces
+  (covariance rank 20 of 256). Given a component, the posterior over the sphere is von Mises-Fisher,
+  so the denoiser is closed-form (Bessel-function ratios, coth - 1/kappa); every direction off the
+  spheres is empty, so noise left there counts in full.
+
+Each runs through ComfyUI's real `KSAMPLER.sample` with a real SD1.5 discrete EPS `model_sampling` (noise
+scaling, schedules from `KSampler` including its discard-penultimate rule, AYS and GITS from their
+core nodes, the recipes from the pack's Few-Step Sigmas node, the DPM++ recipes through the pack's
+KSampler names / Few-Step DPM++ Sampler, the UniPC recipes through Few-Step UniPC Sampler with order
+auto, bh1, noise form and afs as the recipe says); model evaluations are counted. A
+method competes at a budget with the most steps whose counted NFE fits it (heun at 5 NFE is 3 steps:
+its last step to sigma 0 is a single Euler evaluation). The recipes run without FreeU (it needs a
+UNet); SD1.5 6-step and SDXL 6-step then coincide. "+ denoised" adds one evaluation at the last sigma
+(finish = denoised) and competes at N+1. "FewStep tuned (solver)" is a schedule the pack's tuner found
+for that model, budget and solver on probe noises disjoint from the evaluation noises, pasted into
+Few-Step Sigmas' `params` and sampled with the pack's sampler for that solver.
+
+- FD: Frechet distance of the samples to the exact model (mean and full 256 x 256 covariance);
+  mean ± 1.96 sd / sqrt(seeds). Every method gets the same noise in a seed, so most of that spread
+  is shared: "FD − #1 (paired)" is the seed-by-seed difference to the budget's winner with its own
+  interval, the number to read when two methods' intervals overlap. The last row of each model's
+  reference table is the FD of exact samples, the floor a perfect sampler would reach at this
+  sample size.
+- RMS at σ end / at 0: RMS distance to an RK4 solution of the same probability-flow ODE from the
+  same start latent, at the sigma where the method stops and at sigma 0. A schedule that stops above
+  0 (the recipes' default) keeps its residual noise in "RMS at 0" and in FD: the paper relies on
+  the VAE to tolerate it, which this proxy cannot see.
+
+Sample size, deliberately reduced: 3 seeds x 1024 samples per model, 128 probe noises and at most 60 s
+per tuning run (it was 5 x 2048 and 256 probes on the one model before): on the shared 2-core machine
+one seed of 2048 samples of 0.3.64's 480 rows took about 5 minutes, so three models at the old size would
+have taken well over an hour per version. With 1024 samples in 256 dimensions the FD floor is higher
+(the exact-sample row) and the intervals wider; the paired column is what separates methods. Each
+section gives the run's total time, tuning included (`nice -n 10 python benchmarks/quality.py`, and with
+`COMFYUI_PATH` for 0.3.64; both ran at the same time on that machine).
+"""
+
+
+def write_docs(suite: Suite) -> None:
+    """Write this run's section of docs/quality.md and the plot docs/quality.png."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from comfyui_runtime import write_version_section
+
+    write_version_section(DOCS / "quality.md", INTRO, "quality", suite.label, markdown(suite))
+    plot(suite, DOCS / "quality.png")
+
+
+PACK_COLORS = {"FewStep (last sigma)": "crimson", "FewStep + denoised": "black",
+               "FewStep UniPC (last sigma)": "darkorange", "FewStep UniPC + denoised": "saddlebrown",
+               "FewStep tuned (dpmpp_2m)": "darkgreen", "FewStep tuned (dpmpp_1s)": "limegreen",
+               "FewStep tuned (unipc)": "blue", "FewStep tuned (unipc_afs)": "deepskyblue"}
+
+
+def plot(suite: Suite, path: Path) -> None:
+    """FD against NFE, one panel per model: each core sampler with its best scheduler per budget, the
+    pack's recipes (best per family) and tuned schedules."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(suite.models), figsize=(5.2 * len(suite.models) + 3, 5.5), squeeze=False)
+    palette = plt.get_cmap("tab20").colors
+    for ax, results in zip(axes[0], suite.models):
+        families: dict[str, dict[int, float]] = {}
+        for row in results.rows:
+            m = row.method
+            if m.family == "baseline":
+                continue
+            fd = Row.stats(row.fd)[0]
+            if math.isfinite(fd):
+                best = families.setdefault(m.family, {})
+                x = m.nfe if m.pack else m.budget
+                best[x] = min(fd, best.get(x, math.inf))
+        ordered = sorted(families.items(), key=lambda item: (item[0].startswith("FewStep"), item[0]))
+        for i, (family, points) in enumerate(ordered):
+            xs = sorted(points)
+            pack = family in PACK_COLORS
+            ax.plot(xs, [points[x] for x in xs], marker="o", linewidth=2.2 if pack else 0.8,
+                    color=PACK_COLORS.get(family, palette[i % len(palette)]), alpha=1.0 if pack else 0.6,
+                    label=family + ("" if pack else " (best scheduler)"))
+        base = results.baseline()
+        ax.axhline(Row.stats(base.fd)[0], color="dimgray", linestyle="--",
+                   label=f"{base.method.name}, NFE {base.method.nfe}")
+        ax.axhline(Row.stats(results.floor.fd)[0], color="gray", linestyle=":", label="exact samples (FD floor)")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({x for points in families.values() for x in points}))
+        ax.set_xlabel("model evaluations (NFE)")
+        ax.set_title(f"model: {results.model}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("Frechet distance to the exact model")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.suptitle(f"Quality proxy (analytic models, 4x8x8), {suite.label.split(' (')[0]}")
+    fig.tight_layout(rect=(0, 0, 1 - 2.9 / (5.2 * len(suite.models) + 3), 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def print_tables(suite: Suite) -> None:
+    """Print every ranking in full, then each model's headline."""
+    print(f"\n{suite.label}: {suite.seconds:.0f} s")
+    for results in suite.models:
+        for budget in results.config.budgets:
+            print(f"\n{results.model}, NFE budget {budget}")
+            print(f"{'rank':>4}  {'method':<52} {'steps':>5} {'NFE':>3} {'sigma_end':>9}  {'FD':<20} "
+                  f"{'paired vs #1':<16} {'RMS@end':>8} {'RMS@0':>8}")
+            table = results.table(budget)
+            for i, row in enumerate(table):
+                m = row.method
+                print(f"{i + 1:>4}{'*' if m.pack else ' '} {m.name:<52} {m.steps:>5} {m.nfe:>3} "
+                      f"{m.sigma_end:>9.4g}  {fmt(row.fd):<20} {paired(row, table[0]):<16} "
+                      f"{Row.stats(row.rms_end)[0]:>8.4f} {Row.stats(row.rms_zero)[0]:>8.4f}")
+    for results in suite.models:
+        print(f"\n{results.model} ({results.seconds:.0f} s):")
+        for line in headline(results):
+            print(line)
+    skipped = suite.models[0].skipped_samplers
+    if skipped:
+        print("\nleft out: " + ", ".join(skipped))
