@@ -145,7 +145,7 @@ def test_every_accepted_input_can_be_sampled(comfy, widgets, patched_models):
                 assert "not lower sigma by at least 0.01 %" in verdict and "use fewer steps" in verdict
             continue
         tally["accepted"] += 1
-        sigmas = call(sigmas_module.schedule, {"sigma_table": TABLE, **inputs})
+        sigmas = call(sigmas_module.sigmas_plan, {"sigma_table": TABLE, **inputs}).sigmas
         steps = len(sigmas) - 1
         check_sampleable(sigmas, steps)
         # on the model's own table the node checks again: it refuses naming the inputs, or it samples

@@ -262,14 +262,14 @@ def test_server_still_serves_after_bad_requests(server):
 
 
 def test_every_widget_of_the_node_reaches_its_schedule(comfy):
-    # The route forwards the node's widget inputs (read from INPUT_TYPES) to the node's own schedule();
-    # a widget that schedule() does not take would be silently left out of the graph.
+    # The route forwards the node's widget inputs (read from INPUT_TYPES) to the node's own plan (sigmas_plan);
+    # a widget that sigmas_plan() does not take would be silently left out of the graph.
     package = comfy.pack.__name__
     routes = importlib.import_module(f"{package}.nodes.routes")
     sigmas = importlib.import_module(f"{package}.nodes.sigmas")
     widgets = set(routes.widget_inputs())
     assert {"recipe", "denoise", *CUSTOM_WIDGETS} <= widgets
-    assert widgets <= set(inspect.signature(sigmas.schedule).parameters)
+    assert widgets <= set(inspect.signature(sigmas.sigmas_plan).parameters)
 
 
 # ---- the page, in every frontend and mode the ComfyUI under test can serve ------------------------
