@@ -205,9 +205,9 @@ def markdown(rows, args, elapsed: float) -> str:
            + ", "
            f"{args.probes} probes of shape "
            f"{tuple(args.shape)}, FD on {args.fd_samples} samples; {elapsed:.0f} s in all). "
-           "Old: `tune(..., method=\"pattern\")`, the compass search of versions up to 0.5, unchanged in "
-           "`fewstep/tuner.py`. New: `method=\"gauss_newton\"`, the default. Same start (the paper's recipe for "
-           "N), same probes, same reference (computed once per model, reused for every solver and NFE), "
+           "Old: `tune(..., method=\"pattern\")`, the compass search of versions up to 0.5, unchanged (now in "
+           "`fewstep/search_compass.py`). New: `method=\"gauss_newton\"`, the default. Same start (the paper's "
+           "recipe for N), same probes, same reference (computed once per model, reused for every solver and NFE), "
            "same objective (distance of x_N to the 40-step reference at sigma 0, mean per-probe RMS).", "",
            "A *candidate* is one schedule run on the probes (N model evaluations per probe; x2 with CFG on a "
            "real model). *Share* = the part of the old search's converged improvement (start objective minus "

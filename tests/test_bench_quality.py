@@ -16,9 +16,6 @@ import quality_models  # noqa: E402
 import quality_ranking  # noqa: E402
 import quality_report  # noqa: E402
 
-quality = quality_models  # tests/test_tuner.py takes the analytic models from here under this name
-
-
 MODELS = {
     "anisotropic": lambda: quality_models.GaussianMixture.random(components=5, seed=3),
     "clustered": lambda: quality_models.GaussianMixture.clustered(4, 3, seed=3),

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 from conftest import count_evaluations, latent
-from test_bench_quality import quality
+from test_bench_quality import quality_models as quality
 
 from fewstep import search_gauss_newton
 from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
