@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test demo bench bench-quality bench-speed bench-freeu bench-tuner clean
+.PHONY: test test-fast demo bench bench-quality bench-speed bench-freeu bench-tuner clean
 
 $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
@@ -13,6 +13,11 @@ $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# While editing: the tests that need no ComfyUI server and no full-size checkpoint (not marked e2e: the maths, the
+# nodes on a tiny UNet inside ComfyUI, params, the tuner on analytic models, the workflows' JSON), on two workers.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest tests -m "not e2e" -n 2 $(PYTEST_ARGS)
 
 # Runs a bundled workflow on your checkpoint next to 20-step DPM++2M Karras; with no checkpoint, on random weights
 # (timings and evaluation counts only). See scripts/demo.py --help.

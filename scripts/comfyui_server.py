@@ -211,6 +211,13 @@ class ComfyServer:
         except json.JSONDecodeError:
             return status, body.decode(errors="replace")
 
+    def free_models(self) -> None:
+        """Ask the server to unload its models and drop its cached outputs (POST /free; it does so between prompts,
+        and the next prompt that needs a model loads it again)."""
+        status, reply = self.post_json("/free", {"unload_models": True, "free_memory": True})
+        if status != 200:
+            raise RuntimeError(f"POST /free: HTTP {status}: {reply}")
+
     def object_info(self) -> dict:
         return self.get_json("/object_info")
 

@@ -64,11 +64,14 @@ def build_tiny_sd15(seed: int = 0):
                                             comfy.model_management.unet_offload_device())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """For modules that run the tiny UNet many times (``pytestmark = pytest.mark.usefixtures(...)``): on an 8x8
-    latent it is ~10x faster on one thread when the CPUs are shared (measured: 0.045 s against 0.40 s a forward
-    at load 7 on 2 cores). The previous setting is restored after the module."""
+    """torch on one thread in this process, for the whole session. The in-process tests run small models (the tiny
+    UNet, the analytic ones) whose ops are too short to share out: two threads saved 8 % on an idle 2-core machine
+    (the in-process files, 50 s against 54 s) and lost up to 10x when another process used a core (0.045 s against
+    0.40 s a tiny-UNet forward at load 7). It also suits `make test-fast`'s two workers. Servers started by the
+    tests are other processes and keep torch's default (two threads sample a full-size UNet 1.65x faster than one
+    on an idle 2-core machine). The previous setting is restored at the end."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -105,6 +108,29 @@ def conds():
 
 def latent(size: int = 16, batch: int = 1):
     return {"samples": torch.zeros(batch, 4, size, size)}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real ComfyUI server (``main.py --cpu``, COMFYUI_PATH or PINNED) for the whole session, shared by the
+    end-to-end, schedule-route, browser and template tests: the pack, the probe pack, the random-weight SD1.5
+    checkpoint and placeholders for every file the bundled workflows name (tests/e2e_support.py). A test that
+    queues a prompt gives it a seed no other test uses: ComfyUI serves an identical prompt from its cache."""
+    from e2e_support import server_with_checkpoint
+
+    with server_with_checkpoint(tmp_path_factory.mktemp("sd15-server"), "sd15") as running:
+        yield running
+
+
+SERVER_FIXTURES = {"server", "server_1581", "browser"}  # the browser tests load pages from a server
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses a ComfyUI server as e2e (tests that start one in a subprocess, or load a
+    full-size checkpoint, carry the mark themselves)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_terminal_summary(terminalreporter):

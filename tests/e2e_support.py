@@ -1,5 +1,6 @@
 """Shared by the end-to-end tests: a real ComfyUI server with the pack, the probe pack and a random-weight
-checkpoint, bundled workflows turned into API prompts for it, and the evaluations the probe counted."""
+checkpoint, bundled workflows turned into API prompts for it, and the evaluations the probe counted.
+conftest.py's session fixture ``server`` is one such server (SD1.5), shared by every module that needs one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from build_thumbnails import workflow_files
 from comfyui_server import PROBE_PACK, ComfyServer, probe_evaluations
 from conftest import REPO
 from PIL import Image
@@ -17,20 +19,51 @@ TEST_IMAGE = "fewstep-e2e-input.png"
 REPORT: list[str] = []  # lines printed at the end of the pytest run (see conftest.pytest_terminal_summary)
 
 
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+RUNNING: list[ComfyServer] = []  # the servers server_with_checkpoint started that have not stopped yet
+
+
 @contextmanager
 def server_with_checkpoint(workdir: Path, arch: str, args: list[str] = ()):
-    """A started ComfyServer whose models/checkpoints holds the random-weight ``arch`` checkpoint."""
+    """A started ComfyServer whose models/checkpoints holds the random-weight ``arch`` checkpoint, and an empty
+    file under every checkpoint name the bundled workflows' loaders list (pages that load a workflow then show
+    no missing file; nothing queues them), and whose input folder holds the test image and every image the
+    bundled workflows load."""
     from random_checkpoint import random_checkpoint
 
     checkpoint = random_checkpoint(arch)
     name = f"random-{arch}.safetensors"
-    with ComfyServer(workdir, checkpoints={name: checkpoint}, extra_custom_nodes=[PROBE_PACK],
+    placeholder = Path(workdir) / "empty.safetensors"
+    placeholder.parent.mkdir(parents=True, exist_ok=True)
+    placeholder.write_bytes(b"")
+    files = [workflow_files(json.loads(path.read_text())) for path in WORKFLOWS]
+    checkpoints = {**{listed: placeholder for names, _ in files for listed in names}, name: checkpoint}
+    with ComfyServer(Path(workdir) / "server", checkpoints=checkpoints, extra_custom_nodes=[PROBE_PACK],
                      args=list(args)) as server:
         server.checkpoint_name = name
         server.info = server.object_info()
         gradient = Image.linear_gradient("L").resize((96, 80)).convert("RGB")
         gradient.save(server.input_dir / TEST_IMAGE)
-        yield server
+        for image in {listed for _, names in files for listed in names}:
+            Image.linear_gradient("L").resize((512, 512)).convert("RGB").save(server.input_dir / image)
+        RUNNING.append(server)
+        try:
+            yield server
+        finally:
+            RUNNING.remove(server)
+
+
+def free_memory_of_running_servers(below_mib: float = 1500, timeout: float = 120) -> None:
+    """Unload the models of every server started here that still runs (POST /free) and wait until each holds
+    less than ``below_mib`` MiB: before a test loads the full-size SDXL model, so that the session's SD1.5
+    server does not hold its model too (about 5 GB next to about 13 GB)."""
+    for server in RUNNING:
+        server.free_models()
+        deadline = time.monotonic() + timeout
+        while rss_mib(server) >= below_mib:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server at {server.url} still holds {rss_mib(server):.0f} MiB after /free")
+            time.sleep(0.5)
 
 
 def workflow_prompt(server, name: str, size: int, seed: int | None = None) -> dict:
@@ -69,9 +102,24 @@ def run_timed(server, prompt: dict, timeout: float = 900) -> tuple[dict, str, fl
     return entry, prompt_id, time.perf_counter() - start
 
 
-def saved_pixels(server, entry) -> tuple[tuple[int, int], str, bytes]:
-    """(size, mode, raw pixel bytes) of the one image a prompt saved."""
-    (path,) = server.output_images(entry)
+def workflow_runner(server, size: int, seed: int):
+    """run(name) -> (history entry, evaluation groups, wall seconds) of a bundled workflow at ``size`` and ``seed``,
+    run the first time a test asks for it: so that tests of one module share each full-size sampling."""
+    done = {}
+
+    def run(name: str):
+        if name not in done:
+            entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, name, size, seed=seed))
+            done[name] = entry, evaluations(server, prompt_id), seconds
+        return done[name]
+
+    return run
+
+
+def saved_pixels(server, entry, prefix: str = "") -> tuple[tuple[int, int], str, bytes]:
+    """(size, mode, raw pixel bytes) of the one image a prompt saved (of those whose file name starts with
+    ``prefix``)."""
+    (path,) = [path for path in server.output_images(entry) if path.name.startswith(prefix)]
     with Image.open(path) as image:
         return image.size, image.mode, image.tobytes()
 

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 EXPECTED_CALLS = {"SD1.5 5-step": 1, "SD1.5 6-step": 1, "SD1.5 8-step": 1, "DPM++2M Karras 20 steps": 2}
@@ -23,6 +24,7 @@ def finite_positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.e2e
 def test_quick_speed_run_completes_with_finite_numbers(tmp_path):
     report = tmp_path / "speed.json"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "speed.py"), "--quick", "--json", str(report),

@@ -25,6 +25,7 @@ def test_without_a_checkpoint_it_says_where_to_put_one(tmp_path):
     assert "--checkpoint" in result.stderr
 
 
+@pytest.mark.e2e
 def test_demo_runs_the_workflow_and_the_20_step_baseline(tmp_path):
     from random_checkpoint import random_checkpoint
 
@@ -40,6 +41,7 @@ def test_demo_runs_the_workflow_and_the_20_step_baseline(tmp_path):
     assert "RANDOM WEIGHTS" not in result.stdout  # a checkpoint given is used as given, whatever its weights
 
 
+@pytest.mark.e2e
 def test_without_any_checkpoint_it_runs_on_random_weights_and_says_so(tmp_path):
     """A fresh machine: no --checkpoint and none in ComfyUI's models/checkpoints. The demo runs the same
     workflow on the cached random-weight SD1.5 checkpoint, and says before and after that the images are

@@ -3,43 +3,56 @@ with random weights (about 7 GB on disk, about 13 GB in memory on the CPU), at a
 
 The 6-step workflow runs the reference's FreeU timing (two Timed FreeU nodes, steps 2..4 and 6..6)
 on the real SDXL UNet; which steps they scale is checked per step in test_comfy_nodes.py. This module
-starts its own server after the SD1.5 one has stopped, so only one full-size model is in memory.
+starts its own server (--fp16-unet) once the session's SD1.5 server has unloaded its model, so only one
+full-size model is in memory.
 """
 
 from __future__ import annotations
 
 import pytest
 from afs_reference import evaluated_sigmas, midpoint
-from e2e_support import REPORT, evaluations, run_timed, saved_pixels, server_with_checkpoint, workflow_prompt
+from e2e_support import (
+    REPORT,
+    free_memory_of_running_servers,
+    saved_pixels,
+    server_with_checkpoint,
+    workflow_runner,
+)
 
 from fewstep.recipes import RECIPES
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
 
-SIZE = 64  # pixels; latent 8 x 8
+SIZE = 32  # pixels; latent 4 x 4 (SDXL's UNet has three levels: 4 -> 2 -> 1, every block still runs)
 SDXL_WORKFLOWS = {"fewstep_sdxl_6step": "SDXL 6-step", "fewstep_sdxl_8step": "SDXL 8-step",
                   # Few-Step UniPC Sampler with the analytical first step
                   "fewstep_sdxl_6step_unipc": "SDXL 6-step UniPC", "fewstep_sdxl_8step_unipc": "SDXL 8-step UniPC",
                   # Few-Step KSampler: the same recipe in one node
                   "fewstep_sdxl_6step_unipc_ksampler": "SDXL 6-step UniPC"}
 SEED = 5
-PIXELS: dict[str, tuple] = {}  # workflow -> (size, mode, raw pixel bytes) of its image at SEED
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    # --fp16-unet keeps the UNet's weights in fp16 (ComfyUI computes in fp32 on the CPU): about 13 GB at
-    # peak instead of about 20 GB, so the test fits a 24 GB CI machine
+    # One full-size model in memory at a time: the session's SD1.5 server (when a test started it already)
+    # unloads its model first. --fp16-unet keeps the UNet's weights in fp16 (ComfyUI computes in fp32 on the
+    # CPU): about 13 GB at peak instead of about 20 GB, so the test fits a 24 GB CI machine.
+    free_memory_of_running_servers()
     with server_with_checkpoint(tmp_path_factory.mktemp("sdxl-server"), "sdxl", ["--fp16-unet"]) as server:
         yield server
 
 
+@pytest.fixture(scope="module")
+def workflow_run(server):
+    """Each workflow's run at SEED, shared by the end-to-end test and the KSampler identity test: a full-size SDXL
+    sampling on the CPU is the suite's dearest step."""
+    return workflow_runner(server, SIZE, SEED)
+
+
 @pytest.mark.parametrize("name", list(SDXL_WORKFLOWS))
-def test_sdxl_workflow_end_to_end(server, name):
+def test_sdxl_workflow_end_to_end(server, workflow_run, name):
     recipe = RECIPES[SDXL_WORKFLOWS[name]]
-    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, name, SIZE, seed=SEED))
-    PIXELS[name] = saved_pixels(server, entry)
-    assert PIXELS[name][0] == (SIZE, SIZE)
-    groups = evaluations(server, prompt_id)
+    entry, groups, seconds = workflow_run(name)
+    assert saved_pixels(server, entry)[0] == (SIZE, SIZE)
     table = standard_sigma_table()  # the random checkpoint's own (scaled linear betas)
     sigmas = recipe_sigmas(recipe, table).tolist()
     afs = recipe.solver == "unipc_afs"
@@ -54,26 +67,19 @@ def test_sdxl_workflow_end_to_end(server, name):
         assert all(abs(s - sigmas[0]) > 1e-3 * sigmas[0] for s in seen), f"{name}: sigma_0 was evaluated"
         assert seen[0] == pytest.approx(midpoint(sigmas[0], sigmas[1], table.tolist())[0], rel=2e-4)
     assert all(g["model"] == "SDXL" and g["shape"][-2:] == [SIZE // 8, SIZE // 8] for g in groups)
-    REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s "
-                  "(first SDXL prompt includes loading the checkpoint)" if name.endswith("6step") else
-                  f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s")
+    span = groups[-1]["time"] - groups[0]["time"]
+    REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s from queueing to the "
+                  f"image, {span:.2f} s from the first to the last evaluation")
 
 
-def test_ksampler_workflow_gives_the_five_node_workflow_image(server):
+def test_ksampler_workflow_gives_the_five_node_workflow_image(server, workflow_run):
     """fewstep_sdxl_6step_unipc_ksampler (Few-Step KSampler) and fewstep_sdxl_6step_unipc (Few-Step Sigmas, UniPC
-    Sampler with AFS, Timed FreeU, SamplerCustom) at the same seed and size: byte-identical PNG pixels.
-    The images are the ones test_sdxl_workflow_end_to_end saved (it checks both evaluate the recipe's N sigmas);
-    a full-size SDXL sampling on the CPU is the suite's dearest step, so a workflow is only run here when that
-    test did not run it (deselected)."""
-    for name in ("fewstep_sdxl_6step_unipc_ksampler", "fewstep_sdxl_6step_unipc"):
-        if name not in PIXELS:
-            entry, prompt_id, _ = run_timed(server, workflow_prompt(server, name, SIZE, seed=SEED))
-            assert len(evaluations(server, prompt_id)) == RECIPES[SDXL_WORKFLOWS[name]].steps
-            PIXELS[name] = saved_pixels(server, entry)
-    ksampler, five_nodes = PIXELS["fewstep_sdxl_6step_unipc_ksampler"], PIXELS["fewstep_sdxl_6step_unipc"]
+    Sampler with AFS, Timed FreeU, SamplerCustom) at the same seed and size (the end-to-end test's runs, which
+    check that both evaluate the recipe's N sigmas): byte-identical PNG pixels."""
+    ksampler, five_nodes, dpmpp = (saved_pixels(server, workflow_run(name)[0]) for name in (
+        "fewstep_sdxl_6step_unipc_ksampler", "fewstep_sdxl_6step_unipc", "fewstep_sdxl_6step"))
     assert ksampler[0] == (SIZE, SIZE) and len(set(ksampler[2])) > 16  # an image, not a constant
     assert ksampler == five_nodes, "Few-Step KSampler's image differs from the five-node graph's"
-    if "fewstep_sdxl_6step" in PIXELS:  # (not when deselected) the comparison can fail: DPM++, not UniPC, differs
-        assert PIXELS["fewstep_sdxl_6step"] != five_nodes
+    assert dpmpp != five_nodes  # the comparison can fail: DPM++, not UniPC, at the same seed differs
     REPORT.append(f"SDXL {SIZE}x{SIZE} CPU: fewstep_sdxl_6step_unipc_ksampler == fewstep_sdxl_6step_unipc "
                   f"(seed {SEED}): byte-identical pixels")

@@ -18,12 +18,11 @@ from comfyui_server import PromptFailed, PromptRejected
 from e2e_support import (
     REPORT,
     evaluations,
-    only_outputs,
     rss_mib,
     run_timed,
     saved_pixels,
-    server_with_checkpoint,
     workflow_prompt,
+    workflow_runner,
 )
 from PIL import Image
 
@@ -39,6 +38,8 @@ SD15_WORKFLOWS = {  # workflow -> (recipe, denoise)
     "fewstep_sd15_6step_unipc": ("SD1.5 6-step UniPC", 1.0),  # Few-Step UniPC Sampler, no AFS
     "fewstep_sd15_5step_ksampler": ("SD1.5 5-step", 1.0),  # Few-Step KSampler: the whole recipe in one node
 }
+SEED = 11  # the end-to-end runs of every workflow (workflow_run)
+COMPARISON_SEED = 12
 TABLE = standard_sigma_table()
 
 
@@ -65,57 +66,58 @@ def assert_evaluated_at(groups: list[dict], sigmas: list[float], where: str):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with server_with_checkpoint(tmp_path_factory.mktemp("sd15-server"), "sd15") as server:
-        yield server
+def workflow_run(server):
+    """Each workflow's run at SEED, shared by the end-to-end test and the KSampler identity test."""
+    return workflow_runner(server, SIZE, SEED)
 
 
 @pytest.fixture(scope="module")
-def baseline(server):
-    """The 20-step DPM++2M Karras branch of the comparison workflow alone, after one warm-up run that loads
-    the checkpoint: (evaluation groups, wall seconds)."""
-    run_timed(server, workflow_prompt(server, "fewstep_sd15_5step", SIZE, seed=7))  # loads the checkpoint
-    prompt = only_outputs(workflow_prompt(server, "fewstep_sd15_5step_vs_20step", SIZE, seed=8), "dpmpp_2m")
-    entry, prompt_id, seconds = run_timed(server, prompt)
-    groups = evaluations(server, prompt_id)
-    assert_evaluated_at(groups, baseline_sigmas(), "20-step DPM++2M Karras baseline")
-    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: 20-step DPM++2M Karras baseline: {len(groups)} evaluations, "
-                  f"{seconds:.2f} s")
-    return groups, seconds
+def comparison(server):
+    """fewstep_sd15_5step_vs_20step at COMPARISON_SEED (its 5-step branch is fewstep_sd15_5step's graph: at SEED
+    ComfyUI could serve that branch from its cache): (history entry, evaluation groups, wall seconds)."""
+    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, "fewstep_sd15_5step_vs_20step", SIZE,
+                                                                  seed=COMPARISON_SEED))
+    return entry, evaluations(server, prompt_id), seconds
+
+
+def evaluation_span(groups: list[dict]) -> float:
+    """Seconds from the first to the last of these evaluations (the probe's clock inside the server)."""
+    return groups[-1]["time"] - groups[0]["time"]
 
 
 @pytest.mark.parametrize("name", list(SD15_WORKFLOWS))
-def test_sd15_workflow_end_to_end(server, baseline, name):
+def test_sd15_workflow_end_to_end(server, workflow_run, name):
     recipe, denoise = SD15_WORKFLOWS[name]
-    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, name, SIZE, seed=11))
+    entry, groups, seconds = workflow_run(name)
     images = server.output_images(entry)
     assert len(images) == 1 and images[0].exists()
     with Image.open(images[0]) as image:
         assert image.size == (SIZE, SIZE)
-    groups = evaluations(server, prompt_id)
     assert_evaluated_at(groups, expected_sigmas(recipe, denoise), name)
     assert all(g["shape"][-2:] == [SIZE // 8, SIZE // 8] and g["model"] == "BaseModel" for g in groups)
-    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s, "
-                  f"{baseline[1] / seconds:.2f}x faster than the 20-step baseline")
+    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: {name}: {len(groups)} evaluations, {seconds:.2f} s from queueing to "
+                  f"the image, {evaluation_span(groups):.2f} s from the first to the last evaluation")
 
 
-def test_comparison_workflow_runs_both_samplers_from_the_same_noise(server):
-    entry, prompt_id, seconds = run_timed(server, workflow_prompt(server, "fewstep_sd15_5step_vs_20step", SIZE,
-                                                                  seed=12))
+def test_comparison_workflow_runs_both_samplers_from_the_same_noise(server, comparison):
+    """Both branches run, each with its own schedule: the recipe's 5 sigmas and ComfyUI's 20-step Karras one
+    (the demo's and the speed benchmark's baseline)."""
+    entry, groups, seconds = comparison
     images = server.output_images(entry)
     assert len(images) == 2 and all(p.exists() for p in images)
-    groups = evaluations(server, prompt_id)
     # ComfyUI may run the two branches in either order
     fewstep, karras = expected_sigmas("SD1.5 5-step"), baseline_sigmas()
     first = [g["sigmas"][0] for g in groups[:5]]
     if first == pytest.approx(fewstep, rel=2e-4):
-        assert_evaluated_at(groups[:5], fewstep, "5-step branch")
-        assert_evaluated_at(groups[5:], karras, "20-step branch")
+        few, twenty = groups[:5], groups[5:]
     else:
-        assert_evaluated_at(groups[:20], karras, "20-step branch")
-        assert_evaluated_at(groups[20:], fewstep, "5-step branch")
+        twenty, few = groups[:20], groups[20:]
+    assert_evaluated_at(few, fewstep, "5-step branch")
+    assert_evaluated_at(twenty, karras, "20-step branch")
     REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: fewstep_sd15_5step_vs_20step: {len(groups)} evaluations (5 + 20), "
-                  f"{seconds:.2f} s")
+                  f"{seconds:.2f} s; from the first to the last evaluation "
+                  f"{evaluation_span(few):.2f} s for the 5-step branch, {evaluation_span(twenty):.2f} s for the "
+                  "20-step DPM++2M Karras one")
 
 
 def latent_of(server, entry) -> torch.Tensor:
@@ -125,32 +127,41 @@ def latent_of(server, entry) -> torch.Tensor:
         return torch.tensor(list(image.getdata()), dtype=torch.float32)
 
 
-def test_ksampler_workflow_gives_the_five_node_workflow_image(server):
+def test_ksampler_workflow_gives_the_five_node_workflow_image(server, workflow_run, comparison):
     """fewstep_sd15_5step_ksampler (Few-Step KSampler) and fewstep_sd15_5step (Few-Step Sigmas, DPM++ Sampler,
-    Timed FreeU, SamplerCustom) at the same seed and size: the same 5 evaluations and the same PNG pixels."""
-    seed = 13  # not used by another test of this server: both prompts run, none comes from the cache
+    Timed FreeU, SamplerCustom) at the same seed and size (the end-to-end test's runs): the same 5 evaluations and
+    the same PNG pixels. The comparison workflow's 5-step branch is the five-node graph at another seed."""
     results = {}
     for name in ("fewstep_sd15_5step_ksampler", "fewstep_sd15_5step"):
-        entry, prompt_id, _ = run_timed(server, workflow_prompt(server, name, SIZE, seed=seed))
-        groups = evaluations(server, prompt_id)
+        entry, groups, _ = workflow_run(name)
         assert_evaluated_at(groups, expected_sigmas("SD1.5 5-step"), name)
         results[name] = saved_pixels(server, entry)
     ksampler, five_nodes = results.values()
     assert ksampler[0] == (SIZE, SIZE) and len(set(ksampler[2])) > 16  # an image, not a constant
     assert ksampler == five_nodes, "Few-Step KSampler's image differs from the five-node graph's"
-    other, _, _ = run_timed(server, workflow_prompt(server, "fewstep_sd15_5step_ksampler", SIZE, seed=seed + 1))
-    assert saved_pixels(server, other) != ksampler  # the comparison can fail: another seed, another image
-    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: fewstep_sd15_5step_ksampler == fewstep_sd15_5step (seed {seed}): "
+    other_seed = saved_pixels(server, comparison[0], prefix="fewstep_5step")
+    assert other_seed != ksampler  # the comparison can fail: another seed, another image
+    REPORT.append(f"SD1.5 {SIZE}x{SIZE} CPU: fewstep_sd15_5step_ksampler == fewstep_sd15_5step (seed {SEED}): "
                   "byte-identical pixels")
+
+
+def with_cfg(prompt: dict, cfg: float) -> dict:
+    """The prompt with every node's cfg input set to ``cfg``."""
+    for node in prompt.values():
+        if "cfg" in node["inputs"]:
+            node["inputs"]["cfg"] = cfg
+    return prompt
 
 
 def test_twenty_prompts_at_once(server):
     """20 prompts queued together (5-, 6- and 8-step, ten seeds, each prompt twice, never back to back):
     all finish, equal seeds give equal images and different seeds different ones, and the server's
-    memory does not grow from the first ten to the last ten."""
+    memory does not grow from the first ten to the last ten. At cfg 1, where ComfyUI evaluates the model once per
+    step instead of twice (the workflows' own cfg is the end-to-end test's): a third of the time for the same
+    queue of prompts."""
     names = ["fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step"]
     jobs = [(names[i % 3], 300 + i) for i in range(10)] * 2
-    ids = [server.queue(workflow_prompt(server, name, SIZE, seed)) for name, seed in jobs]
+    ids = [server.queue(with_cfg(workflow_prompt(server, name, SIZE, seed), 1.0)) for name, seed in jobs]
     entries, memory = [], []
     for prompt_id in ids:
         entries.append(server.wait(prompt_id, timeout=900))
@@ -281,9 +292,10 @@ def test_tuner_workflow_tunes_within_its_budget_and_samples_with_the_result(serv
     """fewstep_sd15_tune_5step through the real server on the random-weight SD1.5 checkpoint: the tuner runs
     its 40-step reference and candidate 5-step schedules, stops by its time budget (the reference is
     never cut short, so the budget counts from the start but is only checked between candidates), and
-    SamplerCustom then samples with a valid 5-evaluation schedule."""
-    budget = 30.0
-    prompt = workflow_prompt(server, "fewstep_sd15_tune_5step", SIZE, seed=31)
+    SamplerCustom then samples with a valid 5-evaluation schedule. At cfg 1 (one model call per evaluation: the
+    40-step reference costs a third of the workflow's cfg 7.5)."""
+    budget = 15.0
+    prompt = with_cfg(workflow_prompt(server, "fewstep_sd15_tune_5step", SIZE, seed=31), 1.0)
     node_id, tuner = node_of(prompt, "FewStepScheduleTuner")
     tuner["inputs"].update(time_budget=budget, probe_seeds=1)
     tuning_latent = prompt[tuner["inputs"]["latent_image"][0]]["inputs"]

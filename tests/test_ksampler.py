@@ -10,7 +10,6 @@ from fewstep.params import ScheduleParams, format_params
 from fewstep.recipes import CUSTOM, DEFAULT_CUSTOM, RECIPES
 
 SEED, CFG = 42, 5.5
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def node(comfy, node_id):

@@ -106,6 +106,7 @@ def test_sdxl_layout_is_detected_as_sdxl_by_comfyui(comfy):
     assert any(k.startswith("first_stage_model.decoder.") for k in layout)
 
 
+@pytest.mark.e2e
 def test_sd15_loads_through_checkpoint_loader_simple(comfy, checkpoints_folder):
     from comfy import latent_formats, model_base, supported_models
 

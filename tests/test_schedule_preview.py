@@ -9,7 +9,6 @@ tests/artifacts/schedule_graph/<mode>/.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import json
@@ -22,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 from afs_reference import evaluated_sigmas, midpoint
-from build_thumbnails import CHROMIUM, CHROMIUM_ARGS, FIT, workflow_files
+from build_thumbnails import CHROMIUM, CHROMIUM_ARGS, FIT
 from build_thumbnails import SETTINGS as THUMBNAIL_SETTINGS
-from comfyui_server import ComfyServer
 from conftest import REPO
+from e2e_support import server_with_checkpoint
 from workflow_api import to_api
 
 from fewstep.recipes import CUSTOM, RECIPES
@@ -34,7 +33,6 @@ from fewstep.solvers import UNIPC_SOLVERS
 
 WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step.json"
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the bundled workflow's loader lists it; nothing is queued
 ROUTE = "/fewstep/schedule"
 # RECIPES.md sanity values of SD1.5 5-step, computed independently of this pack.
 SD15_5STEP = [14.6146, 4.51885, 1.96154, 1.00098, 0.501515, 0.132002]
@@ -53,36 +51,6 @@ def python_schedule(recipe: str, custom=(5, 8, 5.0, 6, 1.2), denoise=1.0) -> lis
     if recipe == CUSTOM:
         return fewstep_sigmas(table, *custom, denoise=denoise).tolist()
     return recipe_sigmas(RECIPES[recipe], table, denoise).tolist()
-
-
-@pytest.fixture(scope="module")
-def server(comfy, tmp_path_factory):
-    """A real ComfyUI server (COMFYUI_PATH or PINNED) with the pack installed."""
-    work = tmp_path_factory.mktemp("preview-server")
-    with started(ComfyServer(work / "server", checkpoints=placeholders(work))) as running:
-        yield running
-
-
-def placeholders(work: Path) -> dict:
-    """Every checkpoint the bundled workflows' loaders name, as one empty file (nothing is queued)."""
-    empty = work / "empty.safetensors"
-    empty.write_bytes(b"")
-    names = {CHECKPOINT}
-    for path in WORKFLOWS:
-        names |= workflow_files(json.loads(path.read_text()))[0]
-    return {name: empty for name in names}
-
-
-@contextlib.contextmanager
-def started(server: ComfyServer):
-    """The server, running, with the input images the bundled workflows load."""
-    from PIL import Image
-
-    with server:
-        for path in WORKFLOWS:
-            for name in workflow_files(json.loads(path.read_text()))[1]:
-                Image.linear_gradient("L").resize((512, 512)).convert("RGB").save(server.input_dir / name)
-        yield server
 
 
 def get(server, path: str):
@@ -321,9 +289,8 @@ def server_1581(comfy, tmp_path_factory):
     if not (FRONTEND_1581 / "index.html").exists():
         pytest.fail(f"{FRONTEND_1581} is missing: scripts/install_env.sh installs comfyui-frontend-package==1.58.1 "
                     "there (pip install --no-deps --target <venv>/frontend-1.58.1)")
-    work = tmp_path_factory.mktemp("preview-server-1581")
-    with started(ComfyServer(work / "server", checkpoints=placeholders(work),
-                             args=["--front-end-root", str(FRONTEND_1581)])) as running:
+    with server_with_checkpoint(tmp_path_factory.mktemp("preview-server-1581"), "sd15",
+                                ["--front-end-root", str(FRONTEND_1581)]) as running:
         yield running
 
 
@@ -656,7 +623,8 @@ def test_timed_freeu_window_that_selects_no_step_is_named_on_the_graph(graph_pag
     graph_page.set_widget("denoise", 1.0)
     set_steps = """([first, last]) => { const n = window.app.graph.findNodesByType('TimedFreeU', [])[0];
         for (const [name, value] of [['first_step', first], ['last_step', last]]) {
-            const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value, window.app.canvas, n); }
+            const w = n.widgets.find(w => w.name === name); w.value = value;
+            w.callback?.(value, window.app.canvas, n); }
         window.app.graph.setDirtyCanvas(true, true); }"""
     try:
         graph_page.js(set_steps, [5, -3])  # steps 5..3 of 5: nothing

@@ -24,8 +24,6 @@ from fewstep.tuner_objective import (
     valid_schedule,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 TABLE = standard_sigma_table()
 SIGMA_MAX = float(TABLE[-1])
 

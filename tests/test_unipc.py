@@ -27,9 +27,6 @@ from fewstep.schedule import recipe_sigmas, standard_sigma_table
 from fewstep.solvers import sample_fewstep
 from fewstep.unipc import afs_midpoint, sample_unipc
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 BETAS = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000) ** 2
 STANDARD = np.sqrt((1.0 - np.cumprod(1.0 - BETAS)) / np.cumprod(1.0 - BETAS))
 

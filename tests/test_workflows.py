@@ -223,28 +223,26 @@ def test_converter_rejects_an_api_prompt(core):
         to_api({"1": {"class_type": "KSampler", "inputs": {}}}, info)
 
 
-def test_template_browser_lists_and_serves_every_workflow(comfy, tmp_path):
+def test_template_browser_lists_and_serves_every_workflow(comfy, server):
     """CURRENT's template browser: GET /workflow_templates lists our files under the pack's folder name and
     /api/workflow_templates/<pack>/<name>.json serves each one unchanged. PINNED (March 2024) predates
     the template browser (the route answers 404 there; users drop the files on the canvas)."""
-    from comfyui_server import ComfyServer
-
-    with ComfyServer(tmp_path) as server:
-        status, body = server.request("GET", "/workflow_templates")
-        if not comfy.current:
-            assert status == 404
-            pytest.skip("PINNED ComfyUI (March 2024) has no template browser")
-        assert status == 200
-        listing = json.loads(body)
-        assert sorted(listing["ComfyUI-FewStep"]) == sorted(EXPECTED)
-        for path in WORKFLOWS:
-            status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{path.name}")
-            assert status == 200 and json.loads(body) == json.loads(path.read_text()), path.name
-            thumbnail = path.with_suffix(".jpg")  # the browser's card picture: same name, .jpg
-            status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{thumbnail.name}")
-            assert status == 200 and body == thumbnail.read_bytes(), thumbnail.name
+    status, body = server.request("GET", "/workflow_templates")
+    if not comfy.current:
+        assert status == 404
+        pytest.skip("PINNED ComfyUI (March 2024) has no template browser")
+    assert status == 200
+    listing = json.loads(body)
+    assert sorted(listing["ComfyUI-FewStep"]) == sorted(EXPECTED)
+    for path in WORKFLOWS:
+        status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{path.name}")
+        assert status == 200 and json.loads(body) == json.loads(path.read_text()), path.name
+        thumbnail = path.with_suffix(".jpg")  # the browser's card picture: same name, .jpg
+        status, body = server.request("GET", f"/api/workflow_templates/ComfyUI-FewStep/{thumbnail.name}")
+        assert status == 200 and body == thumbnail.read_bytes(), thumbnail.name
 
 
+@pytest.mark.e2e
 def test_template_browser_needs_no_thumbnails(comfy, tmp_path):
     """Newer ComfyUI's template route (0.38, app/custom_node_manager.py) lists and serves only <name>.json: a
     thumbnail is never served. So with no .jpg in the pack at all, CURRENT's real route must list every
