@@ -895,6 +895,20 @@ def test_few_step_ksampler_custom_draws_the_params_schedule(ksampler_page, artif
     assert page.errors_from_extension() == []
 
 
+def settled_rects(graph_page, reads: int = 3, every_ms: int = 150, timeout_ms: int = 10000) -> list:
+    """NODE_RECTS once ``reads`` reads ``every_ms`` apart agree (the canvas redraws, and Nodes 2.0 lays its nodes out,
+    over a few frames after a load or a move)."""
+    rects, same = graph_page.js(NODE_RECTS), 1
+    for _ in range(timeout_ms // every_ms):
+        graph_page.page.wait_for_timeout(every_ms)
+        again = graph_page.js(NODE_RECTS)
+        same = same + 1 if again == rects else 1
+        rects = again
+        if same == reads:
+            return rects
+    raise AssertionError(f"the node rectangles did not settle within {timeout_ms} ms: {rects}")
+
+
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_bundled_workflow_nodes_do_not_overlap(graph_page, artifacts, workflow):
     """Every node of every bundled workflow stands clear of the others at the sizes this frontend gives
@@ -904,8 +918,7 @@ def test_bundled_workflow_nodes_do_not_overlap(graph_page, artifacts, workflow):
     graph_page.js(FIT, [1500 - 70, 950 - 90, 40])  # clear of the current frontend's side bar and top bar
     graph_page.js("() => { const ds = window.app.canvas.ds; ds.offset[0] += 60 / ds.scale; "
                   "ds.offset[1] += 80 / ds.scale; window.app.canvas.setDirty(true, true); }")
-    graph_page.page.wait_for_timeout(1000)
-    rects = graph_page.js(NODE_RECTS)
+    rects = settled_rects(graph_page)
     assert all(r["dom"] == graph_page.mode.vue for r in rects)
     overlaps = [(a["name"], b["name"]) for i, a in enumerate(rects) for b in rects[i + 1:]
                 if a["x"] < b["x"] + b["w"] + MARGIN and b["x"] < a["x"] + a["w"] + MARGIN
