@@ -137,7 +137,8 @@ def test_sigmas_node_rejects_models_it_does_not_fit(comfy, tiny_model):
 
 def test_sigmas_validation_names_the_input(comfy):
     cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]
-    assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 8, 1.2, 1.0).startswith("end_index = 8 is out of range: allowed 1 to 7")
+    assert cls.VALIDATE_INPUTS("custom", 5, 8, 5.0, 8, 1.2, 1.0).startswith(
+        "end_index = 8 is out of range: allowed 1 to 7")
     assert "steps = 0" in cls.VALIDATE_INPUTS("custom", 0, 8, 5.0, 6, 1.2, 1.0)
     assert cls.VALIDATE_INPUTS("SD1.5 5-step", 5, 8, 5.0, 8, 1.2, 1.0) is True  # named recipes ignore custom widgets
     assert "recipe = 'SD2 4-step'" in cls.VALIDATE_INPUTS("SD2 4-step", 5, 8, 5.0, 6, 1.2, 1.0)
@@ -260,7 +261,8 @@ def test_timed_freeu_percent_window_with_a_core_sampler(comfy, tiny_model, conds
     ms = tiny_model.model.model_sampling
     low, high = [float(ms.percent_to_sigma(p)) for p in (0.6, 0.35)]
     assert 1.96 < high < 4.5 and 1.0 < low < 1.96
-    model, records = record_backbone(tiny_model, lambda m: timed_freeu(comfy, m, (1.5, 1.1, 0.9, 0.2), percent=(0.35, 0.6)))
+    model, records = record_backbone(tiny_model,
+                                     lambda m: timed_freeu(comfy, m, (1.5, 1.1, 0.9, 0.2), percent=(0.35, 0.6)))
     sample(comfy, model, core_sampler(comfy, "euler"), schedule, conds)
     assert backbone_factor_by_step(records, schedule) == {1: 1.0, 2: 1.0, 3: 1.5, 4: 1.0, 5: 1.0}
 
@@ -329,7 +331,8 @@ def ksampler(comfy, model, conds, sampler_name, scheduler, steps, denoise=1.0, s
                                              latent(), denoise=denoise)[0]["samples"]
 
 
-@pytest.mark.parametrize("name, solver, steps", [("fewstep_dpmpp_1s", "dpmpp_1s", 5), ("fewstep_dpmpp_2m", "dpmpp_2m", 8)])
+@pytest.mark.parametrize("name, solver, steps", [("fewstep_dpmpp_1s", "dpmpp_1s", 5),
+                                                 ("fewstep_dpmpp_2m", "dpmpp_2m", 8)])
 def test_ksampler_runs_the_method(comfy, tiny_model, conds, name, solver, steps):
     counted, calls = count_evaluations(tiny_model)
     via_ksampler = ksampler(comfy, counted, conds, name, "fewstep", steps)
@@ -383,7 +386,8 @@ def test_registration_is_idempotent_and_shares_lists_with_other_packs(comfy, tin
         ksampler(comfy, counted, conds, "otherpack_sampler", "fewstep", 5)
         ksampler(comfy, counted, conds, "fewstep_dpmpp_1s", "otherpack_scheduler", 4)
         assert calls[0] == pytest.approx(14.6146, rel=1e-4) and len(calls) == 9
-        assert calls[4] == pytest.approx(float(recipe_sigmas(RECIPES["SD1.5 5-step"], standard_sigma_table())[4]), rel=1e-5)
+        fifth = float(recipe_sigmas(RECIPES["SD1.5 5-step"], standard_sigma_table())[4])
+        assert calls[4] == pytest.approx(fifth, rel=1e-5)
     finally:
         sampler_list.remove("otherpack_sampler")
         if "otherpack_scheduler" in scheduler_list:

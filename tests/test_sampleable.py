@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import count_evaluations
-from test_comfy_nodes import core_sampler, fewstep_sampler, ksampler, node, sample
+from test_comfy_nodes import core_sampler, fewstep_sampler, ksampler, sample
 
 from fewstep.params import ScheduleParams, format_params
 from fewstep.schedule import schedule_problem, standard_sigma_table
