@@ -17,8 +17,6 @@ from workflow_api import to_api, with_seed
 
 TEST_IMAGE = "fewstep-e2e-input.png"
 REPORT: list[str] = []  # lines printed at the end of the pytest run (see conftest.pytest_terminal_summary)
-
-
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 RUNNING: list[ComfyServer] = []  # the servers server_with_checkpoint started that have not stopped yet
 
