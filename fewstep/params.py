@@ -4,7 +4,11 @@
 
 steps .. time_rho are the custom recipe (see ``recipes.py``). ``ramp`` (optional) holds the positions
 of the N-1 interior steps in the Karras spacing of timestep space (even spacing j/N when absent).
-``solver`` (optional) records the solver the schedule was tuned for; it does not change the sigmas.
+``solver`` (optional) is the solver the schedule was tuned for and that Few-Step KSampler samples it with;
+``variant`` (bh1 / bh2) and ``order`` (auto / 1 / 2 / 3) refine a UniPC solver (the recipes' bh1 / auto when
+absent). ``end`` (optional): ``index`` (the default, the paper's early stop at base sigma ``end_index``) or
+``0``: the same N evaluations at the same sigmas, but the last step goes to sigma 0 (the data prediction)
+instead of stopping at the end sigma. Absent optional keys are not written, so older texts read the same.
 """
 
 from __future__ import annotations
@@ -17,15 +21,20 @@ import torch
 from . import recipes
 from .recipes import Recipe
 from .schedule import check_ramp, fewstep_sigmas
-from .solver_names import SCHEDULE_SOLVERS
+from .solver_names import SCHEDULE_SOLVERS, UNIPC_SOLVERS
+from .unipc import ORDERS, VARIANTS
 
 PREFIX = "fewstep v1:"
 REQUIRED = ("steps", "base_steps", "base_rho", "end_index", "time_rho")
-KEYS = (*REQUIRED, "ramp", "solver")
+KEYS = (*REQUIRED, "ramp", "solver", "variant", "order", "end")
+END_AT_INDEX = "index"  # the paper's early stop: the last sigma is base sigma end_index's (above 0)
+END_AT_ZERO = "0"  # the same evaluations, the last step to sigma 0
+ENDS = (END_AT_INDEX, END_AT_ZERO)
 EXAMPLE = "fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2"
 ALLOWED = (f"allowed: '{PREFIX}' followed by key=value pairs separated by spaces; required keys "
            f"{', '.join(REQUIRED)}; optional ramp (N-1 comma-separated values increasing strictly inside "
-           f"(0, 1)) and solver ({', '.join(SCHEDULE_SOLVERS)}); for example '{EXAMPLE}'")
+           f"(0, 1)), solver ({', '.join(SCHEDULE_SOLVERS)}), variant ({', '.join(VARIANTS)}) and order "
+           f"({', '.join(ORDERS)}) with a unipc solver, and end ({' or '.join(ENDS)}); for example '{EXAMPLE}'")
 
 
 class ParamsError(ValueError):
@@ -43,6 +52,14 @@ class ScheduleParams:
     time_rho: float
     ramp: tuple[float, ...] | None = None
     solver: str | None = None
+    variant: str | None = None
+    order: str | None = None
+    end: str = END_AT_INDEX
+
+    @property
+    def end_zero(self) -> bool:
+        """Whether the last step goes to sigma 0 (``end=0``)."""
+        return self.end == END_AT_ZERO
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "ScheduleParams":
@@ -52,7 +69,7 @@ class ScheduleParams:
     def sigmas(self, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:
         """The N+1 sigmas of this schedule on a model's sigma table (see ``schedule.fewstep_sigmas``)."""
         return fewstep_sigmas(sigma_table, self.steps, self.base_steps, self.base_rho, self.end_index,
-                              self.time_rho, denoise, self.ramp)
+                              self.time_rho, denoise, self.ramp, self.end_zero)
 
     def problem(self) -> str | None:
         """Message naming the first invalid field, or None."""
@@ -66,6 +83,15 @@ class ScheduleParams:
                 return message
         if self.solver is not None and self.solver not in SCHEDULE_SOLVERS:
             return f"solver = {self.solver!r} is not one of {list(SCHEDULE_SOLVERS)}"
+        for key, value, allowed in (("variant", self.variant, VARIANTS), ("order", self.order, ORDERS)):
+            if value is None:
+                continue
+            if value not in allowed:
+                return f"{key} = {value!r} is not one of {list(allowed)}"
+            if self.solver not in UNIPC_SOLVERS:
+                return f"{key} = {value} refines UniPC: it needs solver = {' or '.join(UNIPC_SOLVERS)}"
+        if self.end not in ENDS:
+            return f"end = {self.end!r} is not one of {list(ENDS)}"
         return None
 
 
@@ -81,6 +107,9 @@ def format_params(params: ScheduleParams) -> str:
         fields.append("ramp=" + ",".join(_number(v) for v in params.ramp))
     if params.solver is not None:
         fields.append(f"solver={params.solver}")
+    fields += [f"{key}={value}" for key, value in (("variant", params.variant), ("order", params.order)) if value]
+    if params.end_zero:
+        fields.append(f"end={params.end}")
     return f"{PREFIX} " + " ".join(fields)
 
 
@@ -122,7 +151,8 @@ def parse_params(text: str) -> ScheduleParams:
     if not all(math.isfinite(v) for v in floats.values()):
         raise fail("base_rho and time_rho must be finite")
     params = ScheduleParams(ints["steps"], ints["base_steps"], floats["base_rho"], ints["end_index"],
-                            floats["time_rho"], ramp, values.get("solver"))
+                            floats["time_rho"], ramp, values.get("solver"), values.get("variant"),
+                            values.get("order"), values.get("end", END_AT_INDEX))
     problem = params.problem()
     if problem:
         raise fail(problem)

@@ -71,14 +71,23 @@ class Solver:
         return "Few-Step UniPC Sampler (on KSampler: fewstep_unipc)"
 
 
-def solver_named(name: str, finish: str = FINISH_LAST_SIGMA) -> Solver:
+def solver_named(name: str, finish: str = FINISH_LAST_SIGMA, variant: str | None = None, order: str | None = None
+                 ) -> Solver:
     """The solver a recipe, a params text or the tuner names (one of SCHEDULE_SOLVERS), as the recipes run it:
-    UniPC in the noise form, bh1, order auto, with the analytical first step for ``unipc_afs``."""
+    UniPC in the noise form, bh1, order auto (or the ``variant`` / ``order`` a params text gives), with the
+    analytical first step for ``unipc_afs``."""
     if name not in SCHEDULE_SOLVERS:
         raise PlanError(f"solver = {name!r} is not one of {list(SCHEDULE_SOLVERS)}", "solver")
     if name in SOLVERS:
         return dpmpp_solver(name, finish)
-    return unipc_solver("auto", VARIANTS[0], name == "unipc_afs", finish, PREDICTIONS[0])
+    return unipc_solver(order or "auto", variant or VARIANTS[0], name == "unipc_afs", finish, PREDICTIONS[0])
+
+
+def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> Solver:
+    """The solver a schedule is sampled with: its own (a params text's ``solver``, ``variant``, ``order``) or,
+    when it names none, the recipe family's for its step count."""
+    return solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver, finish, schedule.variant,
+                        schedule.order)
 
 
 def dpmpp_solver(solver: str, finish: str) -> Solver:
@@ -146,7 +155,7 @@ class Plan:
 
     @property
     def nfe(self) -> int:
-        """Model evaluations of the schedule (with finish ``last_sigma``)."""
+        """Model evaluations of the schedule (with finish ``last_sigma``; a last step to 0 is one of them)."""
         return len(self.sigmas) - 1
 
 
@@ -182,22 +191,23 @@ def make_plan(recipe: str, denoise: float = 1.0, params: str = "", custom: Sched
     if message:
         raise PlanError(message, message.split(" ", 1)[0])
     inputs = _inputs(recipe, params, custom, denoise)
-    problem = schedule_problem(schedule.sigmas(STANDARD_TABLE, denoise))
+    problem = schedule_problem(schedule.sigmas(STANDARD_TABLE, denoise), final_zero=schedule.end_zero)
     if problem:
         raise PlanError(f"{inputs} give a schedule that cannot be sampled: {problem}. {_hint(schedule, denoise)}",
                         input_name)
     table = sigma_table() if callable(sigma_table) else sigma_table
     table = STANDARD_TABLE if table is None else table
     sigmas = schedule.sigmas(table, denoise)
-    problem = None if table is STANDARD_TABLE else schedule_problem(sigmas)
+    problem = None if table is STANDARD_TABLE else schedule_problem(sigmas, final_zero=schedule.end_zero)
     if problem:  # the inputs passed on the standard table; this model's table (e.g. lcm) differs
         lowest = float(table[0])
+        last = float(sigmas[-2 if schedule.end_zero else -1])  # the last evaluated sigma with end=0
         floor = (f" This model has no sigma below {lowest:.4g} (lcm sampling: no timestep below 19), so the "
-                 "steps below it repeat it." if float(sigmas[-1]) <= lowest * (1 + 1e-6) else "")
+                 "steps below it repeat it." if last <= lowest * (1 + 1e-6) else "")
         raise PlanError(f"{inputs} give a schedule that cannot be sampled on this model's noise schedule (sigma "
                         f"{lowest:.4g} to {float(table[-1]):.4g}): {problem}.{floor} {_hint(schedule, denoise)}",
                         input_name)
-    solver = solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver)
+    solver = params_solver(schedule)
     windows = recipe_windows(named.freeu) if named is not None and freeu == FREEU_RECIPE else ()
     return Plan(recipe, schedule, denoise, sigmas, solver, windows)
 

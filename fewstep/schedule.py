@@ -113,14 +113,18 @@ def fewstep_timesteps(steps: int, base_steps: int, base_rho: float, end_index: i
 
 def fewstep_sigmas(sigma_table: torch.Tensor, steps: int, base_steps: int, base_rho: float,
                    end_index: int, time_rho: float = 1.2, denoise: float = 1.0,
-                   ramp: tuple[float, ...] | None = None) -> torch.Tensor:
+                   ramp: tuple[float, ...] | None = None, end_zero: bool = False) -> torch.Tensor:
     """The N+1 sigmas of the early-stopping schedule on a model's sigma table; the last one is above
-    zero (NFE = N). The timesteps are ``fewstep_timesteps``'s, whatever the table."""
+    zero (NFE = N), or 0 with ``end_zero`` (the same N sigmas evaluated, the last step to 0: still N
+    evaluations). The timesteps are ``fewstep_timesteps``'s, whatever the table."""
     if len(sigma_table) != TRAINING_TIMESTEPS:
         raise ValueError(f"the sigma table has {len(sigma_table)} entries; it must give the sigma of each of the "
                          f"{TRAINING_TIMESTEPS} training timesteps")
     timesteps = fewstep_timesteps(steps, base_steps, base_rho, end_index, time_rho, denoise, ramp)
-    return sigma_at_timestep(timesteps, sigma_table).to(torch.float32)
+    sigmas = sigma_at_timestep(timesteps, sigma_table).to(torch.float32)
+    if end_zero:
+        sigmas[-1] = 0.0
+    return sigmas
 
 
 def schedule_problem(sigmas: torch.Tensor, final_zero: bool = False) -> str | None:

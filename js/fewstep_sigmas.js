@@ -255,11 +255,13 @@ function drawSchedule(ctx, node, width, top) {
   ctx.font = "12px Arial";
 
   const plot = { left: left + 38, right: right - 14, top: top + 26, bottom: bottom - 20 };
-  const logs = sigmas.map((s) => Math.log10(s));
+  // A schedule with end=0 reaches sigma 0: the log scale holds the positive sigmas, 0 is drawn on the bottom edge.
+  const logs = sigmas.filter((s) => s > 0).map((s) => Math.log10(s));
   const low = Math.min(...logs) - 0.15;
   const high = Math.max(...logs) + 0.15;
   const xOf = (step) => plot.left + (step / Math.max(nfe, 1)) * (plot.right - plot.left);
-  const yOf = (sigma) => plot.bottom - ((Math.log10(sigma) - low) / (high - low)) * (plot.bottom - plot.top);
+  const yOf = (sigma) => sigma > 0
+    ? plot.bottom - ((Math.log10(sigma) - low) / (high - low)) * (plot.bottom - plot.top) : plot.bottom;
   const points = schedulePoints(schedule).map((p) => ({ ...p, x: xOf(p.step), y: yOf(p.sigma) }));
 
   // Steps where a Timed FreeU window is on: step k (the k-th model evaluation) is the interval from the
@@ -341,15 +343,16 @@ function drawSchedule(ctx, node, width, top) {
   ctx.stroke();
   for (const p of points.slice(0, -1)) marker(ctx, p.kind, p.x, p.y, 1);
 
-  // The early stop: the last sigma is not zero.
+  // The early stop: the last sigma is not zero (or, with end=0, the last step goes to 0).
   const end = points[points.length - 1];
+  const endLabel = end.sigma > 0 ? `stops at \u03c3 = ${formatSigma(end.sigma)}, not 0` : "ends at \u03c3 = 0 (end=0)";
   ctx.fillStyle = "#fb4";
   ctx.beginPath();
   ctx.arc(end.x, end.y, 4.5, 0, 2 * Math.PI);
   ctx.fill();
   ctx.font = "11px Arial";
   ctx.textAlign = "right";
-  ctx.fillText(`stops at \u03c3 = ${formatSigma(end.sigma)}, not 0`, end.x - 8, Math.min(end.y - 7, plot.bottom - 4));
+  ctx.fillText(endLabel, end.x - 8, Math.min(end.y - 7, plot.bottom - 4));
   ctx.fillStyle = text;
   ctx.textAlign = "left";
   ctx.fillText(`\u03c3 = ${formatSigma(points[0].sigma)}`, points[0].x + 7, points[0].y + 4);

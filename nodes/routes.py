@@ -7,7 +7,7 @@ schedule: the node's own plan (``sigmas.sigmas_plan``, i.e. ``fewstep.plan.make_
 node's own message when the plan is:
 
     {"recipe": str, "params": {steps, base_steps, base_rho, end_index, time_rho, denoise},
-     "solver": str | null, "sigmas": [N+1 floats], "timesteps": [N+1 floats], "nfe": N}
+     "solver": str | null, "sigmas": [N+1 floats], "timesteps": [N+1 floats], "nfe": N, "end": "index" | "0"}
 
 ``params`` are the values used (a named recipe's own, not the custom widgets'); ``solver`` is the
 recipe's suggested one (null for ``custom``); ``timesteps`` are the fractional timesteps of the
@@ -16,13 +16,15 @@ sigmas to 3 decimals (log-sigma interpolation, what the paper's reference gives 
 repeatable, as on Timed FreeU) add ``"freeu": [{first_step, last_step, start_percent, end_percent,
 steps: [1-based steps where that Timed FreeU is on], warning?}]`` (percents as ComfyUI maps them to sigmas
 on the same standard table; ``warning``, only when present, says that the step window selects no step of
-this schedule).
+this schedule). ``end`` is the schedule's ``end`` (``params`` ``end=0``: the last sigma is 0, reached by the
+last evaluation's data prediction, no extra evaluation).
 
 Every reply also says where the suggested solver evaluates the model (with ``finish`` last_sigma):
 ``"evaluations": [N sigmas, in order]``, sigma_0 .. sigma_{N-1} (the last sigma is reached without one).
 For a solver of ``fewstep.solver_names.UNIPC_SOLVERS`` (a UniPC recipe, or a ``params`` string naming one) it
-adds ``"unipc": {"solver", "order", "variant", "afs"}``: the order ``auto`` resolves to for N evaluations
-(``fewstep.unipc.auto_order``), the variant and whether the analytical first step is on. With it
+adds ``"unipc": {"solver", "order", "variant", "afs"}``: the order the plan's (``auto`` unless a params text
+sets ``order``) resolves to for N evaluations (``fewstep.unipc.resolve_order``), the variant and whether the
+analytical first step is on. With it
 (``unipc_afs``) it adds ``"afs_midpoint": {"sigma", "timestep"}``, the sigma AFS inserts between sigma_0
 and sigma_1 (``fewstep.unipc.afs_midpoint`` on the standard table, in the sigmas' float32, as the sampler
 steps through it) and its fractional timestep (the midpoint of theirs); sigma_0 is then not evaluated (its
@@ -55,11 +57,11 @@ import inspect
 from aiohttp import web
 
 from ..fewstep.freeu import VERSIONS as VERSIONS_FREEU
-from ..fewstep.plan import FreeUWindow, Plan, PlanError, freeu_window
+from ..fewstep.plan import FreeUWindow, Plan, PlanError, Solver, freeu_window
 from ..fewstep.recipes import CUSTOM
 from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
 from ..fewstep.solver_names import UNIPC_SOLVERS
-from ..fewstep.unipc import VARIANTS, afs_midpoint, auto_order
+from ..fewstep.unipc import afs_midpoint, resolve_order
 from ..fewstep.window import Window, empty_window_message, percent_to_sigma
 from .sigmas import FewStepSigmas, sigmas_plan
 
@@ -104,9 +106,10 @@ def schedule_reply(query) -> tuple[int, dict]:
         "sigmas": sigmas.tolist(),
         "timesteps": [round(t, 3) for t in timesteps.tolist()],
         "nfe": nfe,
+        "end": used.end,
     }
     schedule_list = sigmas.tolist()
-    body.update(_evaluations(body["solver"], sigmas, timesteps))
+    body.update(_evaluations(body["solver"], sigmas, timesteps, plan.solver))
     def steps_of(first, last, start=0.0, end=1.0):  # the evaluations where a Timed FreeU window is on
         window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
         return [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
@@ -130,14 +133,15 @@ def _recipe_freeu(freeu: FreeUWindow, steps: list[int]) -> dict:
             "last_step": freeu.last_step, "steps": steps}
 
 
-def _evaluations(solver: str | None, sigmas, timesteps) -> dict:
+def _evaluations(solver: str | None, sigmas, timesteps, options: Solver) -> dict:
     """``evaluations`` and, for UniPC, ``unipc`` and ``afs_midpoint`` (see the module docstring)."""
     values = sigmas.tolist()
     nfe = len(values) - 1
     if solver not in UNIPC_SOLVERS:
         return {"evaluations": values[:-1]}
     afs = solver == "unipc_afs"
-    found = {"unipc": {"solver": solver, "order": auto_order(nfe), "variant": VARIANTS[0], "afs": afs}}
+    found = {"unipc": {"solver": solver, "order": resolve_order(options.order, nfe), "variant": options.variant,
+                       "afs": afs}}
     if not afs:
         return {**found, "evaluations": values[:-1]}
     # the sampler inserts the midpoint in the schedule's dtype (fewstep.unipc.afs_schedule)

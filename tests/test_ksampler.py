@@ -83,6 +83,18 @@ def test_img2img_and_tuned_params_are_identical_too(comfy, tiny_model):
         assert torch.equal(ours[0], graph[0]) and torch.equal(ours[1], graph[1])
 
 
+@pytest.mark.parametrize("solver", ["dpmpp_1s", "unipc_afs"])
+def test_end_zero_params_sample_to_sigma_zero_in_n_evaluations(comfy, tiny_model, solver):
+    text = f"fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2 solver={solver} end=0"
+    model, calls = count_evaluations(tiny_model)
+    ours = ksampler(comfy, model, CUSTOM, params=text)
+    assert len(calls) == 5
+    graph = five_node_graph(comfy, tiny_model, CUSTOM, params=text, solver=solver, freeu_settings=())
+    assert torch.equal(ours[0], graph[0]) and torch.equal(ours[1], graph[1])
+    early = ksampler(comfy, tiny_model, CUSTOM, params=text.replace(" end=0", ""))
+    assert torch.isfinite(ours[0]).all() and not torch.equal(ours[0], early[0])
+
+
 @pytest.mark.parametrize("name", ["SD1.5 5-step", "SD1.5 8-step", "SDXL 6-step UniPC"])
 def test_evaluates_the_model_exactly_n_times(comfy, tiny_model, name):
     model, calls = count_evaluations(tiny_model)

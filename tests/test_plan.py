@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from fewstep.solvers import sample_fewstep
 from fewstep.unipc import sample_unipc
 
 CUSTOM_WIDGETS = ScheduleParams(5, 8, 5.0, 6, 1.2)
+BARE = "fewstep v1: steps=5 base_steps=8 base_rho=5 end_index=6 time_rho=1.2"
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -85,6 +87,11 @@ def test_the_plan_is_immutable():
     (dict(recipe=CUSTOM, custom=ScheduleParams(100, 200, 0.1, 199, 10.0)), "steps",
      "steps = 100, base_steps = 200, base_rho = 0.1, end_index = 199, time_rho = 10.0 and denoise = 1.0 give a "
      "schedule that cannot be sampled: steps 78 to "),
+    (dict(recipe=CUSTOM, params=BARE + " end=1"), "params", "params: end = '1' is not one of ['index', '0']"),
+    (dict(recipe=CUSTOM, params=BARE + " solver=dpmpp_2m variant=bh2"), "params",
+     "params: variant = bh2 refines UniPC: it needs solver = unipc or unipc_afs"),
+    (dict(recipe=CUSTOM, params=BARE + " solver=unipc order=4"), "params",
+     "params: order = '4' is not one of ['auto', '1', '2', '3']"),
 ])
 def test_bad_input_raises_one_error_that_names_it(arguments, input_name, message):
     looked_at = []
@@ -190,3 +197,56 @@ def test_sample_runs_the_plan_solver(solver):
                                      finish=solver.finish),
                        sample(Toy(), x, sigmas, disable=True, solver=solver_named(solver.schedule_solver,
                                                                                   solver.finish)))
+
+
+def test_end_zero_and_unipc_options_read_and_write_back():
+    old = "fewstep v1: steps=6 base_steps=8 base_rho=5.5 end_index=6 time_rho=1.3 solver=unipc_afs"
+    assert format_params(parse_params(old)) == old  # a text without the new keys reads and writes the same
+    text = f"{BARE} solver=unipc_afs variant=bh2 order=2 end=0"
+    params = parse_params(text)
+    assert (params.variant, params.order, params.end, params.end_zero) == ("bh2", "2", "0", True)
+    assert format_params(params) == text and parse_params(f"{BARE} end=index").end_zero is False
+    assert make_plan(CUSTOM, params=text).solver == Solver("unipc", order="2", variant="bh2", afs=True)
+
+
+def straight_dpmpp_2m(model, x, sigmas):
+    """DPM++2M as RECIPES.md writes it (k-diffusion's form), with the last step to 0 returning D; and its calls."""
+    previous, calls = None, 0
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = model(x, sigmas[i] * torch.ones(x.shape[0]))
+        calls += 1
+        if sigma_next == 0.0:
+            x = denoised
+        else:
+            h = math.log(sigma / sigma_next)
+            blended = denoised
+            if previous is not None:
+                r = math.log(float(sigmas[i - 1]) / sigma) / h
+                blended = (1 + 1 / (2 * r)) * denoised - previous / (2 * r)
+            x = (sigma_next / sigma) * x - math.expm1(-h) * blended
+        previous = denoised
+    return x, calls
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_1s", "dpmpp_2m", "unipc", "unipc_afs"])
+def test_end_zero_evaluates_the_same_sigmas_and_steps_the_last_to_zero(solver):
+    early = make_plan(CUSTOM, params=f"{BARE} solver={solver}")
+    zero = make_plan(CUSTOM, params=f"{BARE} solver={solver} end=0")
+    assert torch.equal(zero.sigmas[:-1], early.sigmas[:-1]) and early.sigmas[-1] > 0 and zero.sigmas[-1] == 0
+    assert zero.nfe == early.nfe == 5 and zero.solver == early.solver
+    x = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(1)) * 14.6
+    seen = []
+
+    def model(x_at, sigma, **_):
+        seen.append(float(sigma[0]))
+        return Toy()(x_at, sigma)
+
+    result = sample(model, x, zero.sigmas, disable=True, solver=zero.solver)
+    assert len(seen) == 5 and 0.0 not in seen and torch.isfinite(result).all()
+    if solver == "dpmpp_2m":
+        straight, calls = straight_dpmpp_2m(Toy(), x, zero.sigmas)
+        assert calls == 5 and torch.allclose(result, straight, atol=1e-5)
+    if solver == "dpmpp_1s":  # the last step to 0 returns the data prediction at the last evaluated sigma
+        before = sample(model, x, zero.sigmas[:-1], disable=True, solver=zero.solver)
+        assert torch.allclose(result, Toy()(before, zero.sigmas[-2:-1]), atol=1e-6)

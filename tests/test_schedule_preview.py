@@ -144,6 +144,19 @@ def test_route_params_naming_unipc_afs_gets_the_midpoint(server):
                                                  rel=1e-6)
 
 
+def test_route_params_end_zero_and_unipc_options(server):
+    params = ("fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 solver=unipc variant=bh2 "
+              "order=3 end=0")
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=params)}")
+    assert status == 200, reply
+    sigmas = python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2))
+    assert reply["sigmas"] == [*sigmas[:-1], 0.0] and reply["end"] == "0" and reply["nfe"] == 7
+    assert reply["unipc"] == {"solver": "unipc", "order": 3, "variant": "bh2", "afs": False}
+    assert reply["evaluations"] == sigmas[:-1]  # the last step to 0 costs no evaluation of its own
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=params.replace(' end=0', ' end=zero'))}")
+    assert status == 400 and "end = 'zero' is not one of ['index', '0']" in reply["error"]
+
+
 def test_route_is_served_where_each_frontend_asks(server, comfy):
     # The old page calls /fewstep/schedule; the current one /api/fewstep/schedule (CURRENT only has /api/).
     paths = [ROUTE, "/api" + ROUTE] if comfy.current else [ROUTE]
