@@ -352,7 +352,10 @@ function drawSchedule(ctx, node, width, top) {
   ctx.fill();
   ctx.font = "11px Arial";
   ctx.textAlign = "right";
-  ctx.fillText(endLabel, end.x - 8, Math.min(end.y - 7, plot.bottom - 4));
+  // end=0: the curve falls to the bottom edge at the right, so the label goes top right, under any legend/notes
+  const labelY = end.sigma > 0 ? Math.min(end.y - 7, plot.bottom - 4)
+    : plot.top + 11 + 12 * (legend.length + notes.length);
+  ctx.fillText(endLabel, end.sigma > 0 ? end.x - 8 : plot.right - 4, labelY);
   ctx.fillStyle = text;
   ctx.textAlign = "left";
   ctx.fillText(`\u03c3 = ${formatSigma(points[0].sigma)}`, points[0].x + 7, points[0].y + 4);

@@ -905,6 +905,16 @@ def test_few_step_ksampler_custom_draws_the_params_schedule(ksampler_page, artif
     assert schedule["freeu"] == []  # custom: the KSampler applies no FreeU
     image = page.screenshot(artifacts / "fewstep_ksampler_custom_params.png")
     assert_drawn(page, image, schedule)
+    # end=0: the same evaluated sigmas, the end point on the bottom edge of the log scale (sigma 0)
+    page.set_widget("params", "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 "
+                              "solver=dpmpp_2m end=0")
+    zero = page.settled()
+    assert "error" not in zero and zero["end"] == "0" and zero["nfe"] == 7
+    assert [p["sigma"] for p in zero["plotted"]] == [*python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2))[:-1], 0.0]
+    ys = [p["y"] for p in zero["plotted"]]
+    assert all(math.isfinite(y) for y in ys) and all(b > a for a, b in zip(ys, ys[1:]))
+    image = page.screenshot(artifacts / "fewstep_ksampler_custom_params_end_zero.png")
+    assert_drawn(page, image, zero)
     assert page.errors_from_extension() == []
 
 
