@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-fast demo bench bench-quality bench-speed bench-freeu bench-tuner clean
+.PHONY: test test-fast demo bench bench-quality bench-speed bench-freeu bench-tuner train-proxies clean
 
 $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
@@ -38,6 +38,11 @@ bench-speed: $(VENV)/.installed
 # The tuner's search, new against old (docs/tuner_search.md; 7-19 min on 2 shared cores, 2026-12-02). Not in `bench`.
 bench-tuner: $(VENV)/.installed
 	$(PY) benchmarks/tuner_search.py $(TUNER_ARGS)
+
+# Retrains the quality benchmark's proxy denoisers (benchmarks/proxies/README.md) from their fixed seed on CPU and
+# rewrites benchmarks/proxies/weights/ (safetensors + manifest.json with their SHA-256): a few minutes per proxy on 2 cores.
+train-proxies: $(VENV)/.installed
+	$(PY) scripts/train_proxies.py $(TRAIN_ARGS)
 
 bench-freeu: $(VENV)/.installed
 	$(PY) benchmarks/freeu_speed.py $(BENCH_ARGS)
