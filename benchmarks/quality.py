@@ -42,10 +42,14 @@ import argparse
 import logging
 from dataclasses import replace
 
+from quality_ceiling import CeilingCache
 from quality_methods import QUICK, Config
 from quality_models import MODELS
 from quality_ranking import Suite, run
 from quality_report import DOCS, print_tables, write_docs
+from quality_trained import trained_models
+
+CEILINGS = DOCS / "quality_ceiling.json"
 
 
 def main(argv=None) -> Suite:
@@ -54,10 +58,15 @@ def main(argv=None) -> Suite:
     parser.add_argument("--quick", action="store_true", help="a few methods, one seed, no docs (the smoke test)")
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--samples", type=int)
-    parser.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
+    known = [*MODELS, *trained_models()]
+    parser.add_argument("--models", help=f"comma-separated subset of {','.join(known)}")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/quality.md and docs/quality.png")
     parser.add_argument("--no-tuned", action="store_true", help="leave out the tuned schedules (no tuning runs)")
     parser.add_argument("--tune-seconds", type=float, help="time budget of each tuning run")
+    parser.add_argument("--ceiling", action="store_true",
+                        help=f"run the ceiling searches again instead of reading them from {CEILINGS.name}")
+    parser.add_argument("--no-ceiling", action="store_true", help="leave out the ceiling rows")
+    parser.add_argument("--trained-samples", type=int, help="samples per seed on the trained models")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = QUICK if options.quick else Config()
@@ -67,19 +76,23 @@ def main(argv=None) -> Suite:
         config = replace(config, samples=options.samples)
     if options.models:
         models = tuple(options.models.split(","))
-        unknown = [m for m in models if m not in MODELS]
+        unknown = [m for m in models if m not in known]
         if unknown:
-            parser.error(f"--models: {unknown} not in {list(MODELS)}")
+            parser.error(f"--models: {unknown} not in {known}")
         config = replace(config, models=models)
     if options.no_tuned:
         config = replace(config, tuned=False)
     if options.tune_seconds:
         config = replace(config, tune_seconds=options.tune_seconds)
-    suite = run(config)
+    if options.no_ceiling:
+        config = replace(config, ceiling_evaluations=0)
+    if options.trained_samples:
+        config = replace(config, trained_samples=options.trained_samples)
+    suite = run(config, ceilings=CeilingCache(CEILINGS, refresh=options.ceiling))
     print_tables(suite)
     if not (options.quick or options.no_docs):
         write_docs(suite)
-        print(f"\nwrote {DOCS / 'quality.md'} and {DOCS / 'quality.png'}")
+        print(f"\nwrote {DOCS / 'quality.md'}, {DOCS / 'quality.png'} and the trained models' sample grids")
     return suite
 
 

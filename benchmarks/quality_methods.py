@@ -96,15 +96,20 @@ class Method:
 
 @dataclass
 class Config:
-    """What a run compares and how much: budgets, seeds, samples, models, methods and tuning."""
+    """What a run compares and how much: budgets, seeds, samples, models, methods, tuning and the ceiling."""
 
-    budgets: tuple[int, ...] = (5, 6, 8)
+    # 5, 6, 8 ranked against every core pair; 10 and 12 show the trend: there the pack's rows, the tuned ones and
+    # the TREND_CORE best core pairs of the last ranked budget (every pair at 10 and 12 would double the run time)
+    budgets: tuple[int, ...] = (5, 6, 8, 10, 12)
+    ranked_budgets: tuple[int, ...] = (5, 6, 8)
+    trend_core: int = 5
     # Reduced from 5 x 2048 (one model) when the third model came: on the shared 2-core machine one seed of
     # 2048 samples of ComfyUI 0.3.64's 480 rows took 5 min.
     seeds: int = 3
     samples: int = 1024
     reference_steps: int = 100
-    models: tuple[str, ...] = ("anisotropic", "clustered", "spheres")  # keys of MODELS
+    models: tuple[str, ...] = ("anisotropic", "clustered", "spheres", "photo_eps", "photo_v_zsnr", "digits_cond_cfg1",
+                               "digits_cond_cfg5")  # keys of MODELS or of the trained proxies
     samplers: tuple[str, ...] | None = None  # None: every core sampler
     schedulers: tuple[str, ...] | None = None  # None: every core scheduler (+ AYS, GITS)
     mixture_seed: int = 0
@@ -114,21 +119,36 @@ class Config:
     tune_probes: int = 128  # probe noises (seed TUNE_SEED + budget: disjoint from the evaluation seeds)
     tune_seconds: float = 60.0  # time budget of each tuning run
     tune_candidates: int | None = None  # cap on schedules per tuning run (None: until converged / time)
+    ceiling_budgets: tuple[int, ...] = (5, 6, 8)
+    ceiling_evaluations: int = 1000  # distinct schedules of the ceiling search (0: no ceiling rows)
+    # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
+    # pairs on a small batch (the best trained_keep per budget by RMS to the reference are ranked in full), and
+    # fewer probes for tuning and the ceiling (the tuner node's default is 4).
+    trained_seeds: int = 2
+    trained_samples: int = 256
+    trained_reference_steps: int = 100  # DPM++2M Karras to 0; checked against twice as many on seed 0
+    trained_screen: int = 64
+    trained_keep: int = 12
+    trained_tune_probes: int = 32
+    trained_tune_solvers: tuple[str, ...] = ("dpmpp_2m", "unipc")
+    speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
 
 
 TUNE_SEED = 7000  # probe noises for tuning; the evaluation uses seeds 1000 + i
+SCREEN_SEED = 900  # the trained models' screen of the core pairs
 
 QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80, tune_solvers=("dpmpp_2m", "unipc_afs"),
-               tune_probes=32, tune_candidates=40,
+               tune_probes=32, tune_candidates=40, models=("anisotropic", "clustered", "spheres"),
+               ceiling_evaluations=0, speedup=False,
                samplers=("euler", "heun", "dpmpp_2m"), schedulers=("karras", "normal"))
 
 
 class Harness:
     """ComfyUI + the analytic model: builds schedules and runs KSAMPLER.sample, counting evaluations."""
 
-    def __init__(self, comfy: SimpleNamespace, mixture):
+    def __init__(self, comfy: SimpleNamespace, mixture, model_sampling=None):
         self.comfy = comfy
-        self.ms = comfy.model_sampling
+        self.ms = model_sampling if model_sampling is not None else comfy.model_sampling
         self.use(mixture)
         self.fake_patcher = SimpleNamespace(model_sampling=self.ms, object_patches={"model_sampling": self.ms},
                                             get_model_object=lambda name: {"model_sampling": self.ms}[name])
@@ -184,13 +204,13 @@ class Harness:
         return node_output(node.get_sigmas(self.fake_patcher, recipe, 1.0, steps, base_steps, base_rho,
                                            end_index, time_rho, params=params)).float()
 
-    def pack_sampler(self, solver: str, finish: str):
+    def pack_sampler(self, solver: str, finish: str, variant: str | None = None, order: str | None = None):
         """The pack's sampler as a user wires it: UniPC through Few-Step UniPC Sampler (order auto, bh1, noise
         form, afs on for "unipc_afs", as the UniPC recipes say), DPM++ by its KSampler name or, with
         finish = denoised, through Few-Step DPM++ Sampler."""
         if solver in ("unipc", "unipc_afs"):
             node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepUniPCSampler"]()
-            return node_output(node.get_sampler("auto", "bh1", solver == "unipc_afs", finish))
+            return node_output(node.get_sampler(order or "auto", variant or "bh1", solver == "unipc_afs", finish))
         if finish == "last_sigma":  # the registered KSampler names
             return self.comfy.samplers.sampler_object(f"fewstep_{solver}")
         node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"]()
@@ -292,41 +312,91 @@ class Harness:
                                                  r.steps, sigmas, budget))
         return methods
 
-    def tuned_methods(self, config: "Config") -> tuple[list[Method], list["Tuning"]]:
-        """Tune a schedule per budget and solver on probe noises (not the evaluation noises), then make
-        each a method whose sigmas come from Few-Step Sigmas' `params` input, as a user would paste them."""
-        from fewstep.tuner import denoiser_run, tune
-
+    def analytic_denoiser(self, noise: torch.Tensor, work):
+        """``work(denoiser, x_start)`` with the analytic model and the noise scaled for sigma_max as KSAMPLER scales it
+        (the trained models' ``TrainedTarget.with_denoiser`` does the same inside ComfyUI's sample_custom)."""
         sigma_max = self.ms.sigma_max.double()
+        x_start = self.ms.noise_scaling(sigma_max, noise.double(), torch.zeros_like(noise, dtype=torch.float64),
+                                        True).float()
+        return work(self.model, x_start)
+
+    def tuned_methods(self, config: "Config", model_key: str, with_denoiser=None, probes: int | None = None,
+                      ceilings=None) -> tuple[list[Method], list["Tuning"], list]:
+        """Tune a schedule per budget and solver on probe noises (not the evaluation noises), then make each a
+        method whose sigmas come from Few-Step Sigmas' `params` input, as a user would paste them; and, at the
+        ceiling budgets, the long generic search's schedule (``quality_ceiling``) on the same probes and
+        reference, read from ``ceilings`` (a CeilingCache) when it holds this search. ``with_denoiser(noise,
+        work)`` runs ``work(denoiser, x_start)`` on the model (default: the analytic one)."""
+        from quality_ceiling import ceiling_search
+
+        from fewstep.tuner import compute_reference, denoiser_run, tune
+
+        with_denoiser = with_denoiser or self.analytic_denoiser
+        probes = probes or config.tune_probes
         table = self.ms.sigmas.double().cpu()
-        methods, tunings = [], []
+        methods, tunings, found = [], [], []
         for budget in config.budgets:
             generator = torch.Generator().manual_seed(TUNE_SEED + budget)
-            noise = torch.randn((config.tune_probes, *LATENT_SHAPE), generator=generator)
-            x_start = self.ms.noise_scaling(sigma_max, noise.double(), torch.zeros_like(noise, dtype=torch.float64),
-                                            True).float()
-            for solver in config.tune_solvers:
-                result = tune(denoiser_run(self.model, x_start, sigma_table=table), table, budget, solver,
-                              time_budget=config.tune_seconds, max_candidates=config.tune_candidates)
+            noise = torch.randn((probes, *LATENT_SHAPE), generator=generator)
+            key = f"{model_key} nfe={budget} probes={probes} seed={TUNE_SEED + budget}"
+            wanted = budget in config.ceiling_budgets and config.ceiling_evaluations > 0
+            cached = ceilings.get(key) if (wanted and ceilings is not None) else None
+            solvers = config.tune_solvers if config.tuned else ()
+
+            def work(denoiser, x_start, budget=budget, cached=cached, wanted=wanted, solvers=solvers):
+                run = denoiser_run(denoiser, x_start, sigma_table=table)
+                reference = compute_reference(run, table)
+                results = [(solver, tune(run, table, budget, solver, time_budget=config.tune_seconds,
+                                         max_candidates=config.tune_candidates, reference=reference))
+                           for solver in solvers]
+                ceiling = cached
+                if wanted and ceiling is None:
+                    ceiling = ceiling_search(run, table, budget, reference, config.ceiling_evaluations)
+                return results, ceiling
+
+            if not solvers and not wanted:
+                continue
+            results, ceiling = with_denoiser(noise, work)
+            for solver, result in results:
                 sigmas = self.pack_sigmas("custom", params=result.text)
                 if not torch.equal(sigmas, result.sigmas.float()):
                     raise AssertionError(f"Few-Step Sigmas does not reproduce the tuned schedule {result.text}")
                 tunings.append(Tuning(budget, solver, result))
-                log.info("tuned NFE %d %s: %.4f -> %.4f in %.1f s (%d schedules, %s)", budget, solver,
+                log.info("%s: tuned NFE %d %s: %.4f -> %.4f in %.1f s (%d schedules, %s)", model_key, budget, solver,
                          result.start_objective, result.objective, result.seconds, result.candidates,
                          result.stopped_by)
-                method = self._pack_method(f"FewStep tuned ({solver})", solver, "last_sigma", budget, sigmas, budget)
+                method = self.params_method(f"FewStep tuned ({solver})", result.text, budget)
                 method.family = f"FewStep tuned ({solver})"
                 methods.append(method)
-        return methods, tunings
+            if ceiling is not None:
+                if ceilings is not None and cached is None:
+                    ceilings.put(key, ceiling)
+                log.info("%s: ceiling NFE %d: recipe %.4f -> %.4f (%d schedules, %.0f s) %s", model_key, budget,
+                         ceiling.recipe_objective, ceiling.objective, ceiling.evaluations, ceiling.seconds,
+                         ceiling.text)
+                method = self.params_method("FewStep ceiling (Powell)", ceiling.text, budget)
+                method.family, method.pack = "ceiling", False
+                methods.append(method)
+                found.append(ceiling)
+        return methods, tunings, found
 
-    def _pack_method(self, label, solver, finish, steps, sigmas, budget) -> Method:
+    def params_method(self, label: str, text: str, budget: int) -> Method:
+        """A params text through Few-Step Sigmas and the pack's sampler for its solver (variant and order too)."""
+        from fewstep.params import parse_params
+
+        params = parse_params(text)
+        sigmas = self.pack_sigmas("custom", params=text)
+        return self._pack_method(label, params.solver, "last_sigma", budget, sigmas, budget,
+                                 variant=params.variant, order=params.order)
+
+    def _pack_method(self, label, solver, finish, steps, sigmas, budget, variant=None, order=None) -> Method:
         denoised = finish == "denoised"
         unipc = " UniPC" if solver.startswith("unipc") else ""
         method = Method(label + (" + denoised" if denoised else ""),
                         f"FewStep{unipc} + denoised" if denoised else f"FewStep{unipc} (last sigma)",
                         f"fewstep_{solver}" + (" +denoised" if denoised else ""), "FewStep recipe", steps, sigmas,
-                        lambda: self.pack_sampler(solver, finish), 0.0 if denoised else float(sigmas[-1]),
+                        lambda: self.pack_sampler(solver, finish, variant, order),
+                        0.0 if denoised else float(sigmas[-1]),
                         budget, pack=True, solver=solver)
         method.nfe = self.probe_nfe(method.make_sampler, sigmas)
         return method

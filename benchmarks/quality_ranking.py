@@ -1,7 +1,10 @@
-"""The quality benchmark's scores and ranking: every method run on every analytic model, ranked per budget.
+"""The quality benchmark's scores and ranking: every method run on every model, ranked per budget.
 
-Scores per seed (Frechet distance to the exact model, RMS to the reference ODE solution), their means with
-95 % intervals, the paired difference to a budget's winner, and whether a Few-Step method is first.
+Scores per seed, their means with 95 % intervals, the paired difference to a budget's winner, and whether a
+Few-Step method is first. On an analytic model: Frechet distance to the exact model, RMS to the reference ODE
+solution (``AnalyticScorer``); on a trained network: FD to its own reference samples and RMS to the same-noise
+reference (``TrainedScorer``, ``quality_yardsticks``). Then the DPM++2M Karras sweep and the quality-equivalent
+speed-up per budget (``speedups``), and the tuner's share of the ceiling search's gain (``ceiling_shares``).
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ import logging
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from types import SimpleNamespace
 
 import torch
-from quality_methods import Config, Harness, Method, Tuning, load_comfyui, plan
+from quality_ceiling import CeilingCache
+from quality_methods import SCREEN_SEED, Config, Harness, Method, Tuning, end_sigma, load_comfyui, plan, short
 from quality_models import LATENT_SHAPE, MODELS, frechet_distance, reference_solution
+from quality_trained import TrainedTarget, trained_models
+from quality_yardsticks import Moments, ReferenceShift, rms, speedup_steps
 
 log = logging.getLogger("quality")
 
@@ -28,6 +35,8 @@ class Row:
     fd: list[float] = field(default_factory=list)
     rms_end: list[float] = field(default_factory=list)
     rms_zero: list[float] = field(default_factory=list)
+    fd_fine: float = math.nan  # trained models, seed 0: FD to the reference of twice as many steps
+    preview: torch.Tensor | None = None  # trained models, seed 0: the first PREVIEW outputs (the sample grids)
 
     @staticmethod
     def stats(values: list[float]) -> tuple[float, float]:
@@ -36,22 +45,54 @@ class Row:
         half = 1.96 * float(t.std()) / math.sqrt(len(values)) if len(values) > 1 else 0.0
         return float(t.mean()), half
 
+    @property
+    def mean_fd(self) -> float:
+        """The mean FD over seeds (inf when not finite)."""
+        value = Row.stats(self.fd)[0]
+        return value if math.isfinite(value) else math.inf
+
+
+PREVIEW = 8
+
+
+@dataclass
+class SpeedUp:
+    """The quality-equivalent speed-up at one budget: the steps DPM++2M Karras (and the best core pair at each step
+    count) needs to reach the best Few-Step row's FD."""
+
+    budget: int
+    target: float  # the best Few-Step row's mean FD
+    row: str  # its name
+    dpmpp: tuple[int | None, float | None]  # (first integer M, interpolated M)
+    core: tuple[int | None, float | None]
+
 
 @dataclass
 class Results:
-    """Every method's scores on one analytic model, and what the run left out."""
+    """Every method's scores on one model, and what the run left out."""
 
     config: Config
     label: str
     rows: list[Row]
     skipped_samplers: dict[str, str]
     unfit: dict[str, str]  # method @ budget -> reason
-    floor: Row  # exact samples from the mixture: FD's finite-sample floor
-    reference_check: float  # RMS(ref_N - ref_N/2) at sigma 0 (seed 0)
+    floor: Row | None  # analytic: exact samples from the mixture (FD's finite-sample floor); trained: None
+    reference_check: float  # analytic: RMS(ref_N - ref_N/2) at sigma 0 (seed 0)
     seconds: float
     machine: str
     tunings: list[Tuning] = field(default_factory=list)
-    model: str = "anisotropic"  # the key of MODELS
+    model: str = "anisotropic"  # the key of MODELS or of the trained models
+    description: str = ""
+    trained: bool = False
+    seeds: int = 0
+    samples: int = 0
+    shift: ReferenceShift | None = None  # trained: the reference against twice as many steps
+    screened: dict[int, int] = field(default_factory=dict)  # trained: budget -> core pairs screened
+    ceilings: list = field(default_factory=list)  # quality_ceiling.Ceiling per ceiling budget
+    sweep: dict[int, Row] = field(default_factory=dict)  # DPM++2M Karras by step count
+    envelope: dict[int, tuple[float, str]] = field(default_factory=dict)  # best core FD and pair by step count
+    speedups: list[SpeedUp] = field(default_factory=list)
+    reference_preview: torch.Tensor | None = None  # trained: the reference's first PREVIEW samples
 
     def table(self, budget: int | None) -> list[Row]:
         """The rows competing at ``budget``, best FD first (non-finite FD last)."""
@@ -66,10 +107,14 @@ class Results:
         """The rows that compete at no budget (a recipe whose NFE is not one of the budgets)."""
         return [r for r in self.rows if r.method.budget is None and r.method.family != "baseline"]
 
+    def best_fewstep(self, budget: int) -> Row | None:
+        """The best Few-Step row (recipe or tuned; not the ceiling) at ``budget``."""
+        return next((r for r in self.table(budget) if r.method.pack), None)
+
 
 @dataclass
 class Suite:
-    """One run: the same methods ranked on each analytic model of ``config.models``."""
+    """One run: the same methods ranked on each model of ``config.models``."""
 
     config: Config
     label: str
@@ -78,76 +123,265 @@ class Suite:
     machine: str
 
     def model(self, name: str) -> Results:
-        """The results on the analytic model ``name``."""
+        """The results on the model ``name``."""
         return next(r for r in self.models if r.model == name)
 
 
-def run(config: Config = Config(), comfy: SimpleNamespace | None = None) -> Suite:
-    """Plan the methods once, then per analytic model tune the schedules and score every method."""
+def run(config: Config = Config(), comfy: SimpleNamespace | None = None, ceilings: CeilingCache | None = None,
+        patchers: dict | None = None) -> Suite:
+    """Plan the methods once per sigma table, then per model tune the schedules and score every method.
+    ``patchers``: ComfyUI models to use for trained models instead of the shipped proxies (tests)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _run(config, comfy or load_comfyui())
+        return _run(config, comfy or load_comfyui(), ceilings, patchers or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(config: Config, comfy: SimpleNamespace) -> Suite:
+def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Suite:
     began = time.perf_counter()
-    harness = Harness(comfy, MODELS[config.models[0]][1](config.mixture_seed))
-    methods, skipped, unfit = plan(harness, config)
-    log.info("planned %d methods (%.0f s)", len(methods), time.perf_counter() - began)
+    trained = trained_models() if any(name not in MODELS for name in config.models) else {}
     machine = (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
                f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, "
                f"torch {torch.__version__}")
+    plans: dict[tuple, tuple[Harness, tuple]] = {}
     models = []
     for name in config.models:
         model_began = time.perf_counter()
-        harness.use(MODELS[name][1](config.mixture_seed))
-        tuned_rows, tunings = harness.tuned_methods(config) if config.tuned else ([], [])
-        rows, floor, reference_check = evaluate(harness, config, methods + tuned_rows, name)
-        models.append(Results(config, comfy.label, rows, skipped, unfit, floor, reference_check,
-                              time.perf_counter() - model_began, machine, tunings, name))
+        target = None
+        if name in MODELS:
+            mixture = MODELS[name][1](config.mixture_seed)
+            model_sampling, description = comfy.model_sampling, MODELS[name][0]
+        else:
+            target = TrainedTarget(comfy, trained[name], patchers.get(trained[name].proxy))
+            mixture = MODELS["anisotropic"][1](config.mixture_seed)  # plans the schedules and counts evaluations
+            model_sampling, description = target.ms, trained[name].description
+        table_key = (float(model_sampling.sigma_max), float(model_sampling.sigma_min))
+        if table_key not in plans:
+            harness = Harness(comfy, mixture, model_sampling)
+            plans[table_key] = (harness, plan(harness, config))
+            log.info("planned %d methods (%.0f s)", len(plans[table_key][1][0]), time.perf_counter() - began)
+        harness, (methods, skipped, unfit) = plans[table_key]
+        harness.use(mixture)
+        if target is None:
+            tuned_rows, tunings, found = harness.tuned_methods(config, name, ceilings=ceilings)
+            scorer = AnalyticScorer(harness, config)
+        else:
+            tuned_rows, tunings, found = harness.tuned_methods(
+                replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
+                config.trained_tune_probes, ceilings)
+            scorer = TrainedScorer(target, harness, config)
+        results = Results(config, comfy.label, [], skipped, unfit, getattr(scorer, "floor", None), math.nan, 0.0,
+                          machine, tunings, name, description, target is not None, scorer.seeds, scorer.samples,
+                          ceilings=found)
+        score_model(results, scorer, harness, methods + tuned_rows)
+        results.seconds = time.perf_counter() - model_began
+        log.info("%s done (%.0f s)", name, results.seconds)
+        models.append(results)
     return Suite(config, comfy.label, models, time.perf_counter() - began, machine)
 
 
-def evaluate(harness: Harness, config: Config, methods: list[Method], name: str) -> tuple[list[Row], Row, float]:
-    """For each seed solve the reference ODE and score every method on the harness's current model."""
-    began = time.perf_counter()
-    mixture = harness.mixture
-    rows = [Row(m) for m in methods]
-    floor = Row(Method("exact samples of the model", "floor", "-", "-", 0, torch.zeros(1), None, 0.0))
-    mean, covariance = mixture.mean(), mixture.covariance()
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    covariance_sqrt = (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
-    trace = float(covariance.trace())
-    reference_check = float("nan")
-    for seed in range(config.seeds):
-        generator = torch.Generator().manual_seed(1000 + seed)
-        noise = torch.randn((config.samples, *LATENT_SHAPE), generator=generator)
-        floor.fd.append(frechet_distance(mixture.sample(config.samples, generator), mean, covariance_sqrt, trace))
-        starts = {}  # (sigma_0, max_denoise) -> (start latent, sigmas where a method stops)
-        for row in rows:
-            x_start, key = harness.start(row.method, noise)
-            starts.setdefault(key, (x_start, set()))[1].update({row.method.sigma_end, 0.0})
-        references = {}
-        for key, (x_start, ends) in starts.items():
-            references[key] = reference_solution(mixture, x_start, key[0], ends, config.reference_steps)
-            if seed == 0 and math.isnan(reference_check):
-                coarse = reference_solution(mixture, x_start, key[0], set(), config.reference_steps // 2)
-                reference_check = float((coarse[0.0] - references[key][0.0]).pow(2).mean().sqrt())
-        for row in rows:
-            m = row.method
-            out, nfe = harness.sample(m.make_sampler(), m.sigmas, noise, seed)
+def score_model(results: Results, scorer, harness: Harness, methods: list[Method]) -> None:
+    """Score the ranked rows (every core pair; on trained models the screen's best), the trend rows, then the
+    DPM++2M Karras sweep and the speed-up table."""
+    config = results.config
+    ranked = set(config.ranked_budgets)
+    core = [m for m in methods if not m.pack and m.family not in ("baseline", "ceiling")]
+    core_ids = {id(m) for m in core}
+    others = [m for m in methods if id(m) not in core_ids]
+    chosen = [m for m in core if m.budget in ranked]
+    if results.trained:
+        chosen, results.screened = scorer.screen(chosen, config.trained_keep)
+    scorer.prepare(methods)
+    results.rows = [scorer.score(m) for m in chosen + others]
+    results.reference_check = getattr(scorer, "reference_check", math.nan)
+    # the trend budgets: the best core pairs of the last ranked budget
+    last = max(ranked)
+    pairs = [(r.method.sampler, r.method.scheduler) for r in results.table(last) if not r.method.pack
+             and r.method.family != "ceiling"][:config.trend_core]
+    trend = [m for m in core if m.budget not in ranked and (m.sampler, m.scheduler) in pairs]
+    results.rows += [scorer.score(m) for m in trend]
+    if results.trained:
+        ranked_rows = [r for b in ranked for r in results.table(b)]
+        results.shift = scorer.shift(ranked_rows)
+        results.reference_preview = scorer.preview_reference
+    if config.speedup:
+        speedups(results, scorer, harness, pairs[:3])
+
+
+def speedups(results: Results, scorer, harness: Harness, pairs: list[tuple[str, str]]) -> None:
+    """For each budget, the DPM++2M Karras steps (and the steps of the best core pair at each step count) at which
+    the best Few-Step row's FD is first reached (``quality_yardsticks.speedup_steps``)."""
+    sweep_curve: dict[int, float] = {}
+    core_curve: dict[int, float] = {}
+    extra: dict[tuple[str, str, int], Row] = {}
+
+    def dpmpp(m: int) -> float:
+        if m not in results.sweep:
+            sigmas = harness.ksampler_sigmas("dpmpp_2m", "karras", m)
+            make = partial(harness.comfy.samplers.sampler_object, "dpmpp_2m")
+            method = Method(f"dpmpp_2m / karras, {m} steps", "sweep", "dpmpp_2m", "karras", m, sigmas, make,
+                            end_sigma("dpmpp_2m", sigmas), None, nfe=m)
+            results.sweep[m] = scorer.score(method)
+        return results.sweep[m].mean_fd
+
+    def best_core(m: int) -> float:
+        candidates = [(dpmpp(m), f"dpmpp_2m / karras, {m} steps")]
+        if m in results.config.budgets:
+            candidates += [(r.mean_fd, r.method.name) for r in results.table(m)
+                           if not r.method.pack and r.method.family != "ceiling"]
+        for sampler, scheduler in pairs:
+            key = (sampler, scheduler, m)
+            if key not in extra:
+                method = harness.core_method(sampler, _scheduler_name(harness, scheduler), m)
+                extra[key] = scorer.score(method) if not isinstance(method, str) else None
+            if extra[key] is not None:
+                candidates.append((extra[key].mean_fd, f"{sampler} / {scheduler}, {extra[key].method.steps} steps"))
+        results.envelope[m] = min(candidates)
+        return results.envelope[m][0]
+
+    for budget in results.config.budgets:
+        best = results.best_fewstep(budget)
+        if best is None or not math.isfinite(best.mean_fd):
+            continue
+        results.speedups.append(SpeedUp(budget, best.mean_fd, best.method.name,
+                                        speedup_steps(dpmpp, best.mean_fd, curve=sweep_curve),
+                                        speedup_steps(best_core, best.mean_fd, curve=core_curve)))
+
+
+def _scheduler_name(harness: Harness, shown: str) -> str:
+    """The scheduler's own name for the name a table shows (AYS / GITS)."""
+    return {short(name): name for name in harness.core_schedulers(None)}.get(shown, shown)
+
+
+class AnalyticScorer:
+    """Scores on an analytic model: FD to its exact moments, RMS to the RK4 reference of the same noise."""
+
+    def __init__(self, harness: Harness, config: Config):
+        self.harness, self.config = harness, config
+        self.seeds, self.samples = config.seeds, config.samples
+        mixture = harness.mixture
+        self.mean, covariance = mixture.mean(), mixture.covariance()
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        self.covariance_sqrt = (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
+        self.trace = float(covariance.trace())
+        self.floor = Row(Method("exact samples of the model", "floor", "-", "-", 0, torch.zeros(1), None, 0.0))
+        self.noises = []
+        for seed in range(config.seeds):
+            generator = torch.Generator().manual_seed(1000 + seed)
+            self.noises.append(torch.randn((config.samples, *LATENT_SHAPE), generator=generator))
+            self.floor.fd.append(frechet_distance(mixture.sample(config.samples, generator), self.mean,
+                                                  self.covariance_sqrt, self.trace))
+        self.references: list[dict] = [{} for _ in range(config.seeds)]  # start key -> {sigma: state}
+        self.reference_check = math.nan
+
+    def prepare(self, methods: list[Method]) -> None:
+        """Solve the reference ODE once per seed and start, with every sigma where these methods stop."""
+        began = time.perf_counter()
+        ends: dict[tuple, set] = {}
+        for m in methods:
+            key = self.harness.start(m, self.noises[0][:1])[1]
+            ends.setdefault(key, {0.0}).add(m.sigma_end)
+        for seed, noise in enumerate(self.noises):
+            for key, sigma_ends in ends.items():
+                self._solve(seed, key, sigma_ends)
+        log.info("references solved (%.0f s)", time.perf_counter() - began)
+
+    def _solve(self, seed: int, key: tuple, sigma_ends: set) -> dict:
+        mixture, steps = self.harness.mixture, self.config.reference_steps
+        noise = self.noises[seed]
+        x_start = self.harness.ms.noise_scaling(torch.tensor(key[0], dtype=torch.float64), noise.double(),
+                                                torch.zeros_like(noise, dtype=torch.float64), key[1])
+        states = reference_solution(mixture, x_start, key[0], sigma_ends | {0.0}, steps)
+        if seed == 0 and math.isnan(self.reference_check):
+            coarse = reference_solution(mixture, x_start, key[0], set(), steps // 2)
+            self.reference_check = float((coarse[0.0] - states[0.0]).pow(2).mean().sqrt())
+        self.references[seed][key] = states
+        return states
+
+    def score(self, m: Method) -> Row:
+        """Sample ``m`` from every seed's noise and score it."""
+        row = Row(m)
+        for seed, noise in enumerate(self.noises):
+            out, nfe = self.harness.sample(m.make_sampler(), m.sigmas, noise, seed)
             if nfe != m.nfe:
                 raise AssertionError(f"{m.name}: {nfe} evaluations, planned {m.nfe}")
-            states = references[harness.start(m, noise)[1]]
+            key = self.harness.start(m, noise[:1])[1]
+            states = self.references[seed].get(key)
+            if states is None or m.sigma_end not in states:
+                states = self._solve(seed, key, set(states or {}) | {m.sigma_end})
             flat = out.reshape(out.shape[0], -1).to(torch.float64)
-            row.fd.append(frechet_distance(flat, mean, covariance_sqrt, trace))
+            row.fd.append(frechet_distance(flat, self.mean, self.covariance_sqrt, self.trace))
             row.rms_end.append(float((flat - states[m.sigma_end]).pow(2).mean().sqrt()))
             row.rms_zero.append(float((flat - states[0.0]).pow(2).mean().sqrt()))
-        log.info("%s: seed %d done (%.0f s)", name, seed, time.perf_counter() - began)
-    return rows, floor, reference_check
+        return row
+
+
+class TrainedScorer:
+    """Scores on a trained network: FD to its own reference samples (DPM++2M Karras, many steps to sigma 0, from the
+    same noises) and RMS to the same-noise reference; seed 0 also against twice as many reference steps."""
+
+    def __init__(self, target: TrainedTarget, harness: Harness, config: Config):
+        began = time.perf_counter()
+        self.target, self.harness, self.config = target, harness, config
+        self.seeds, self.samples = config.trained_seeds, config.trained_samples
+        self.steps = config.trained_reference_steps
+        self.noises, self.references, self.moments = [], [], []
+        for seed in range(self.seeds):
+            generator = torch.Generator().manual_seed(1000 + seed)
+            noise = torch.randn((self.samples, *target.latent_shape), generator=generator)
+            reference = target.reference(noise, self.steps, seed)
+            self.noises.append(noise)
+            self.references.append(reference)
+            self.moments.append(Moments.of(reference))
+        self.fine = target.reference(self.noises[0], 2 * self.steps, 0)
+        self.fine_moments = Moments.of(self.fine)
+        self.preview_reference = self.references[0][:PREVIEW].clone()
+        log.info("%s: references (%d and %d steps) %.0f s", target.model.key, self.steps, 2 * self.steps,
+                 time.perf_counter() - began)
+
+    def prepare(self, methods: list[Method]) -> None:
+        """Nothing to prepare: the references are computed at construction."""
+
+    def screen(self, methods: list[Method], keep: int) -> tuple[list[Method], dict[int, int]]:
+        """The ``keep`` core methods per budget with the lowest RMS to the reference on a small batch of other
+        noises (seed SCREEN_SEED)."""
+        began = time.perf_counter()
+        generator = torch.Generator().manual_seed(SCREEN_SEED)
+        noise = torch.randn((self.config.trained_screen, *self.target.latent_shape), generator=generator)
+        reference = self.target.reference(noise, self.steps, SCREEN_SEED)
+        by_budget: dict[int, list[tuple[float, int, Method]]] = {}
+        for i, m in enumerate(methods):
+            out, nfe = self.target.sample(m.make_sampler(), m.sigmas, noise, SCREEN_SEED)
+            distance = rms(out, reference)
+            by_budget.setdefault(m.budget, []).append((distance if math.isfinite(distance) else math.inf, i, m))
+        chosen = [m for entries in by_budget.values() for _, _, m in sorted(entries, key=lambda e: e[:2])[:keep]]
+        log.info("%s: screened %d core pairs (%.0f s)", self.target.model.key, len(methods),
+                 time.perf_counter() - began)
+        return chosen, {b: len(entries) for b, entries in by_budget.items()}
+
+    def score(self, m: Method) -> Row:
+        """Sample ``m`` from every seed's noise through ComfyUI and score it against the reference."""
+        row = Row(m)
+        for seed, noise in enumerate(self.noises):
+            out, nfe = self.target.sample(m.make_sampler(), m.sigmas, noise, seed)
+            if nfe != m.nfe:
+                raise AssertionError(f"{m.name}: {nfe} evaluations, planned {m.nfe}")
+            row.fd.append(self.moments[seed].fd(out) if torch.isfinite(out).all() else math.inf)
+            row.rms_end.append(math.nan)
+            row.rms_zero.append(rms(out, self.references[seed]))
+            if seed == 0:
+                row.fd_fine = self.fine_moments.fd(out) if torch.isfinite(out).all() else math.inf
+                row.preview = out[:PREVIEW].clone()
+        return row
+
+    def shift(self, rows: list[Row]) -> ReferenceShift:
+        """How far the reference moves at half the step size (seed 0): RMS between the two, and the largest change
+        of a ranked row's FD."""
+        changes = [abs(r.fd[0] - r.fd_fine) for r in rows if math.isfinite(r.fd[0]) and math.isfinite(r.fd_fine)]
+        return ReferenceShift(self.steps, rms(self.references[0], self.fine), self.fine_moments.fd(self.references[0]),
+                              max(changes, default=0.0))
 
 
 def fmt(values: list[float], digits: int = 3) -> str:
@@ -189,6 +423,33 @@ def target(results: Results, budget: int) -> tuple[bool, str]:
                    f"rank {rank}, FD {fmt(best.fd)}, paired vs #1 {paired(best, winner)}")
 
 
+def first_or_tied(results: Results, budget: int) -> str:
+    """"first" when a Few-Step row (recipe or tuned) is #1 at ``budget``; "tied" when the best one's paired 95 %
+    interval against #1 reaches 0; else "no"."""
+    table = results.table(budget)
+    if table[0].method.pack:
+        return "first"
+    best = results.best_fewstep(budget)
+    if best is None:
+        return "no"
+    mean, half = Row.stats([a - b for a, b in zip(best.fd, table[0].fd)])
+    return "tied" if mean - half <= 0 else "no"
+
+
+def ceiling_shares(results: Results) -> list[tuple[int, float, float, float, float, str]]:
+    """Per ceiling budget: (budget, recipe objective, best tuned objective, ceiling objective, the tuned share of
+    the ceiling's gain, the best tuned solver), all on the tuner's probes and reference."""
+    out = []
+    for ceiling in results.ceilings:
+        runs = [t for t in results.tunings if t.budget == ceiling.budget]
+        if not runs:
+            continue
+        best = min(runs, key=lambda t: t.result.objective)
+        out.append((ceiling.budget, ceiling.recipe_objective, best.result.objective, ceiling.objective,
+                    ceiling.share(best.result.objective), best.solver))
+    return out
+
+
 def headline(results: Results) -> list[str]:
     """The lines that sum up one model: the target per budget, our best rows, the baseline and the floor."""
     lines = []
@@ -203,6 +464,13 @@ def headline(results: Results) -> list[str]:
                 lines.append(f"NFE {budget}: our best {kind} {best.method.name} FD {fmt(best.fd)} (rank {rank} of "
                              f"{len(table)}, {paired(best, winner)} paired vs #1)")
     base = results.baseline()
-    lines.append(f"baseline {base.method.name}: NFE {base.method.nfe}, FD {fmt(base.fd)}; "
-                 f"exact-sample floor FD {fmt(results.floor.fd)}")
+    floor = f"exact-sample floor FD {fmt(results.floor.fd)}" if results.floor else "FD to the reference"
+    lines.append(f"baseline {base.method.name}: NFE {base.method.nfe}, FD {fmt(base.fd)}; {floor}")
+    for budget, recipe, tuned_value, ceiling, share, solver in ceiling_shares(results):
+        lines.append(f"NFE {budget}: tuner objective recipe {recipe:.4f}, tuned ({solver}) {tuned_value:.4f}, ceiling "
+                     f"{ceiling:.4f}: the tuner reaches {100 * share:.0f} % of the ceiling's gain")
+    if results.shift is not None:
+        s = results.shift
+        lines.append(f"reference {s.steps} vs {2 * s.steps} steps (seed 0): RMS {s.rms:.2g}, FD between them "
+                     f"{s.fd_between:.2g}, largest change of a ranked row's FD {s.fd_shift:.2g}")
     return lines

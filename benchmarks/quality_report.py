@@ -5,11 +5,22 @@ from __future__ import annotations
 import datetime
 import math
 import sys
+from functools import partial
 from pathlib import Path
 
 from quality_methods import REPO, TUNE_SEED
-from quality_models import LATENT_SHAPE, MODELS
-from quality_ranking import Results, Row, Suite, fmt, headline, paired, target
+from quality_models import LATENT_SHAPE
+from quality_ranking import (
+    Results,
+    Row,
+    Suite,
+    ceiling_shares,
+    first_or_tied,
+    fmt,
+    headline,
+    paired,
+    target,
+)
 
 DOCS = REPO / "docs"
 
@@ -22,7 +33,45 @@ def row_line(rank, row: Row, first: Row | None = None) -> str:
     m = row.method
     name = f"**{m.name}**" if m.pack else m.name
     return (f"| {rank} | {name} | {m.steps} | {m.nfe} | {m.sigma_end:.4g} | {fmt(row.fd)} | {paired(row, first)} | "
-            f"{Row.stats(row.rms_end)[0]:.4f} | {Row.stats(row.rms_zero)[0]:.4f} |")
+            f"{_number(Row.stats(row.rms_end)[0])} | {_number(Row.stats(row.rms_zero)[0])} |")
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else "-"
+
+
+def _steps(found: tuple) -> str:
+    """'M (interpolated)' of a speed-up search, or '> 40'."""
+    first, interpolated = found
+    return f"{first} ({interpolated:.1f})" if first is not None else "> 40"
+
+
+def _ratio(found: tuple, budget: int) -> str:
+    return f"{found[1] / budget:.2f}x" if found[0] is not None else f"> {40 / budget:.1f}x"
+
+
+def speedup_lines(suite: Suite) -> list[str]:
+    """The quality-equivalent speed-up table (markdown)."""
+    out = ["| model | NFE N | best Few-Step row (FD) | DPM++2M Karras steps M to reach it (interpolated) | M / N | "
+           "best core pair at each step count: M | M / N |", "|---|---:|---|---|---:|---|---:|"]
+    for results in suite.models:
+        for s in results.speedups:
+            out.append(f"| {results.model} | {s.budget} | {s.row} ({s.target:.3g}) | {_steps(s.dpmpp)} | "
+                       f"{_ratio(s.dpmpp, s.budget)} | {_steps(s.core)} | {_ratio(s.core, s.budget)} |")
+    return out
+
+
+def ceiling_lines(suite: Suite) -> list[str]:
+    """The tuned rows against the ceiling search (markdown)."""
+    out = ["| model | NFE | objective: recipe | tuned (best solver) | ceiling | tuned share of the ceiling's gain | "
+           "ceiling schedule (schedules run, seconds) |", "|---|---:|---:|---|---:|---:|---|"]
+    for results in suite.models:
+        texts = {c.budget: c for c in results.ceilings}
+        for budget, recipe, tuned_value, ceiling, share, solver in ceiling_shares(results):
+            c = texts[budget]
+            out.append(f"| {results.model} | {budget} | {recipe:.4f} | {tuned_value:.4f} ({solver}) | {ceiling:.4f} | "
+                       f"{100 * share:.0f} % | `{c.text}` ({c.evaluations}, {c.seconds:.0f} s) |")
+    return out
 
 
 TABLE_ROWS = 30  # rows of each ranking written to docs/quality.md (every Few-Step row is written too)
@@ -31,10 +80,20 @@ TABLE_ROWS = 30  # rows of each ranking written to docs/quality.md (every Few-St
 def markdown_model(results: Results) -> list[str]:
     """The markdown section of one model: headline, ranking per budget, tuning runs, references."""
     c = results.config
+    if results.trained:
+        shift = results.shift
+        reference = (f"{results.seeds} seeds x {results.samples} samples. Reference: ComfyUI's dpmpp_2m on "
+                     f"KSampler's Karras schedule, {shift.steps} steps to sigma 0, from the same noises; against "
+                     f"{2 * shift.steps} steps (seed 0): RMS {shift.rms:.2g}, FD between the two "
+                     f"{shift.fd_between:.2g}, largest change "
+                     f"of a ranked row's FD {shift.fd_shift:.2g}. Core pairs ranked: the {c.trained_keep} per budget "
+                     f"with the lowest RMS to the reference on {c.trained_screen} other noises (of "
+                     + ", ".join(f"{n} at {b}" for b, n in sorted(results.screened.items())) + ").")
+    else:
+        reference = (f"Reference RK4 with {c.reference_steps} log-sigma steps (RMS change against half as many steps: "
+                     f"{results.reference_check:.1e}).")
     out = [f"### Model: {results.model}", "",
-           f"{MODELS[results.model][0]}; {results.seconds:.0f} s (tuning included). Reference RK4 with "
-           f"{c.reference_steps} log-sigma steps (RMS change against half as many steps: "
-           f"{results.reference_check:.1e}).", "", "Headline:", ""]
+           f"{results.description}; {results.seconds:.0f} s (tuning included). {reference}", "", "Headline:", ""]
     out += [f"- {line}" for line in headline(results)]
     for budget in c.budgets:
         table = results.table(budget)
@@ -59,8 +118,12 @@ def markdown_model(results: Results) -> list[str]:
     out += ["", f"#### {results.model}, reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
     out += [row_line("-", r) for r in results.off_budget()]
     f = results.floor
-    out += [f"| - | {f.method.name} (FD floor at this sample size) | - | - | 0 | {fmt(f.fd)} | - | - | - |", ""]
-    return out
+    if f is not None:
+        out += [f"| - | {f.method.name} (FD floor at this sample size) | - | - | 0 | {fmt(f.fd)} | - | - | - |"]
+    if results.sweep:
+        out += ["", "DPM++2M Karras by steps (the speed-up search): "
+                + ", ".join(f"{m}: {results.sweep[m].mean_fd:.3g}" for m in sorted(results.sweep))]
+    return out + [""]
 
 
 def markdown(suite: Suite) -> str:
@@ -71,14 +134,31 @@ def markdown(suite: Suite) -> str:
            f"Run {datetime.date.today().isoformat()} on {suite.machine}; {suite.seconds:.0f} s in all. "
            f"{c.seeds} seeds x {c.samples} samples per model, latents {LATENT_SHAPE}; models: "
            + ", ".join(r.model for r in suite.models) + ".", "",
-           "Target: a Few-Step method (recipe or tuned schedule) first at every budget on every model.", "",
-           "| model | NFE | Few-Step first? | #1, and #2 with the paired difference #2 − #1 "
+           "Target: a Few-Step method (recipe or tuned schedule) first at every budget on every model, or second "
+           "within the paired 95 % interval of first (\"tied\"). FD is to the exact model on the analytic models "
+           "and to the network's own reference samples on the trained ones.", "",
+           "| model | NFE | Few-Step first? | first, or tied? | #1, and #2 with the paired difference #2 − #1 "
            "(or the best Few-Step row) |",
-           "|---|---:|---|---|"]
+           "|---|---:|---|---|---|"]
     for results in suite.models:
-        for budget in c.budgets:
+        for budget in c.ranked_budgets:
             met, line = target(results, budget)
-            out.append(f"| {results.model} | {budget} | {'yes' if met else '**no**'} | {line} |")
+            tied = first_or_tied(results, budget)
+            out.append(f"| {results.model} | {budget} | {'yes' if met else '**no**'} | {tied} | {line} |")
+    out += ["", "### Quality-equivalent speed-up", "",
+            "For each model and budget N: the DPM++2M Karras steps M (KSampler's schedule to sigma 0, searched up to "
+            "40) at which its FD first reaches the best Few-Step row's FD at N, the first integer M and, in brackets, "
+            "M interpolated in log FD from the step count before; then the same against the best core pair at each "
+            "step count (every ranked pair at the budgets, DPM++2M Karras and the three best pairs of the last ranked "
+            "budget elsewhere).", ""]
+    out += speedup_lines(suite)
+    if any(results.ceilings for results in suite.models):
+        out += ["", "### The tuner against the ceiling", "",
+                "The tuner's objective (mean per-probe RMS to the 40-step DPM++2M reference, on the tuning probes) for "
+                "the recipe of N steps, the best tuned row and the ceiling: Powell (scipy) over the tuner's design "
+                "space (end, time_rho, ramp; every solver; end at the index or at 0) with 1000+ distinct schedules "
+                "(`benchmarks/quality_ceiling.py`, kept in docs/quality_ceiling.json).", ""]
+        out += ceiling_lines(suite)
     out.append("")
     for results in suite.models:
         out += markdown_model(results)
@@ -154,57 +234,108 @@ def write_docs(suite: Suite) -> None:
 
     write_version_section(DOCS / "quality.md", INTRO, "quality", suite.label, markdown(suite))
     plot(suite, DOCS / "quality.png")
+    trained = [results for results in suite.models if results.trained]
+    if trained:
+        from proxies.comfy_model import latent_to_image
+        from quality_trained import trained_models
+
+        proxies = trained_models()
+        for results in trained:
+            sample_grid(results, partial(latent_to_image, proxies[results.model].proxy),
+                        DOCS / f"quality_samples_{results.model}.png")
 
 
-PACK_COLORS = {"FewStep (last sigma)": "crimson", "FewStep + denoised": "black",
-               "FewStep UniPC (last sigma)": "darkorange", "FewStep UniPC + denoised": "saddlebrown",
-               "FewStep tuned (dpmpp_2m)": "darkgreen", "FewStep tuned (dpmpp_1s)": "limegreen",
-               "FewStep tuned (unipc)": "blue", "FewStep tuned (unipc_afs)": "deepskyblue"}
+FAMILY_STYLE = {"Few-Step recipe (best)": ("crimson", "o"), "Few-Step tuned (best)": ("darkgreen", "s"),
+                "ceiling (Powell)": ("black", "^"), "best core pair per NFE": ("royalblue", "D"),
+                "DPM++2M Karras": ("darkorange", ".")}
+
+
+def families(results: Results) -> dict[str, dict[int, float]]:
+    """Distance (mean FD) against evaluations per method family: the best recipe row, the best tuned row, the
+    ceiling, the best core pair at each budget, and DPM++2M Karras by step count."""
+    out: dict[str, dict[int, float]] = {name: {} for name in FAMILY_STYLE}
+    for budget in results.config.budgets:
+        for row in results.table(budget):
+            m = row.method
+            family = ("ceiling (Powell)" if m.family == "ceiling" else "Few-Step tuned (best)" if
+                      m.family.startswith("FewStep tuned") else "Few-Step recipe (best)" if m.pack else
+                      "best core pair per NFE")
+            if math.isfinite(row.mean_fd):
+                out[family][budget] = min(row.mean_fd, out[family].get(budget, math.inf))
+    out["DPM++2M Karras"] = {m: r.mean_fd for m, r in results.sweep.items() if math.isfinite(r.mean_fd)}
+    return out
 
 
 def plot(suite: Suite, path: Path) -> None:
-    """FD against NFE, one panel per model: each core sampler with its best scheduler per budget, the
-    pack's recipes (best per family) and tuned schedules."""
+    """FD against NFE (log scale), one panel per model, one line per method family."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(suite.models), figsize=(5.2 * len(suite.models) + 3, 5.5), squeeze=False)
-    palette = plt.get_cmap("tab20").colors
-    for ax, results in zip(axes[0], suite.models):
-        families: dict[str, dict[int, float]] = {}
-        for row in results.rows:
-            m = row.method
-            if m.family == "baseline":
+    columns = min(4, len(suite.models))
+    rows = math.ceil(len(suite.models) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[len(suite.models):]:
+        ax.axis("off")
+    for ax, results in zip(axes.flat, suite.models):
+        for family, points in families(results).items():
+            if not points:
                 continue
-            fd = Row.stats(row.fd)[0]
-            if math.isfinite(fd):
-                best = families.setdefault(m.family, {})
-                x = m.nfe if m.pack else m.budget
-                best[x] = min(fd, best.get(x, math.inf))
-        ordered = sorted(families.items(), key=lambda item: (item[0].startswith("FewStep"), item[0]))
-        for i, (family, points) in enumerate(ordered):
+            color, marker = FAMILY_STYLE[family]
             xs = sorted(points)
-            pack = family in PACK_COLORS
-            ax.plot(xs, [points[x] for x in xs], marker="o", linewidth=2.2 if pack else 0.8,
-                    color=PACK_COLORS.get(family, palette[i % len(palette)]), alpha=1.0 if pack else 0.6,
-                    label=family + ("" if pack else " (best scheduler)"))
-        base = results.baseline()
-        ax.axhline(Row.stats(base.fd)[0], color="dimgray", linestyle="--",
-                   label=f"{base.method.name}, NFE {base.method.nfe}")
-        ax.axhline(Row.stats(results.floor.fd)[0], color="gray", linestyle=":", label="exact samples (FD floor)")
+            ax.plot(xs, [points[x] for x in xs], marker=marker, color=color, label=family,
+                    linewidth=1.0 if family == "DPM++2M Karras" else 1.8, markersize=4 if family == "DPM++2M Karras"
+                    else 6)
+        if results.floor is not None:
+            ax.axhline(Row.stats(results.floor.fd)[0], color="gray", linestyle=":", label="exact samples (FD floor)")
+        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks(sorted({x for points in families.values() for x in points}))
+        ticks = [t for t in (1, 2, 3, 5, 8, 12, 20, 40) if t <= max(results.sweep or {12: 0})]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
         ax.set_xlabel("model evaluations (NFE)")
-        ax.set_title(f"model: {results.model}")
+        ax.set_title(f"{results.model} ({'trained' if results.trained else 'analytic'})", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("Frechet distance to the exact model")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center right")
-    fig.suptitle(f"Quality proxy (analytic models, 4x8x8), {suite.label.split(' (')[0]}")
-    fig.tight_layout(rect=(0, 0, 1 - 2.9 / (5.2 * len(suite.models) + 3), 1))
-    fig.savefig(path, dpi=100)
+    for row_axes in axes:
+        row_axes[0].set_ylabel("FD (exact model / own reference)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels))
+    fig.suptitle(f"Quality: distance against evaluations, {suite.label.split(' (')[0]}")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def sample_grid(results: Results, images, path: Path) -> None:
+    """The trained model's pictures: the reference, then at 5, 6 and 8 evaluations the best Few-Step row and DPM++2M
+    Karras (the same noises, seed 0), decoded by ``images`` (the proxy's latent_to_image)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [(f"reference ({results.shift.steps} steps)", results.reference_preview)]
+    for budget in results.config.ranked_budgets:
+        best = results.best_fewstep(budget)
+        dpmpp = next((r for r in results.table(budget) if r.method.name == "dpmpp_2m / karras"), None)
+        dpmpp = dpmpp or results.sweep.get(budget)
+        if best is not None:
+            lines.append((f"{best.method.name}, NFE {budget}", best.preview))
+        if dpmpp is not None:
+            lines.append((f"DPM++2M Karras, {dpmpp.method.steps} steps", dpmpp.preview))
+    count = lines[0][1].shape[0]
+    fig, axes = plt.subplots(len(lines), count, figsize=(1.1 * count + 2.6, 1.15 * len(lines)), squeeze=False)
+    for (label, latents), ax_row in zip(lines, axes):
+        pictures = images(latents).clamp(0, 1)
+        for ax, picture in zip(ax_row, pictures):
+            ax.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"{results.model}: the same noises, seed 0", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -221,11 +352,18 @@ def print_tables(suite: Suite) -> None:
                 m = row.method
                 print(f"{i + 1:>4}{'*' if m.pack else ' '} {m.name:<52} {m.steps:>5} {m.nfe:>3} "
                       f"{m.sigma_end:>9.4g}  {fmt(row.fd):<20} {paired(row, table[0]):<16} "
-                      f"{Row.stats(row.rms_end)[0]:>8.4f} {Row.stats(row.rms_zero)[0]:>8.4f}")
+                      f"{_number(Row.stats(row.rms_end)[0]):>8} {_number(Row.stats(row.rms_zero)[0]):>8}")
     for results in suite.models:
         print(f"\n{results.model} ({results.seconds:.0f} s):")
         for line in headline(results):
             print(line)
+        for budget in results.config.ranked_budgets:
+            print(f"NFE {budget}: Few-Step {first_or_tied(results, budget)}")
+    print("\nQuality-equivalent speed-up")
+    print("\n".join(speedup_lines(suite)))
+    if any(results.ceilings for results in suite.models):
+        print("\nThe tuner against the ceiling")
+        print("\n".join(ceiling_lines(suite)))
     skipped = suite.models[0].skipped_samplers
     if skipped:
         print("\nleft out: " + ", ".join(skipped))

@@ -228,3 +228,78 @@ def test_quick_run_reports_tuned_schedules(quick):
         assert tuning.result.candidates == quick.config.tune_candidates
         assert len(row.method.sigmas) == tuning.budget + 1 and float(row.method.sigmas[-1]) > 0
     assert "#### anisotropic, tuned schedules" in "\n".join(quality_report.markdown_model(quick))
+
+
+def test_speedup_search_finds_the_first_integer_step_count_on_a_toy_curve():
+    """distance(M) = 10 / M^2: the first M at or below the target, also inside the coarse part of the grid (13 lies
+    between the grid's 12 and 14), interpolated in log distance; a target never reached gives None."""
+    import quality_yardsticks
+
+    calls = []
+
+    def distance(m):
+        calls.append(m)
+        return 10.0 / m ** 2
+
+    assert quality_yardsticks.speedup_steps(distance, 10.0 / 36) == (6, 6.0)
+    first, interpolated = quality_yardsticks.speedup_steps(distance, 10.0 / 30)  # between 5 (0.4) and 6 (0.278)
+    assert first == 6 and 5.0 < interpolated < 6.0
+    assert interpolated == pytest.approx(5 + math.log(30 / 25) / math.log(36 / 25))
+    calls.clear()
+    assert quality_yardsticks.speedup_steps(distance, 10.0 / 169)[0] == 13
+    assert 13 in calls and 15 not in calls and max(calls) == 14
+    assert quality_yardsticks.speedup_steps(distance, 10.0 / 41 ** 2) == (None, None)
+    # the FIRST step count that reaches the target, not the best one: a dip at 3 counts
+    assert quality_yardsticks.first_reaching({2: 1.0, 3: 0.1, 4: 0.5, 5: 0.05}, 0.2)[0] == 3
+
+
+def test_reference_shift_shrinks_with_the_step_size_and_says_when_it_is_below_a_difference():
+    """Euler on dx/dt = -x from t = 0 to 1 as a toy 'reference': the error of n steps is O(1/n), so halving the step
+    size moves the result by about 1/(2n) of it; the shift at 100 steps is far below the one at 10, and
+    ``converged`` compares it with the smallest reported difference."""
+    import quality_yardsticks
+
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn((512, 8), generator=generator, dtype=torch.float64) * torch.linspace(0.5, 2, 8, dtype=torch.float64)
+
+    def euler(steps):
+        return x0 * (1 - 1 / steps) ** steps
+
+    rows = [x0 * math.exp(-1) + 0.05 * torch.randn(x0.shape, generator=generator, dtype=torch.float64)]
+    coarse = quality_yardsticks.reference_shift(10, euler(10), euler(20), rows)
+    fine = quality_yardsticks.reference_shift(100, euler(100), euler(200), rows)
+    assert fine.rms < coarse.rms / 5 and fine.fd_shift < coarse.fd_shift / 5
+    # the exact RMS between n and 2n Euler steps
+    expected = float((euler(10) - euler(20)).pow(2).mean().sqrt())
+    assert coarse.rms == pytest.approx(expected)
+    threshold = 2 * max(fine.rms, fine.fd_shift)
+    assert fine.converged(threshold) and not coarse.converged(threshold)
+    # FD of a set to its own moments is 0; a shift by 0.5 in each of 8 dimensions costs 8 x 0.25
+    moments = quality_yardsticks.Moments.of(rows[0])
+    assert abs(moments.fd(rows[0])) < 1e-9
+    assert moments.fd(rows[0] + 0.5) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_ceiling_search_beats_the_recipe_within_its_budget(comfy):
+    """Powell in the tuner's space on the analytic model: it runs at least the evaluations asked, every combination
+    of solver and end gets its first round, and its schedule is a params text Few-Step Sigmas reproduces."""
+    import quality_ceiling
+    from fewstep.params import parse_params
+    from fewstep.tuner import compute_reference, denoiser_run
+
+    harness = quality_methods.Harness(quality_methods.load_comfyui(), quality_models.MODELS["anisotropic"][1](0))
+    noise = torch.randn((8, *quality_models.LATENT_SHAPE), generator=torch.Generator().manual_seed(1))
+    table = harness.ms.sigmas.double()
+
+    def work(denoiser, x_start):
+        run = denoiser_run(denoiser, x_start, sigma_table=table)
+        return quality_ceiling.ceiling_search(run, table, 5, compute_reference(run, table), evaluations=520)
+
+    ceiling = harness.analytic_denoiser(noise, work)
+    assert ceiling.evaluations >= 520 and len(ceiling.combinations) == 16
+    assert ceiling.objective < 0.8 * ceiling.recipe_objective
+    assert ceiling.objective == min(ceiling.combinations.values())
+    assert ceiling.share(ceiling.objective) == pytest.approx(1.0) and ceiling.share(ceiling.recipe_objective) == 0
+    params = parse_params(ceiling.text)
+    assert params.steps == 5
+    assert torch.equal(harness.pack_sigmas("custom", params=ceiling.text), params.sigmas(table).float())
