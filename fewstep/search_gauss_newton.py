@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from .params import ScheduleParams, rounded
+from .params import ScheduleParams, format_params, rounded
 from .recipes import RHO_RANGE, TIME_RHO_RANGE
 from .schedule import STANDARD_TABLE, check_ramp, continuous_timestep, fewstep_timesteps, karras_sigmas
 from .tuner_objective import LOGIT_LIMIT, SearchContext, bounded, logits_from_ramp, ramp_from_logits
@@ -152,6 +152,8 @@ def gauss_newton_search(context: SearchContext, base: ScheduleParams, free_posit
         [math.log(base.time_rho)] + [0.0] * logit_count
     z = clipped(start)
     value, residual = context.evaluate(rounded(base))
+    if residual is None:  # seen before (the screen of ends and solvers ran it), or not a valid schedule
+        residual = context.residuals.get(format_params(rounded(base)))
     if residual is None:  # the start is not a valid schedule (a custom start): nothing to model
         return
     jacobian = torch.zeros((len(z), residual.numel()), dtype=residual.dtype, device=residual.device)

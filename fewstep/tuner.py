@@ -26,19 +26,21 @@ each ``tune`` on the same probes.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
-from .params import ScheduleParams, format_params, rounded
+from .params import END_AT_INDEX, END_AT_ZERO, ENDS, ScheduleParams, format_params, rounded
 from .recipes import recipe_for_step_count
 from .search_compass import compass_search
 from .search_gauss_newton import gauss_newton_search
-from .solvers import SCHEDULE_SOLVERS
+from .solver_names import SCHEDULE_SOLVERS, UNIPC_SOLVERS
 from .tuner_objective import (
     REFERENCE_STEPS,
+    Measure,
     Run,
     SearchContext,
     compute_reference,
@@ -46,39 +48,74 @@ from .tuner_objective import (
     reference_sigmas,
     valid_schedule,
 )
+from .unipc import resolve_order
 
 # the tuner's face: nodes/tuning.py, benchmarks/ and tests/test_sampleable.py import these from here
-__all__ = ["METHODS", "REFERENCE_STEPS", "Run", "TuneResult", "compute_reference", "denoiser_run", "tune",
-           "valid_schedule"]
+__all__ = ["AUTO", "END_CHOICES", "METHODS", "REFERENCE_STEPS", "Run", "SOLVER_CHOICES", "TuneResult",
+           "compute_reference", "denoiser_run", "solver_configs", "solver_label", "tune", "valid_schedule"]
 
 METHODS = ("gauss_newton", "pattern")
+AUTO = "auto"  # solver: try the pack's solvers and their UniPC options; end: try both ends
+SOLVER_CHOICES = (AUTO, *SCHEDULE_SOLVERS)  # the tuner node's ``solver`` values
+END_CHOICES = (AUTO, *ENDS)
+UNIPC_ORDERS = ("auto", "2")
+WARM_UP = 15
 
 
 @dataclass
 class TuneResult:
     """The best schedule found and how the search went."""
 
-    params: ScheduleParams
-    text: str  # format_params(params): paste into Few-Step Sigmas' `params`
+    params: ScheduleParams  # with the solver (and its UniPC variant / order with solver=auto) and the end chosen
+    text: str  # format_params(params): paste into Few-Step Sigmas' or Few-Step KSampler's `params`
     sigmas: torch.Tensor
     objective: float  # distance of x_N to the reference at sigma 0 (mean per-probe RMS)
-    start_objective: float  # the same for the starting recipe
+    start_objective: float  # the same for the starting recipe (its solver; the paper's early stop)
     candidates: int  # schedules evaluated (the starting one included)
     model_evaluations: int  # the reference's included when it was computed for this run
     seconds: float
     stopped_by: str  # "converged", "time budget" or "candidate limit"
     history: list[tuple[int, float]] = field(default_factory=list)  # (candidates, best objective) at improvements
+    ends: dict[str, float] = field(default_factory=dict)  # end ("index", "0") -> best objective seen with it
+    solvers: dict[str, float] = field(default_factory=dict)  # solver_label -> best objective seen with it
+
+
+def solver_configs(solver: str, steps: int) -> list[tuple[str, str | None, str | None]]:
+    """(solver, variant, order) the tuner tries for ``solver``: itself as the recipes run it (variant and order
+    unset), or with ``auto`` DPM++1S, DPM++2M and UniPC with and without the analytical first step, bh1 / bh2,
+    order auto / 2 (one of the two when they are the same order for ``steps``)."""
+    if solver != AUTO:
+        return [(solver, None, None)]
+    configs: list[tuple[str, str | None, str | None]] = [("dpmpp_1s", None, None), ("dpmpp_2m", None, None)]
+    orders = [order for i, order in enumerate(UNIPC_ORDERS)
+              if resolve_order(order, steps) not in [resolve_order(o, steps) for o in UNIPC_ORDERS[:i]]]
+    for name in UNIPC_SOLVERS:
+        configs += [(name, variant, order) for variant in ("bh1", "bh2") for order in orders]
+    return configs
+
+
+def solver_label(params: ScheduleParams) -> str:
+    """``solver`` (``variant`` ``order ...``) of a candidate, as the report names it."""
+    extra = [v for v in (params.variant, params.order and f"order {params.order}") if v]
+    return " ".join([params.solver or "recipe", *extra])
 
 
 def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start: ScheduleParams | None = None,
          time_budget: float = 60.0, reference_steps: int = REFERENCE_STEPS, free_positions: bool = True,
          max_candidates: int | None = None, progress: Callable[[int, float], None] | None = None,
          check_interrupt: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
-         method: str = "gauss_newton", reference: torch.Tensor | None = None) -> TuneResult:
+         method: str = "gauss_newton", reference: torch.Tensor | None = None, end: str = AUTO,
+         measure: Measure | None = None) -> TuneResult:
     """Search the schedule of ``steps`` evaluations for ``solver`` that brings x_N closest to the reference.
 
-    ``run(sigmas, solver)`` solves from the probe noises (batched) and returns the latent at sigmas[-1];
-    ``start`` defaults to the paper's recipe family for ``steps`` (``recipe_for_step_count``).
+    ``run(sigmas, solver)`` solves from the probe noises (batched) and returns the latent at sigmas[-1]
+    (``solver``: a ``plan.Solver``, or a name for the reference); ``start`` defaults to the paper's recipe
+    family for ``steps`` (``recipe_for_step_count``).
+    ``solver``: one of SCHEDULE_SOLVERS, or ``auto``: every one of ``solver_configs`` is screened on the start and
+    the best searched, within the same candidates. ``end``: ``auto`` (default) screens the paper's early stop
+    (``index``) and ``0`` (the same evaluations, the last step to sigma 0) and searches the better; ``index`` or
+    ``0`` only that one. The result's ``ends`` and ``solvers`` give the best distance seen with each.
+    ``measure``: what the distance compares (default the latent; e.g. decoded images).
     ``method``: "gauss_newton" (default, see ``search_gauss_newton``) or "pattern" (the compass search of
     versions up to 0.5, kept for comparison: ``benchmarks/tuner_search.py``).
     ``reference``: the reference solution if already computed (``compute_reference``) for the same probes;
@@ -86,21 +123,26 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
     ``progress(candidates evaluated, best objective so far)`` is called after each candidate;
     ``check_interrupt()`` before each solver run (it raises to abort). The time budget includes the reference.
     """
-    if solver not in SCHEDULE_SOLVERS:
-        raise ValueError(f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}")
+    if solver not in SOLVER_CHOICES:
+        raise ValueError(f"solver = {solver!r} is not one of {list(SOLVER_CHOICES)}")
     if steps < 1:
         raise ValueError(f"steps = {steps} must be at least 1")
     if method not in METHODS:
         raise ValueError(f"method = {method!r} is not one of {list(METHODS)}")
+    if end not in END_CHOICES:
+        raise ValueError(f"end = {end!r} is not one of {list(END_CHOICES)}")
     began = clock()
     base = start or ScheduleParams.from_recipe(recipe_for_step_count(steps))
-    base = replace(base, steps=steps, solver=solver, ramp=None)
+    recipe_solver = recipe_for_step_count(steps).solver if solver == AUTO else solver
+    base = replace(base, steps=steps, solver=recipe_solver, variant=None, order=None, end=END_AT_INDEX, ramp=None)
     if free_positions and steps < 2:
         free_positions = False
-    context = SearchContext(run, sigma_table, steps, solver, reference, time_budget, max_candidates, progress,
-                            check_interrupt, clock, began)
+    context = SearchContext(run, sigma_table, steps, reference, time_budget, max_candidates, progress,
+                            check_interrupt, clock, began, measure)
     if reference is None:
-        context.reference = context.solve(reference_sigmas(sigma_table, reference_steps), "dpmpp_2m")
+        context.set_reference(context.solve(reference_sigmas(sigma_table, reference_steps), "dpmpp_2m"))
+    start_text = format_params(rounded(base))  # the recipe with its (or the named) solver and the early stop
+    base = _screen(context, base, solver, end)
     if method == "pattern":
         compass_search(context, base, free_positions)
     else:
@@ -108,11 +150,53 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
         if context.stopped_by == "converged":
             # no step of the local model pays any more: polish with the compass search's moves from the best
             # schedule, with a quarter of its first steps, while the budget lasts
-            best = min(context.seen.values(), key=lambda item: item[0])[1]
+            best = context.best_of(lambda params: _same_choice(params, base))[1]
             compass_search(context, base, free_positions, start=best, scale=0.25)
-    start_value = context.seen[format_params(rounded(base))][0]  # both searches evaluate the start first
-    value, params, sigmas = min(context.seen.values(), key=lambda item: item[0])
+    start_value = context.seen[start_text][0]  # the screen evaluates it first
+    value, params, sigmas = context.best_of()
     if progress is not None:
         progress(len(context.seen), value)
+    ends = {e: _best_value(context, lambda p, e=e: p.end == e) for e in ENDS}
+    solvers: dict[str, float] = {}
+    for seen_value, seen_params, _ in context.seen.values():
+        label = solver_label(seen_params)
+        solvers[label] = min(solvers.get(label, math.inf), seen_value)
     return TuneResult(params, format_params(params), sigmas, value, start_value, len(context.seen),
-                      context.evaluations, clock() - began, context.stopped_by, context.history)
+                      context.evaluations, clock() - began, context.stopped_by, context.history, ends, solvers)
+
+
+def _same_choice(params: ScheduleParams, base: ScheduleParams) -> bool:
+    return (params.solver, params.variant, params.order, params.end) == (base.solver, base.variant, base.order,
+                                                                        base.end)
+
+
+def _best_value(context: SearchContext, keep) -> float:
+    best = context.best_of(keep)
+    return math.inf if best is None else best[0]
+
+
+def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str) -> ScheduleParams:
+    """The start of the search: ``base`` (the recipe, its solver, the early stop) with the end and solver options
+    that score best on the starting schedule. Screened in this order, each candidate once: the start with the
+    early stop; with ``end`` auto the same with the last step to 0; with ``solver`` auto every other solver of
+    ``solver_configs`` at the better end. The search then refines the schedule for that choice."""
+    context.evaluate(rounded(base))
+    if end != END_AT_INDEX:
+        zero = replace(base, end=END_AT_ZERO)
+        if end == END_AT_ZERO or not context.exhausted():
+            context.evaluate(rounded(zero))
+        if end == END_AT_ZERO or _value(context, zero) < _value(context, base):
+            base = zero
+    if solver == AUTO:
+        for name, variant, order in solver_configs(solver, base.steps):
+            if context.exhausted():
+                break
+            context.evaluate(rounded(replace(base, solver=name, variant=variant or (
+                "bh1" if name in UNIPC_SOLVERS else None), order=order)))
+        base = context.best_of(lambda params: params.end == base.end)[1]  # only the start's schedule seen so far
+    return base
+
+
+def _value(context: SearchContext, params: ScheduleParams) -> float:
+    entry = context.seen.get(format_params(rounded(params)))
+    return math.inf if entry is None else entry[0]

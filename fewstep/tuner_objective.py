@@ -1,7 +1,8 @@
 """The schedule tuner's objective: how far a few-step schedule's result lands from the reference.
 
-Objective. For a few probe noises, the N-step result x_N (the latent at the schedule's last, non-zero
-sigma: what the paper decodes) is compared with a high-accuracy solution of the same probability-flow
+Objective. For a few probe noises, the N-step result x_N (the latent the sampler returns for that plan:
+at the schedule's last, non-zero sigma with the paper's early stop, what the paper decodes; at sigma 0 with
+``end=0``) is compared with a high-accuracy solution of the same probability-flow
 ODE from the same noise carried to sigma 0 (by default 40 steps of DPM++2M on a Karras schedule to
 sigma_min, then its denoised prediction). The distance is the mean over probes of each probe's RMS
 over its latent elements. Per probe and not pooled: a probe whose few-step trajectory ends in another
@@ -12,7 +13,10 @@ sigma 0, not at the schedule's own last sigma, is what lets the end point be sea
 last sigma a schedule that stops earlier has less to solve and would always look better, while
 the image the user gets is decoded from x_N and should be the clean one. The residual noise of an
 early stop therefore counts against it, and the search trades it against the truncation error of
-the last steps.
+the last steps. Both ends are so compared on the same footing: the output Few-Step KSampler returns,
+against the same reference. ``measure`` (optional) maps both before the distance, e.g. to decoded and
+downscaled images (the tuner node's ``vae`` input): the paper's case for the non-zero end rests on what
+the VAE makes of the residual noise.
 
 The reference does not depend on the solver or step count: ``compute_reference`` once, and pass it to
 each ``tune`` on the same probes.
@@ -31,21 +35,30 @@ from typing import Callable
 import torch
 
 from .params import ScheduleParams, format_params
-from .sampling import sample_solver
+from .plan import Solver, params_solver, solver_named
+from .sampling import sample
 from .schedule import karras_sigmas, schedule_problem
 
 REFERENCE_STEPS = 40
 LOGIT_LIMIT = 3.0  # increments stay within a factor e^6 of each other: none collapses
 
-Run = Callable[[torch.Tensor, str], torch.Tensor]
+# run(sigmas, solver): the latent at sigmas[-1] from the probe noises; solver a ``plan.Solver`` or a name of
+# SCHEDULE_SOLVERS (as the recipes run it: ``as_solver``)
+Run = Callable[[torch.Tensor, "Solver | str"], torch.Tensor]
+Measure = Callable[[torch.Tensor], torch.Tensor]  # what the distance compares: latents (probes, ...) -> (probes, ...)
+
+
+def as_solver(solver: Solver | str) -> Solver:
+    """A ``plan.Solver`` as given, or the one a schedule solver's name stands for (``plan.solver_named``)."""
+    return solver if isinstance(solver, Solver) else solver_named(solver)
 
 
 def denoiser_run(denoiser: Callable, x_start: torch.Tensor, sigma_table: torch.Tensor | None = None) -> Run:
     """run(sigmas, solver): the solver over ``sigmas`` from ``x_start`` with D(x, sigma_batch) = ``denoiser``
     (``sigma_table``: the model's, for the AFS midpoint of "unipc_afs"; default the standard one)."""
-    def run(sigmas: torch.Tensor, solver: str) -> torch.Tensor:
+    def run(sigmas: torch.Tensor, solver: Solver | str) -> torch.Tensor:
         with torch.no_grad():
-            return sample_solver(denoiser, x_start, sigmas, disable=True, solver=solver, sigma_table=sigma_table)
+            return sample(denoiser, x_start, sigmas, disable=True, solver=as_solver(solver), sigma_table=sigma_table)
     return run
 
 
@@ -70,9 +83,10 @@ def distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(difference.pow(2).mean(1).sqrt().mean())
 
 
-def valid_schedule(sigmas: torch.Tensor, steps: int) -> bool:
-    """N+1 finite sigmas, positive, strictly descending by steps that count (``schedule.schedule_problem``)."""
-    return len(sigmas) == steps + 1 and schedule_problem(sigmas) is None
+def valid_schedule(sigmas: torch.Tensor, steps: int, final_zero: bool = False) -> bool:
+    """N+1 finite sigmas, positive (the last one 0 allowed with ``final_zero``: ``end=0``), strictly descending
+    by steps that count (``schedule.schedule_problem``)."""
+    return len(sigmas) == steps + 1 and schedule_problem(sigmas, final_zero=final_zero) is None
 
 
 def ramp_from_logits(logits) -> tuple[float, ...] | None:
@@ -97,12 +111,17 @@ def bounded(value: float, low: float, high: float) -> float:
 
 
 class SearchContext:
-    """What both searches share: the run, the reference, the schedules evaluated so far and the limits."""
+    """What both searches share: the run, the reference, the schedules evaluated so far and the limits.
 
-    def __init__(self, run: Run, sigma_table: torch.Tensor, steps: int, solver: str, reference: torch.Tensor,
-                 time_budget: float, max_candidates: int | None, progress, check_interrupt, clock, began: float):
-        self.run, self.sigma_table, self.steps, self.solver = run, sigma_table, steps, solver
-        self.reference = reference
+    A candidate is a ``ScheduleParams`` with its solver (``solver``, ``variant``, ``order``) and ``end``: it is
+    run as Few-Step KSampler runs that params text (``plan.params_solver``, ``ScheduleParams.sigmas``)."""
+
+    def __init__(self, run: Run, sigma_table: torch.Tensor, steps: int, reference: torch.Tensor | None,
+                 time_budget: float, max_candidates: int | None, progress, check_interrupt, clock, began: float,
+                 measure: Measure | None = None):
+        self.run, self.sigma_table, self.steps = run, sigma_table, steps
+        self.measure = measure
+        self.reference = reference  # measured (``set_reference``)
         self.time_budget, self.max_candidates = time_budget, max_candidates
         self.progress, self.check_interrupt, self.clock, self.began = progress, check_interrupt, clock, began
         self.seen: dict[str, tuple[float, ScheduleParams, torch.Tensor]] = {}
@@ -111,8 +130,19 @@ class SearchContext:
         self.best = math.inf
         self.history: list[tuple[int, float]] = []
         self.stopped_by = "converged"
+        self.residuals: dict[str, torch.Tensor] = {}  # of every valid candidate: a search may start from one seen
+        if reference is not None:
+            self.set_reference(reference)
 
-    def solve(self, sigmas: torch.Tensor, which: str) -> torch.Tensor:
+    def set_reference(self, reference: torch.Tensor) -> None:
+        """The reference latent; the distance compares ``measure`` of it (the latent itself by default)."""
+        self.reference = self.measured(reference)
+
+    def measured(self, latent: torch.Tensor) -> torch.Tensor:
+        """``measure(latent)`` (decoded images, say), or the latent."""
+        return latent if self.measure is None else self.measure(latent)
+
+    def solve(self, sigmas: torch.Tensor, which: Solver | str) -> torch.Tensor:
         """x at sigmas[-1] from the probe noises with solver ``which``; counts the model evaluations."""
         if self.check_interrupt is not None:
             self.check_interrupt()
@@ -136,12 +166,13 @@ class SearchContext:
             return self.seen[text][0], None
         sigmas = params.sigmas(self.sigma_table)
         residual = None
-        if valid_schedule(sigmas, self.steps):
+        if valid_schedule(sigmas, self.steps, params.end_zero):
             tick = self.clock()
-            x = self.solve(sigmas, self.solver)
+            x = self.measured(self.solve(sigmas, params_solver(params)))
             self.longest = max(self.longest, self.clock() - tick)
             value = distance(x, self.reference)
             residual = (x.detach().float() - self.reference.detach().float()).reshape(x.shape[0], -1)
+            self.residuals[text] = residual
         else:
             value = math.inf
         value = value if math.isfinite(value) else math.inf
@@ -152,4 +183,10 @@ class SearchContext:
         if self.progress is not None:
             self.progress(len(self.seen), self.best)
         return value, residual
+
+    def best_of(self, keep: Callable[[ScheduleParams], bool] = lambda params: True
+                ) -> tuple[float, ScheduleParams, torch.Tensor] | None:
+        """(objective, params, sigmas) of the best candidate seen that ``keep`` accepts, or None."""
+        kept = [item for item in self.seen.values() if keep(item[1])]
+        return min(kept, key=lambda item: item[0]) if kept else None
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..fewstep.solvers import SCHEDULE_SOLVERS
-from .tuning import tune_on_model
+from ..fewstep.tuner import AUTO, SOLVER_CHOICES
+from .tuning import MEASURE_SIZE, tune_on_model
 
 NFE_RANGE = (2, 50)
 PROBE_RANGE = (1, 64)
@@ -15,17 +15,20 @@ class FewStepScheduleTuner:
     DESCRIPTION = (
         "Searches the schedule of `nfe` model evaluations that brings the chosen solver closest to a "
         "40-step DPM++2M reference of the same model, prompt and noise, starting from the paper's recipe "
-        "(end point, time_rho, then the position of every step). Runs the connected model (LoRAs and "
-        "patches included) for up to `time_budget` seconds or 100 candidate schedules and returns the best "
-        "schedule found. The reference is reused for another solver or nfe on the same inputs; the same "
-        "inputs return the cached result at once. Connect SIGMAS to SamplerCustom with Few-Step "
-        "DPM++ Sampler (same solver), or paste the text into Few-Step Sigmas' `params`.")
+        "(end point, time_rho, then the position of every step). It also chooses whether the schedule stops "
+        "early (the paper's end) or takes its last step to sigma 0, and with solver `auto` the solver and its "
+        "options. Runs the connected model (LoRAs and patches included) for up to `time_budget` seconds or 100 "
+        "candidate schedules and returns the best schedule found; with a `vae` the distances are measured on "
+        "decoded images. The reference is reused for another solver or nfe on the same inputs; the same "
+        "inputs return the cached result at once. Paste `params` into Few-Step KSampler (recipe `custom`), "
+        "which samples exactly what was tuned, or into Few-Step Sigmas' `params`.")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS", "STRING")
     RETURN_NAMES = ("sigmas", "params")
     OUTPUT_TOOLTIPS = (
-        "nfe+1 sigmas, descending, the last one above zero.",
-        "The schedule as text for Few-Step Sigmas (recipe 'custom', input `params`).")
+        "nfe+1 sigmas, descending: the last one above zero, or 0 when ending at 0 was better.",
+        "The schedule, its solver and its end as text for Few-Step KSampler or Few-Step Sigmas (recipe 'custom', "
+        "input `params`).")
     FUNCTION = "tune"
 
     @classmethod
@@ -41,10 +44,12 @@ class FewStepScheduleTuner:
                 "to larger sizes reasonably but is best at the size it was tuned at.")}),
             "nfe": ("INT", {"default": 5, "min": NFE_RANGE[0], "max": NFE_RANGE[1],
                             "tooltip": "The budget N: model evaluations of the schedule (N+1 sigmas)."}),
-            "solver": (list(SCHEDULE_SOLVERS), {"default": "dpmpp_2m", "tooltip": (
-                "The solver you will sample with: Few-Step DPM++ Sampler's `solver`, or unipc / unipc_afs for "
-                "Few-Step UniPC Sampler (order auto, bh1, noise form) with afs off / on. The schedule is tuned "
-                "for it.")}),
+            "solver": (list(SOLVER_CHOICES), {"default": AUTO, "tooltip": (
+                "auto: try DPM++1S, DPM++2M and UniPC (bh1 / bh2, with and without the analytical first step, "
+                "order auto / 2) on the starting schedule, then tune for the best, within the same candidates; "
+                "`params` names the one chosen. Or the solver you will sample with: Few-Step DPM++ Sampler's "
+                "`solver`, or unipc / unipc_afs for Few-Step UniPC Sampler (order auto, bh1, noise form) with afs "
+                "off / on.")}),
             "probe_seeds": ("INT", {"default": 4, "min": PROBE_RANGE[0], "max": PROBE_RANGE[1], "tooltip": (
                 "How many noise samples the schedule is tuned on (one batch). More: less overfitting to "
                 "particular images, slower.")}),
@@ -55,23 +60,31 @@ class FewStepScheduleTuner:
                 "Seconds the search may take, reference included; it returns the best schedule so far when "
                 "time is up (or earlier when it has converged). The 40-step reference and the starting "
                 "schedule always run in full, so a budget shorter than they take is exceeded.")}),
+        }, "optional": {
+            "vae": ("VAE", {"tooltip": (
+                f"Optional: measure the distances on decoded images (area-averaged to at most {MEASURE_SIZE}x"
+                f"{MEASURE_SIZE}) instead of latents: what you see, and what the paper's early stop is judged by. "
+                "Costs one decode of the probes per candidate.")}),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, cfg, nfe, solver, probe_seeds, tuning_seed, time_budget):
         return _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) or True
 
-    def tune(self, model, positive, negative, cfg, latent_image, nfe, solver, probe_seeds, tuning_seed, time_budget):
+    def tune(self, model, positive, negative, cfg, latent_image, nfe, solver, probe_seeds, tuning_seed, time_budget,
+             vae=None):
         message = _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget)
         if message is None:
             samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
             if samples is None or samples.dim() != 4:
                 shape = None if samples is None else tuple(samples.shape)
                 message = f"latent_image must be an image latent (batch, channels, height, width); got shape {shape}"
+            elif vae is not None:
+                message = _vae_problem(vae, samples.shape[1])
         if message:
             raise ValueError(f"Few-Step Schedule Tuner: {message}")
         tuned = tune_on_model(model, positive, negative, cfg, samples, nfe, solver, probe_seeds, tuning_seed,
-                              time_budget)
+                              time_budget, vae)
         return (tuned.sigmas.clone(), tuned.text)
 
 
@@ -83,6 +96,17 @@ def _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) -> str | Non
     for name, value, low, high in checks:
         if not (low <= value <= high):
             return f"{name} = {value} is out of range: allowed {low} to {high}"
-    if solver not in SCHEDULE_SOLVERS:
-        return f"solver = {solver!r} is not one of {list(SCHEDULE_SOLVERS)}"
+    if solver not in SOLVER_CHOICES:
+        return f"solver = {solver!r} is not one of {list(SOLVER_CHOICES)}"
+    return None
+
+
+def _vae_problem(vae, latent_channels: int) -> str | None:
+    """Message when ``vae`` cannot decode latents of ``latent_channels`` channels (another model family), or None."""
+    if not callable(getattr(vae, "decode", None)):
+        return f"vae must be a VAE (VAE Loader, Load Checkpoint's VAE); got {type(vae).__name__}"
+    channels = getattr(vae, "latent_channels", None)
+    if channels is not None and int(channels) != int(latent_channels):
+        return (f"vae decodes latents of {channels} channels, but latent_image has {latent_channels}: connect the "
+                "VAE of the model being tuned (or leave vae unconnected to measure on latents)")
     return None

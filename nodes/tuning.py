@@ -7,7 +7,10 @@ model loading, conditioning, CFG, LoRAs and model patches included, in both Comf
 
 The reference (40 evaluations of DPM++2M to sigma 0 from the probe noises) does not depend on the solver
 or step count being tuned: it is computed once per model, conds, cfg, latent size, probe count and
-tuning seed and reused (``REFERENCES``) when the same inputs are tuned for another solver or NFE.
+tuning seed and reused (``REFERENCES``) when the same inputs are tuned for another solver (``auto``
+included), NFE or ``vae``: it is kept as a latent, and a ``vae`` only changes how it is measured.
+With a ``vae`` the distances compare decoded images (``decoded_measure``: the model's latent out, VAE decode,
+area average to at most MEASURE_SIZE pixels a side).
 The progress bar counts candidate schedules against the search's cap (``MAX_CANDIDATES``); the
 frontend's progress text (CURRENT) and the console line give the best objective so far.
 """
@@ -25,9 +28,12 @@ from dataclasses import replace
 import comfy.sample
 import comfy.utils
 import torch
+import torch.nn.functional as F
 
-from ..fewstep.plan import PlanError, solver_named, steps_plan
-from ..fewstep.tuner import REFERENCE_STEPS, TuneResult, compute_reference, tune
+from ..fewstep.params import END_AT_INDEX, END_AT_ZERO
+from ..fewstep.plan import PlanError, steps_plan
+from ..fewstep.tuner import REFERENCE_STEPS, TuneResult, compute_reference, solver_label, tune
+from ..fewstep.tuner_objective import as_solver
 from .comfy_api import (
     check_interrupted,
     discrete_sigma_table,
@@ -48,7 +54,8 @@ REFERENCE_CACHE_SIZE = 8
 # held-out models, docs/tuner_search_seed1.md to seed3.md); what the compass polish adds after 100 is small, at N
 # evaluations per probe each.
 MAX_CANDIDATES = 100
-KEY_VERSION = 5  # bump when the search changes, so old results are not served
+KEY_VERSION = 6  # bump when the search changes, so old results are not served (6: end and solver choice, vae)
+MEASURE_SIZE = 64  # with a vae: decoded images area-averaged to at most this many pixels a side
 
 
 class _Fingerprint:
@@ -95,16 +102,19 @@ def _inputs_key(fingerprint: _Fingerprint, model, positive, negative, cfg, laten
     )
 
 
-def cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed, time_budget):
-    """(key, weak references to the objects it names by identity)."""
+def cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed, time_budget, vae=None):
+    """(key, weak references to the objects it names by identity): all inputs, ``solver`` ``auto`` as itself and
+    the ``vae`` by identity (None: measured on latents)."""
     fingerprint = _Fingerprint()
     inputs = _inputs_key(fingerprint, model, positive, negative, cfg, latent_shape, probe_seeds, seed)
-    key = (KEY_VERSION, *inputs, int(steps), solver, float(time_budget))
+    measured = None if vae is None else ("decoded", MEASURE_SIZE, fingerprint.of(vae, False))
+    key = (KEY_VERSION, *inputs, int(steps), solver, float(time_budget), measured)
     return key, fingerprint.references()
 
 
 def reference_key(model, positive, negative, cfg, latent_shape, probe_seeds, seed):
-    """The reference's key: the result key without the solver, step count and time budget."""
+    """The reference's key: the result key without the solver (``auto`` or one), step count, time budget and
+    ``vae``. The reference is a latent that none of them changes (a vae only decodes it to be measured)."""
     fingerprint = _Fingerprint()
     key = ("reference", REFERENCE_STEPS, *_inputs_key(fingerprint, model, positive, negative, cfg, latent_shape,
                                                        probe_seeds, seed))
@@ -144,12 +154,30 @@ CACHE = TuneCache()
 REFERENCES = TuneCache(REFERENCE_CACHE_SIZE)  # reference solutions (probes, C, H, W), on the latent's device
 
 
+def decoded_measure(vae, model, size: int = MEASURE_SIZE):
+    """measure(latent) for ``tune``: the sampler's latent (the model's internal scale) taken out of the model's
+    latent space, decoded by ``vae`` and area-averaged to at most ``size`` pixels a side, (B, 3, h, w) float32."""
+    latent_out = model.model.process_latent_out
+
+    def measure(latent: torch.Tensor) -> torch.Tensor:
+        images = vae.decode(latent_out(latent.detach().float()))
+        images = images.reshape(-1, *images.shape[-3:]).movedim(-1, 1).float()  # (B, C, H, W)
+        height, width = images.shape[-2:]
+        scale = min(1.0, size / max(height, width))
+        if scale < 1.0:
+            images = F.interpolate(images, size=(max(1, round(height * scale)), max(1, round(width * scale))),
+                                   mode="area")
+        return images.to(latent.device)
+    return measure
+
+
 def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, steps: int, solver: str,
-                  probe_seeds: int, seed: int, time_budget: float) -> TuneResult:
-    """Tune a ``steps``-evaluation schedule for ``solver`` on ``model`` with these conds (cached)."""
+                  probe_seeds: int, seed: int, time_budget: float, vae=None) -> TuneResult:
+    """Tune a ``steps``-evaluation schedule for ``solver`` (or ``auto``) on ``model`` with these conds (cached);
+    with a ``vae`` the distances are measured on decoded images (``decoded_measure``)."""
     latent_shape = tuple(latent.shape[1:])
     key, references = cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed,
-                                time_budget)
+                                time_budget, vae)
     cached = CACHE.get(key, references)
     if cached is not None:
         log.info("Few-Step Schedule Tuner: same inputs as before, returning the cached schedule %s", cached.text)
@@ -183,7 +211,7 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         def run(schedule: torch.Tensor, which: str) -> torch.Tensor:
             with torch.no_grad():
                 return sample_with_schedule(denoiser, x, schedule.to(x.device), extra_args, None, True,
-                                            solver=solver_named(which), sigma_table=table)
+                                            solver=as_solver(which), sigma_table=table)
 
         began = time.monotonic()
         reference = REFERENCES.get(ref_key, ref_references)
@@ -195,7 +223,8 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         outcome["result"] = tune(run, table, steps, solver, start=start.schedule,
                                  time_budget=max(time_budget - spent, 0.0),
                                  max_candidates=MAX_CANDIDATES, progress=progress, check_interrupt=check_interrupted,
-                                 reference=reference.to(x.device))
+                                 reference=reference.to(x.device),
+                                 measure=None if vae is None else decoded_measure(vae, model))
         outcome["reference_seconds"] = spent
         return x  # the sampled latent is not used
 
@@ -206,10 +235,12 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
                      seconds=result.seconds + outcome["reference_seconds"])
     bar.update_absolute(MAX_CANDIDATES, MAX_CANDIDATES)
     log.info("Few-Step Schedule Tuner: %s (%d candidate schedules, removed %s of the starting distance: %.4g -> "
-             "%.4g; %d model evaluations, reference %s; %.1f s, stopped: %s)", result.text, result.candidates,
+             "%.4g, measured on %s; best with the early stop %.4g, ending at 0 %.4g; solver %s; %d model "
+             "evaluations, reference %s; %.1f s, stopped: %s)", result.text, result.candidates,
              _removed(result.start_objective, result.objective), result.start_objective, result.objective,
-             result.model_evaluations, "reused" if outcome["reused"] else "computed", result.seconds,
-             result.stopped_by)
+             "latents" if vae is None else "decoded images", result.ends.get(END_AT_INDEX, math.inf),
+             result.ends.get(END_AT_ZERO, math.inf), solver_label(result.params), result.model_evaluations,
+             "reused" if outcome["reused"] else "computed", result.seconds, result.stopped_by)
     CACHE.put(key, references, result)  # the node hands out copies of its sigmas
     return result
 

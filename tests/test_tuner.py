@@ -12,6 +12,7 @@ from test_bench_quality import quality_models as quality
 
 from fewstep import search_gauss_newton
 from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
+from fewstep.plan import make_plan
 from fewstep.recipes import RECIPES, recipe_for_step_count
 from fewstep.schedule import recipe_sigmas, standard_sigma_table
 from fewstep.tuner import tune
@@ -26,6 +27,7 @@ from fewstep.tuner_objective import (
 
 TABLE = standard_sigma_table()
 SIGMA_MAX = float(TABLE[-1])
+EARLY_STOP = "index"  # tests of the search's own moves (as measured before the end choice): the paper's end only
 
 
 # --- the search on the analytic model (exact denoiser of a Gaussian mixture) ------------------------
@@ -150,9 +152,10 @@ def test_gauss_newton_reaches_90_percent_of_the_pattern_search_within_30_candida
     steps = FAST_CASES[solver]
     run = denoiser_run(exact_denoiser(mixture), start_latents(32, seed=11))
     reference = compute_reference(run, TABLE)
-    old = tune(run, TABLE, steps, solver, time_budget=math.inf, method="pattern", reference=reference)
+    old = tune(run, TABLE, steps, solver, time_budget=math.inf, method="pattern", reference=reference, end=EARLY_STOP)
     assert old.stopped_by == "converged" and old.candidates > 100
-    new = tune(run, TABLE, steps, solver, time_budget=math.inf, max_candidates=30, reference=reference)
+    new = tune(run, TABLE, steps, solver, time_budget=math.inf, max_candidates=30, reference=reference,
+               end=EARLY_STOP)
     assert new.start_objective == old.start_objective and new.candidates == 30
     share = (new.start_objective - new.objective) / (old.start_objective - old.objective)
     print(f"{solver} NFE {steps}: pattern {old.start_objective:.4f} -> {old.objective:.4f} in {old.candidates}, "
@@ -165,9 +168,8 @@ def test_gauss_newton_reaches_90_percent_of_the_pattern_search_within_30_candida
     assert new.model_evaluations == steps * new.candidates
 
 
-def quality_model_and_compass(name: str, steps: int, solver: str, probes: int = 16):
-    """(run, reference, converged compass search) on the quality benchmark's analytic model ``name`` (seed 0),
-    ``probes`` probes of shape (4, 8, 8) (64: as benchmarks/tuner_search.py)."""
+def quality_model_run(name: str, probes: int = 16):
+    """(run, reference) on the quality benchmark's analytic model ``name`` (seed 0), probes of shape (4, 8, 8)."""
     model = quality.MODELS[name][1](0)
 
     def denoiser(x, sigma):
@@ -176,8 +178,14 @@ def quality_model_and_compass(name: str, steps: int, solver: str, probes: int = 
 
     x = torch.randn((probes, 4, 8, 8), generator=torch.Generator().manual_seed(7000)) * math.sqrt(1.0 + SIGMA_MAX ** 2)
     run = denoiser_run(denoiser, x, TABLE)
-    reference = compute_reference(run, TABLE)
-    old = tune(run, TABLE, steps, solver, time_budget=math.inf, method="pattern", reference=reference)
+    return run, compute_reference(run, TABLE)
+
+
+def quality_model_and_compass(name: str, steps: int, solver: str, probes: int = 16):
+    """(run, reference, converged compass search) on the quality benchmark's analytic model ``name`` (seed 0),
+    ``probes`` probes of shape (4, 8, 8) (64: as benchmarks/tuner_search.py)."""
+    run, reference = quality_model_run(name, probes)
+    old = tune(run, TABLE, steps, solver, time_budget=math.inf, method="pattern", reference=reference, end=EARLY_STOP)
     assert old.stopped_by == "converged"
     return run, reference, old
 
@@ -194,7 +202,8 @@ def test_line_search_on_time_rho_reaches_what_the_local_model_cannot_see():
     for line_step in (search_gauss_newton.LINE_STEP, 0.0):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(search_gauss_newton, "LINE_STEP", line_step)
-            new = tune(run, TABLE, 6, "dpmpp_1s", time_budget=math.inf, max_candidates=30, reference=reference)
+            new = tune(run, TABLE, 6, "dpmpp_1s", time_budget=math.inf, max_candidates=30, reference=reference,
+                       end=EARLY_STOP)
         shares[line_step] = (new.start_objective - new.objective) / (old.start_objective - old.objective)
         if line_step:
             assert new.params.time_rho < 0.75 * recipe_for_step_count(6).time_rho
@@ -213,7 +222,8 @@ def test_line_searches_at_a_stall_finish_what_the_gauss_newton_steps_crawl_towar
     for stall in (search_gauss_newton.STALL_CANDIDATES, 10 ** 9):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(search_gauss_newton, "STALL_CANDIDATES", stall)
-            new = tune(run, TABLE, 5, "dpmpp_1s", time_budget=math.inf, max_candidates=30, reference=reference)
+            new = tune(run, TABLE, 5, "dpmpp_1s", time_budget=math.inf, max_candidates=30, reference=reference,
+                       end=EARLY_STOP)
         shares[stall] = (new.start_objective - new.objective) / (old.start_objective - old.objective)
     print(f"anisotropic DPM++1S NFE 5, share of the compass search's improvement at 30 candidates: {shares}")
     assert shares[search_gauss_newton.STALL_CANDIDATES] >= 0.9 and shares[10 ** 9] < 0.85
@@ -249,7 +259,8 @@ def test_karras_jump_at_the_first_stall_leaves_a_level_no_local_move_leaves(name
     for label, logits in (("jump", search_gauss_newton._karras_logits), ("none", lambda *args, **kwargs: None)):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(search_gauss_newton, "_karras_logits", logits)
-            new = tune(run, TABLE, steps, solver, time_budget=math.inf, max_candidates=30, reference=reference)
+            new = tune(run, TABLE, steps, solver, time_budget=math.inf, max_candidates=30, reference=reference,
+                       end=EARLY_STOP)
         shares[label] = (new.start_objective - new.objective) / (old.start_objective - old.objective)
     print(f"{name} {solver} NFE {steps}, share at 30 candidates: {shares}")
     assert shares["jump"] >= 0.9 and shares["none"] < 0.85
@@ -265,6 +276,69 @@ def test_tuner_rejects_bad_arguments():
         tune(lambda s, w: None, TABLE, 5, "euler")
     with pytest.raises(ValueError, match="steps = 0"):
         tune(lambda s, w: None, TABLE, 0, "dpmpp_1s")
+
+
+# --- the end and the solver the tuner chooses -------------------------------------------------------
+
+def ksampler_distance(run, reference, text: str) -> float:
+    """The distance of what Few-Step KSampler samples with recipe `custom` and this params text (its plan: sigmas
+    and solver) on the probes."""
+    plan = make_plan("custom", params=text)
+    return distance(run(plan.sigmas, plan.solver), reference)
+
+
+@pytest.mark.parametrize("name, chosen", [("spheres", "0"), ("anisotropic", "index")])
+def test_tuner_chooses_the_end_and_reports_both(name, chosen):
+    """The spheres model: ending at 0 is far better (its early stop leaves noise the data does not have); the
+    anisotropic mixture: the paper's early stop is better. The tuner screens both on the start, searches the
+    better, reports the best distance of each, and writes end=0 only when it chose it."""
+    run, reference = quality_model_run(name)
+    result = tune(run, TABLE, 6, "dpmpp_2m", time_budget=math.inf, max_candidates=30, reference=reference)
+    assert set(result.ends) == {"index", "0"} and all(math.isfinite(v) for v in result.ends.values())
+    assert result.params.end == chosen and min(result.ends, key=result.ends.get) == chosen
+    assert result.objective == result.ends[chosen] < result.ends["index" if chosen == "0" else "0"]
+    assert ("end=0" in result.text) == (chosen == "0") and (float(result.sigmas[-1]) == 0.0) == (chosen == "0")
+    assert valid_schedule(result.sigmas, 6, chosen == "0") and result.candidates == 30
+    assert result.model_evaluations == 6 * result.candidates  # ending at 0 costs no evaluation more
+    # the start is the recipe with the early stop; Few-Step KSampler with the text samples exactly the tuned result
+    start = recipe_sigmas(recipe_for_step_count(6), TABLE)
+    assert distance(run(start, "dpmpp_2m"), reference) == pytest.approx(result.start_objective, rel=1e-9)
+    assert ksampler_distance(run, reference, result.text) == pytest.approx(result.objective, rel=1e-6)
+    only_index = tune(run, TABLE, 6, "dpmpp_2m", time_budget=math.inf, max_candidates=30, reference=reference,
+                      end="index")
+    assert only_index.ends["0"] == math.inf and "end=" not in only_index.text
+
+
+@pytest.mark.parametrize("steps, screened", [(5, 10), (8, 6)])
+def test_auto_solver_screens_every_solver_within_the_same_candidates(steps, screened):
+    """solver=auto: DPM++1S / 2M and UniPC (bh1 / bh2, with and without AFS, order auto / 2; at 8 evaluations
+    order auto is 2, so one of them) each on the start, then the search on the best, all within the candidates
+    one solver gets. The params text names the solver and its options, and Few-Step KSampler with it samples
+    exactly the tuned result."""
+    run, reference = quality_model_run("anisotropic")
+    result = tune(run, TABLE, steps, "auto", time_budget=math.inf, max_candidates=30, reference=reference)
+    assert result.candidates == 30 and result.model_evaluations == steps * 30
+    assert len(result.solvers) == screened and min(result.solvers.values()) == result.objective
+    assert set(result.solvers) >= {"dpmpp_1s", "dpmpp_2m", "unipc bh1 order auto", "unipc_afs bh2 order auto"}
+    assert ("unipc bh2 order 2" in result.solvers) == (steps < 7)
+    params = parse_params(result.text)
+    assert params.solver == result.params.solver and result.text.count("solver=") == 1
+    if params.solver.startswith("unipc"):
+        assert params.variant in ("bh1", "bh2") and params.order in ("auto", "2")
+    assert ksampler_distance(run, reference, result.text) == pytest.approx(result.objective, rel=1e-6)
+    # the start is the recipe as the fewstep scheduler runs it (its solver, the early stop): the gain from there
+    start = recipe_sigmas(recipe_for_step_count(steps), TABLE)
+    recipe_solver = recipe_for_step_count(steps).solver
+    assert distance(run(start, recipe_solver), reference) == pytest.approx(result.start_objective, rel=1e-9)
+    one = tune(run, TABLE, steps, recipe_solver, time_budget=math.inf, max_candidates=30, reference=reference)
+    assert result.objective < one.objective  # on this model another solver wins
+
+
+def test_tuner_rejects_bad_choices():
+    with pytest.raises(ValueError, match=r"solver = 'best' is not one of \['auto', 'dpmpp_1s'"):
+        tune(lambda s, w: None, TABLE, 5, "best")
+    with pytest.raises(ValueError, match=r"end = 'zero' is not one of \['auto', 'index', '0'\]"):
+        tune(lambda s, w: None, TABLE, 5, "auto", end="zero")
 
 
 # --- the params string ------------------------------------------------------------------------------
@@ -371,7 +445,7 @@ def test_tuner_node_rejects_bad_inputs(comfy, tiny_model, conds):
     for change, expected in ((dict(nfe=1), "nfe = 1 is out of range: allowed 2 to 50"),
                              (dict(nfe=51), "nfe = 51 is out of range"),
                              (dict(solver="euler"),
-                              "solver = 'euler' is not one of ['dpmpp_1s', 'dpmpp_2m', 'unipc', 'unipc_afs']"),
+                              "solver = 'euler' is not one of ['auto', 'dpmpp_1s', 'dpmpp_2m', 'unipc', 'unipc_afs']"),
                              (dict(probe_seeds=0), "probe_seeds = 0 is out of range: allowed 1 to 64"),
                              (dict(time_budget=0.5), "time_budget = 0.5 is out of range: allowed 1.0 to 3600.0"),
                              (dict(cfg=-1.0), "cfg = -1.0 is out of range")):
@@ -426,7 +500,8 @@ def test_tuner_node_on_a_real_unet(comfy, tiny_model, node_run):
           f"schedules, {result.start_objective:.4f} -> {result.objective:.4f}, {result.stopped_by}")
     assert seconds < budget + 2.0  # model loading, conditioning and rounding of slack
     assert result.candidates > 1 and result.objective < result.start_objective  # it searched, and found better
-    assert valid_schedule(sigmas, 5) and len(sigmas) == 6 and float(sigmas[-1]) > 0
+    end_zero = parse_params(text).end_zero  # the end the tuner chose: the early stop, or the last step to 0
+    assert valid_schedule(sigmas, 5, end_zero) and len(sigmas) == 6 and (float(sigmas[-1]) == 0) == end_zero
     assert float(sigmas[0]) == pytest.approx(SIGMA_MAX, rel=1e-6)
     assert parse_params(text).solver == "dpmpp_2m"
     # 40 reference evaluations, then whole schedules of 5, all with the probe batch (cond + uncond)
@@ -447,7 +522,7 @@ def test_tuner_node_tunes_unipc_afs_on_a_real_unet(comfy, tiny_model, conds):
     model, calls = count_evaluations(tiny_model)
     budget = float(math.ceil(max(5.0, 60 * seconds_per_evaluation(comfy, tiny_model, conds))))
     sigmas, text = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 6, "unipc_afs", 2, 5, budget)
-    assert parse_params(text).solver == "unipc_afs" and valid_schedule(sigmas, 6)
+    assert parse_params(text).solver == "unipc_afs" and valid_schedule(sigmas, 6, parse_params(text).end_zero)
     assert len(calls) > 40 and (len(calls) - 40) % 6 == 0
     # (the unet wrapper sees sigmas) the reference's first evaluation only: AFS never evaluates the first sigma
     assert sum(1 for sigma in calls if sigma == pytest.approx(SIGMA_MAX, rel=1e-6)) == 1
@@ -503,6 +578,99 @@ def test_tuner_node_reuses_the_reference(comfy, tiny_model, conds, node_run, cap
     tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 6, "unipc_afs", 2, 4, budget)
     assert sum(1 for sigma in calls[before:] if sigma == pytest.approx(SIGMA_MAX, rel=1e-6)) == 1
     assert (len(calls) - before - 40) % 6 == 0
+
+
+def random_taesd_vae(latent_channels: int = 4):
+    """ComfyUI's own VAE class (comfy.sd.VAE) on a TAESD state dict of seeded random weights (64x64 images from
+    8x8 latents); ``latent_channels`` other than 4 only where ComfyUI's TAESD takes it (CURRENT)."""
+    import comfy.sd
+    import comfy.taesd.taesd as taesd
+
+    module = taesd.TAESD(**({} if latent_channels == 4 else {"latent_channels": latent_channels}))
+    generator = torch.Generator().manual_seed(latent_channels)
+    state = {}
+    for key, value in module.state_dict().items():  # its layers are not initialised (comfy.ops)
+        if value.dim() > 1:
+            state[key] = torch.randn(value.shape, generator=generator) / math.sqrt(value[0].numel())
+        else:
+            state[key] = torch.ones(value.shape) if key.endswith("vae_scale") else torch.zeros(value.shape)
+    return comfy.sd.VAE(sd=state)
+
+
+def ksampler_latent(comfy, model, conds, seed: int, probes: int, text: str) -> torch.Tensor:
+    """Few-Step KSampler, recipe `custom` with ``text``, on a batch of ``probes`` 8x8 latents from ``seed``: the
+    tuner's probe noises. Returned in the sampler's latent space (as the tuner compares it)."""
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepKSampler"]()
+    out = node.sample(model, seed, 5.5, "custom", "recipe", conds[0], conds[1], latent(8, batch=probes), 1.0, text)
+    return model.model.process_latent_in(out[0]["samples"])
+
+
+def test_tuner_node_auto_solver_and_end_sample_what_was_tuned(comfy, tiny_model, conds):
+    """solver=auto on a real UNet: the node screens the solvers and both ends, returns the best in `params`, and
+    Few-Step KSampler with recipe `custom` and that text reproduces the tuner's best distance on its probe noises."""
+    tuning = comfy.pack.nodes.tuning
+    budget = float(math.ceil(max(10.0, 110 * seconds_per_evaluation(comfy, tiny_model, conds))))
+    sigmas, text = tuner_node(comfy).tune(tiny_model, conds[0], conds[1], 5.5, latent(8), 5, "auto", 2, 7, budget)
+    result = tuning.CACHE.get(*tuning.cache_key(tiny_model, conds[0], conds[1], 5.5, (4, 8, 8), 5, "auto", 2, 7,
+                                                budget))
+    print(f"auto: {result.candidates} schedules, {result.start_objective:.4f} -> {result.objective:.4f}, {text}; "
+          f"ends {result.ends}")
+    assert result.candidates >= 12 and len(result.solvers) == 10  # the screen ran in full: 2 ends, 10 solvers
+    assert all(math.isfinite(v) for v in result.ends.values()) and result.objective == min(result.ends.values())
+    params = parse_params(text)
+    assert torch.equal(sigmas, make_plan("custom", params=text, sigma_table=TABLE).sigmas)
+    assert (params.end == "0") == (float(sigmas[-1]) == 0.0)
+    reference = tuning.REFERENCES.get(*tuning.reference_key(tiny_model, conds[0], conds[1], 5.5, (4, 8, 8), 2, 7))
+    sampled = ksampler_latent(comfy, tiny_model, conds, 7, 2, text)
+    assert distance(sampled, reference) == pytest.approx(result.objective, rel=1e-4)
+
+
+def test_tuner_node_measures_on_decoded_images_with_a_vae(comfy, tiny_model, conds, node_run):
+    """With a vae (ComfyUI's VAE class, random TAESD weights) the distances compare decoded images, area-averaged
+    to at most 64x64; the latent reference of the same inputs is reused, the result is cached apart from the
+    latent one, and Few-Step KSampler with the text reproduces the tuned distance on the decoded probes."""
+    _, model, calls, _, _, _ = node_run
+    tuning = comfy.pack.nodes.tuning
+    vae = random_taesd_vae()
+    measure = tuning.decoded_measure(vae, model)
+    assert measure(torch.zeros(2, 4, 8, 8)).shape == (2, 3, 64, 64)
+    assert measure(torch.zeros(2, 4, 16, 12)).shape == (2, 3, 64, 48)  # 128x96 pixels, area-averaged
+    budget = 3.0  # seconds: the screen of the two ends at least
+    before = len(calls)
+    sigmas, text = tuner_node(comfy).tune(model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 2, 3, budget,
+                                          vae)
+    new = calls[before:]
+    key = tuning.cache_key(model, conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget, vae)
+    result = tuning.CACHE.get(*key)
+    assert result is not None and result.candidates >= 2 and len(new) == 5 * result.candidates  # no new reference
+    assert key[0] != tuning.cache_key(model, conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget)[0]
+    assert tuning.CACHE.get(*tuning.cache_key(model, conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 3, budget,
+                                              random_taesd_vae())) is None  # another vae: another result
+    reference = tuning.REFERENCES.get(*tuning.reference_key(model, conds[0], conds[1], 5.5, (4, 8, 8), 2, 3))
+    sampled = ksampler_latent(comfy, model, conds, 3, 2, text)
+    assert distance(measure(sampled), measure(reference)) == pytest.approx(result.objective, rel=1e-4)
+    assert distance(sampled, reference) != pytest.approx(result.objective, rel=1e-2)  # not the latent distance
+
+
+def test_tuner_node_rejects_a_vae_of_another_latent_space(comfy, tiny_model, conds):
+    """Before any model evaluation, naming `vae`: a VAE whose latents have other channels than latent_image."""
+    import inspect
+
+    import comfy.taesd.taesd as taesd
+
+    cls = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepScheduleTuner"]
+    assert cls.INPUT_TYPES()["optional"]["vae"][0] == "VAE"
+    model, calls = count_evaluations(tiny_model)
+    sixteen = {"samples": torch.zeros(1, 16, 8, 8)}
+    with pytest.raises(ValueError, match="Few-Step Schedule Tuner: vae decodes latents of 4 channels, but "
+                                         "latent_image has 16: connect the VAE of the model being tuned"):
+        cls().tune(model, conds[0], conds[1], 5.5, sixteen, 5, "auto", 2, 0, 10.0, random_taesd_vae())
+    if "latent_channels" in inspect.signature(taesd.TAESD).parameters:  # CURRENT: a 16-channel TAESD
+        with pytest.raises(ValueError, match="vae decodes latents of 16 channels, but latent_image has 4"):
+            cls().tune(model, conds[0], conds[1], 5.5, latent(8), 5, "auto", 2, 0, 10.0, random_taesd_vae(16))
+    with pytest.raises(ValueError, match="Few-Step Schedule Tuner: vae must be a VAE"):
+        cls().tune(model, conds[0], conds[1], 5.5, latent(8), 5, "auto", 2, 0, 10.0, "not a vae")
+    assert calls == []
 
 
 def test_tuner_node_is_interrupted_by_comfyui(comfy, tiny_model, conds):
