@@ -115,10 +115,11 @@ class Config:
     mixture_seed: int = 0
     threads: int = 1  # more threads make small float64 eigen-solves far slower on a busy machine
     tuned: bool = True  # tune a schedule per budget and solver and report it like any method
-    tune_solvers: tuple[str, ...] = ("dpmpp_2m", "dpmpp_1s", "unipc", "unipc_afs")
+    # "auto": the tuner node's default (it chooses the solver and the end); two fixed solvers beside it
+    tune_solvers: tuple[str, ...] = ("auto", "dpmpp_2m", "unipc")
     tune_probes: int = 128  # probe noises (seed TUNE_SEED + budget: disjoint from the evaluation seeds)
     tune_seconds: float = 60.0  # time budget of each tuning run
-    tune_candidates: int | None = None  # cap on schedules per tuning run (None: until converged / time)
+    tune_candidates: int | None = 100  # cap on schedules per tuning run, the tuner node's (None: until converged)
     ceiling_budgets: tuple[int, ...] = (5, 6, 8)
     ceiling_evaluations: int = 1000  # distinct schedules of the ceiling search (0: no ceiling rows)
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
@@ -130,7 +131,7 @@ class Config:
     trained_screen: int = 64
     trained_keep: int = 12
     trained_tune_probes: int = 32
-    trained_tune_solvers: tuple[str, ...] = ("dpmpp_2m", "unipc")
+    trained_tune_solvers: tuple[str, ...] = ("auto", "dpmpp_2m", "unipc")
     speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
 
 
@@ -327,7 +328,7 @@ class Harness:
         ceiling budgets, the long generic search's schedule (``quality_ceiling``) on the same probes and
         reference, read from ``ceilings`` (a CeilingCache) when it holds this search. ``with_denoiser(noise,
         work)`` runs ``work(denoiser, x_start)`` on the model (default: the analytic one)."""
-        from quality_ceiling import ceiling_search
+        from quality_ceiling import SEARCH_VERSION, ceiling_search
 
         from fewstep.tuner import compute_reference, denoiser_run, tune
 
@@ -338,7 +339,7 @@ class Harness:
         for budget in config.budgets:
             generator = torch.Generator().manual_seed(TUNE_SEED + budget)
             noise = torch.randn((probes, *LATENT_SHAPE), generator=generator)
-            key = f"{model_key} nfe={budget} probes={probes} seed={TUNE_SEED + budget}"
+            key = f"{model_key} nfe={budget} probes={probes} seed={TUNE_SEED + budget} search={SEARCH_VERSION}"
             wanted = budget in config.ceiling_budgets and config.ceiling_evaluations > 0
             cached = ceilings.get(key) if (wanted and ceilings is not None) else None
             solvers = config.tune_solvers if config.tuned else ()
