@@ -5,7 +5,12 @@ checkout's ``benchmarks/quality.py``: ``MODELS`` where it has them, else its Gau
 solver the tuner offers and NFE 5, 6 and 8, both searches tune the same schedule on the same probe
 noises against the same reference (computed once per model and reused for every solver and NFE, as the
 node does) with the tuner's objective (distance of x_N to the 40-step reference at sigma 0, mean
-per-probe RMS). Reported: the objective after 10, 30 and 100
+per-probe RMS). The old search runs as it did (the paper's early stop only); the new one as the node runs
+it, choosing the end (``tune(end="auto")``). Row ``auto`` is the node's default, ``solver="auto"``: its start
+is the recipe with the recipe's solver, its target 90 % of what the best of the old search's converged
+named-solver rows removes, and beside it the *ceiling*: the best objective of the new search run to
+convergence for every solver option ``auto`` screens and both ends (``--no-ceiling``: skipped).
+Reported: the objective after 10, 30 and 100
 candidates and at convergence, the Frechet distance of the schedule held at those points (samples from
 other noises against the model's exact mean and covariance, as in the quality benchmark), and
 candidates-to-90 %: the first candidate count at which a search has removed 90 % of what the old
@@ -29,6 +34,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,9 +42,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fewstep.params import ENDS, ScheduleParams, format_params, rounded  # noqa: E402
+from fewstep.plan import params_solver  # noqa: E402
+from fewstep.recipes import recipe_for_step_count  # noqa: E402
 from fewstep.schedule import standard_sigma_table  # noqa: E402
+from fewstep.search_gauss_newton import gauss_newton_search  # noqa: E402
 from fewstep.solvers import SCHEDULE_SOLVERS  # noqa: E402
-from fewstep.tuner import compute_reference, denoiser_run, tune  # noqa: E402
+from fewstep.tuner import AUTO, compute_reference, denoiser_run, solver_configs, solver_label, tune  # noqa: E402
+from fewstep.tuner_objective import SearchContext  # noqa: E402
 
 CHECKPOINTS = (10, 30, 100)
 BUDGETS = (5, 6, 8)
@@ -107,7 +118,8 @@ def candidates_to(history, target: float) -> int | None:
     return next((count for count, value in history if value <= target), None)
 
 
-def measure(quality, names, solvers, budgets, probes: int, fd_samples: int, shape, log=print, model_seed: int = 0):
+def measure(quality, names, solvers, budgets, probes: int, fd_samples: int, shape, log=print, model_seed: int = 0,
+            ceiling: bool = True):
     table = standard_sigma_table()
     rows = []
     for name, (description, model) in analytic_models(quality, model_seed).items():
@@ -123,34 +135,57 @@ def measure(quality, names, solvers, budgets, probes: int, fd_samples: int, shap
 
         reference = compute_reference(counted, table)  # once per model: every solver and NFE reuses it
         frechet = FrechetProbe(quality, model, table, fd_samples, shape, {}) if fd_samples else None
+        old_runs: dict[tuple[str, int], dict] = {}
+
+        def search(method: str, solver: str, budget: int, cap: int) -> dict:
+            """One search as the row reports it: the old one as it was (the early stop only), the new one as the
+            node runs it (the end chosen); its objective at the checkpoints and (with FD) the schedules' FD."""
+            options = dict(end="index") if method == "pattern" else {}
+            began = time.monotonic()
+            result = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=cap, method=method,
+                          reference=reference, **options)
+            seconds = time.monotonic() - began
+            points = {c: best_after(result.history, c) for c in CHECKPOINTS}
+            fd = {}
+            if frechet is not None:
+                for c in CHECKPOINTS:
+                    if c >= result.candidates:
+                        fd[c] = None
+                        continue
+                    capped = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=c,
+                                  method=method, reference=reference, **options)
+                    assert capped.objective == points[c], "the search is not deterministic"
+                    fd[c] = frechet(capped.sigmas, params_solver(capped.params))
+                fd["end"] = frechet(result.sigmas, params_solver(result.params))
+                fd["start"] = frechet(start_sigmas(budget, table), result_start_solver(solver, budget))
+            return dict(result=result, points=points, fd=fd, seconds=seconds)
+
+        def old(solver: str, budget: int) -> dict:
+            if (solver, budget) not in old_runs:
+                old_runs[solver, budget] = search("pattern", solver, budget, OLD_CAP)
+            return old_runs[solver, budget]
+
         for solver in solvers:
             for budget in budgets:
                 row = {"model": name, "solver": solver, "nfe": budget}
-                for method, cap in (("pattern", OLD_CAP), ("gauss_newton", NEW_CAP)):
-                    began = time.monotonic()
-                    result = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=cap,
-                                  method=method, reference=reference)
-                    seconds = time.monotonic() - began
-                    points = {c: best_after(result.history, c) for c in CHECKPOINTS}
-                    fd = {}
-                    if frechet is not None:
-                        for c in CHECKPOINTS:
-                            if c >= result.candidates:
-                                fd[c] = None
-                                continue
-                            capped = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=c,
-                                          method=method, reference=reference)
-                            assert capped.objective == points[c], "the search is not deterministic"
-                            fd[c] = frechet(capped.sigmas, solver)
-                        fd["end"] = frechet(result.sigmas, solver)
-                        fd["start"] = frechet(start_sigmas(budget, table), solver)
-                    row[method] = dict(result=result, points=points, fd=fd, seconds=seconds)
-                old, new = row["pattern"]["result"], row["gauss_newton"]["result"]
-                assert old.start_objective == new.start_objective
-                target = old.start_objective - SHARE * (old.start_objective - old.objective)
+                row["gauss_newton"] = search("gauss_newton", solver, budget, NEW_CAP)
+                new = row["gauss_newton"]["result"]
+                if solver == AUTO:  # the best converged old search over the named solvers, from the recipe's start
+                    best = min((old(s, budget) for s in SCHEDULE_SOLVERS), key=lambda e: e["result"].objective)
+                    row["pattern"] = dict(best, points={c: None for c in CHECKPOINTS}, fd={}, to90=None)
+                    row["old_solver"] = best["result"].params.solver
+                    if ceiling:
+                        row["ceiling"] = ceiling_search(counted, table, budget, reference)
+                else:
+                    row["pattern"] = dict(old(solver, budget))
+                    assert row["pattern"]["result"].start_objective == new.start_objective
+                row["start"] = new.start_objective
+                row["old_objective"] = row["pattern"]["result"].objective
+                target = row["start"] - SHARE * (row["start"] - row["old_objective"])
                 row["target"] = target
                 for method in ("pattern", "gauss_newton"):
-                    row[method]["to90"] = candidates_to(row[method]["result"].history, target)
+                    if solver != AUTO or method == "gauss_newton":
+                        row[method]["to90"] = candidates_to(row[method]["result"].history, target)
                 rows.append(row)
                 log(line(row))
         log(f"{name}: one reference (40 evaluations) for {len(solvers) * len(budgets)} tunings; "
@@ -158,17 +193,49 @@ def measure(quality, names, solvers, budgets, probes: int, fd_samples: int, shap
     return rows
 
 
+def ceiling_search(run, table, budget: int, reference) -> dict:
+    """The Gauss-Newton search run to convergence (at most NEW_CAP candidates) from the recipe for every solver
+    option ``auto`` screens and both ends, each on its own: (best objective, its params text, the objective per
+    option)."""
+    values = {}
+    best = None
+    for solver, variant, order in solver_configs(AUTO, budget):
+        for end in ENDS:
+            start = replace(ScheduleParams.from_recipe(recipe_for_step_count(budget)), solver=solver,
+                            variant=variant or ("bh1" if solver.startswith("unipc") else None), order=order, end=end)
+            context = SearchContext(run, table, budget, reference, math.inf, NEW_CAP, None, None, time.monotonic,
+                                    time.monotonic())
+            gauss_newton_search(context, rounded(start), True)
+            value, params, _ = context.best_of()
+            values[solver_label(params) + f" end={end}"] = value
+            if best is None or value < best[0]:
+                best = (value, format_params(params))
+    return dict(objective=best[0], text=best[1], values=values)
+
+
+def result_start_solver(solver: str, budget: int) -> str:
+    """The solver the start of a row runs with: the named one, or with ``auto`` the recipe's."""
+    return recipe_for_step_count(budget).solver if solver == AUTO else solver
+
+
 def start_sigmas(budget: int, table) -> torch.Tensor:
     """The recipe both searches start from (``tune``'s default start)."""
-    from fewstep.params import ScheduleParams
-    from fewstep.recipes import recipe_for_step_count
-
     return ScheduleParams.from_recipe(recipe_for_step_count(budget)).sigmas(table)
 
 
-def share(row, method: str, value: float) -> float:
-    old = row["pattern"]["result"]
-    return (old.start_objective - value) / (old.start_objective - old.objective)
+def share(row, value: float | None, gain_of: float | None = None) -> float | None:
+    """The part of the old search's converged improvement (or of ``start - gain_of``) that ``value`` removes."""
+    if value is None:
+        return None
+    low = row["old_objective"] if gain_of is None else gain_of
+    return (row["start"] - value) / (row["start"] - low)
+
+
+def chosen(result) -> str:
+    """The solver options and end a result chose, short."""
+    params = result.params
+    return " ".join(v for v in (params.solver, params.variant, params.order and f"order {params.order}",
+                                "end=0" if params.end_zero else "early stop") if v)
 
 
 def line(row) -> str:
@@ -176,15 +243,24 @@ def line(row) -> str:
     for method, label in (("pattern", "old"), ("gauss_newton", "new")):
         entry = row[method]
         result = entry["result"]
-        shares = " ".join(f"{share(row, method, entry['points'][c]):.2f}" for c in CHECKPOINTS)
-        parts.append(f"{label}: share@10/30/100 {shares} end {share(row, method, result.objective):.3f} "
+        shares = " ".join(fmt(share(row, entry["points"][c]), 2) for c in CHECKPOINTS)
+        parts.append(f"{label}: share@10/30/100 {shares} end {share(row, result.objective):.3f} "
                      f"({result.candidates} cand, {entry['seconds']:.1f} s) to90 {entry['to90']}")
+    new = row["gauss_newton"]
+    parts.append(f"chose {chosen(new['result'])}; best early stop {new['result'].ends['index']:.4f}, "
+                 f"end=0 {new['result'].ends['0']:.4f}")
+    if "ceiling" in row:
+        ceiling = row["ceiling"]["objective"]
+        parts.append(f"ceiling {ceiling:.4f}: new share of it @30 {share(row, new['points'][30], ceiling):.3f} "
+                     f"@100 {share(row, new['points'][100], ceiling):.3f}")
     return " | ".join(parts)
 
 
 def command_options(args) -> str:
     """The options that change what the report measures, as typed."""
     options = [] if args.model_seed == 0 else [f"--model-seed {args.model_seed}"]
+    if args.no_ceiling:
+        options.append("--no-ceiling")
     if args.fd_samples != 1024:
         options.append(f"--fd-samples {args.fd_samples}")
     return "".join(" " + option for option in options)
@@ -205,33 +281,70 @@ def markdown(rows, args, elapsed: float) -> str:
            + ", "
            f"{args.probes} probes of shape "
            f"{tuple(args.shape)}, FD on {args.fd_samples} samples; {elapsed:.0f} s in all). "
-           "Old: `tune(..., method=\"pattern\")`, the compass search of versions up to 0.5, unchanged (now in "
-           "`fewstep/search_compass.py`). New: `method=\"gauss_newton\"`, the default. Same start (the paper's "
-           "recipe for N), same probes, same reference (computed once per model, reused for every solver and NFE), "
-           "same objective (distance of x_N to the 40-step reference at sigma 0, mean per-probe RMS).", "",
+           "Old: `tune(..., method=\"pattern\", end=\"index\")`, the compass search of versions up to 0.5, unchanged "
+           "(now in `fewstep/search_compass.py`), on the paper's early stop only. New: the default, as the node runs "
+           "it: the end chosen (the early stop or the last step to 0, both screened on the start, the better "
+           "searched) and, in the `auto` rows, the solver too (10 solver options at NFE 5 and 6, 6 at NFE 8, screened "
+           "on the start within the same candidates). Same probes, same reference (computed once per model, reused "
+           "for every solver and NFE), same objective (distance of x_N, the output Few-Step KSampler returns, to the "
+           "40-step reference at sigma 0, mean per-probe RMS).", "",
            "A *candidate* is one schedule run on the probes (N model evaluations per probe; x2 with CFG on a "
-           "real model). *Share* = the part of the old search's converged improvement (start objective minus "
-           "converged objective) a search has removed; *to 90 %*: the candidate at which it first reaches 0.9. "
+           "real model). *Start*: the recipe with the row's solver (`auto`: the recipe's own solver) and the early "
+           "stop. *Share* = the part of the old search's converged improvement (start objective minus "
+           "converged objective; `auto`: the best converged old row of the four named solvers, its solver in "
+           "brackets) a search has removed; *to 90 %*: the candidate at which it first reaches 0.9 "
+           "(above 1: the new search found more, e.g. by ending at 0). "
            "*end* / *converged*: old: its step-size criterion; new: the Gauss-Newton search converged (no "
            "step on a fresh Jacobian lowers the objective by a relative 1e-4) and the compass polish after it "
            "converged too, or the script's cap of 1000 candidates (the node stops at 100).", "",
            "## Candidates to 90 % of the old converged improvement", "",
            "| model | solver | NFE | start | old converged (cand.) | new converged (cand.) | old to 90 % | "
-           "new to 90 % | new share at 30 |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "new to 90 % | new share at 30 | new chose | best early stop / end=0 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         old, new = row["pattern"], row["gauss_newton"]
-        out.append(f"| {row['model']} | {row['solver']} | {row['nfe']} | {fmt(old['result'].start_objective)} | "
-                   f"{fmt(old['result'].objective)} ({old['result'].candidates}) | "
+        old_label = f" [{row['old_solver']}]" if row["solver"] == AUTO else ""
+        out.append(f"| {row['model']} | {row['solver']} | {row['nfe']} | {fmt(row['start'])} | "
+                   f"{fmt(old['result'].objective)} ({old['result'].candidates}){old_label} | "
                    f"{fmt(new['result'].objective)} ({new['result'].candidates}) | {old['to90'] or '–'} | "
-                   f"{new['to90'] or '–'} | {share(row, 'gauss_newton', new['points'][30]):.3f} |")
-    worst = min(share(row, "gauss_newton", row["gauss_newton"]["points"][30]) for row in rows)
+                   f"{new['to90'] or '–'} | {share(row, new['points'][30]):.3f} | {chosen(new['result'])} | "
+                   f"{fmt(new['result'].ends['index'])} / {fmt(new['result'].ends['0'])} |")
+    worst = min(share(row, row["gauss_newton"]["points"][30]) for row in rows)
     within = sum(1 for row in rows if (row["gauss_newton"]["to90"] or 10 ** 9) <= 30)
     out += ["", f"New search within 30 candidates: {within} of {len(rows)} rows reach 90 %; the lowest share "
-            f"at 30 candidates is {worst:.3f}.", "",
-            "## Objective and FD after 10, 30 and 100 candidates and at convergence", "",
+            f"at 30 candidates is {worst:.3f}."]
+    for solver in sorted({row["solver"] for row in rows}):
+        kept = [row for row in rows if row["solver"] == solver]
+        hits = sum(1 for row in kept if (row["gauss_newton"]["to90"] or 10 ** 9) <= 30)
+        ends = sum(1 for row in kept if row["gauss_newton"]["result"].params.end_zero)
+        out.append(f"- {solver}: {hits} of {len(kept)} within 30; the end at 0 chosen in {ends} of {len(kept)}.")
+    ceilings = [row for row in rows if "ceiling" in row]
+    if ceilings:
+        out += ["", "## solver auto against the ceiling of its own space", "",
+                "Ceiling: the Gauss-Newton search run to convergence (at most 1000 candidates) from the recipe for "
+                "each of the solver options `auto` screens and each end, the best of them (20 searches at NFE 5 "
+                "and 6, 12 at NFE 8). Share of the ceiling's improvement from the start that `auto` has removed "
+                "after 30 and 100 candidates (the node's cap), and the candidates it takes to 90 % of it.", "",
+                "| model | NFE | start | ceiling (its choice) | auto @30 | auto @100 | share @30 | share @100 | "
+                "to 90 % of the ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in ceilings:
+            ceiling = row["ceiling"]
+            new = row["gauss_newton"]
+            target = row["start"] - SHARE * (row["start"] - ceiling["objective"])
+            to90 = candidates_to(new["result"].history, target)
+            choice = ceiling["text"].split(" solver=")[1] if " solver=" in ceiling["text"] else ""
+            out.append(f"| {row['model']} | {row['nfe']} | {fmt(row['start'])} | {fmt(ceiling['objective'])} "
+                       f"(solver={choice}) | {fmt(new['points'][30])} | {fmt(new['points'][100])} | "
+                       f"{share(row, new['points'][30], ceiling['objective']):.3f} | "
+                       f"{share(row, new['points'][100], ceiling['objective']):.3f} | {to90 or '–'} |")
+        hits = {c: sum(1 for row in ceilings if share(row, row["gauss_newton"]["points"][c],
+                                                       row["ceiling"]["objective"]) >= SHARE) for c in (30, 100)}
+        out += ["", f"`auto` reaches 90 % of the ceiling's improvement within 30 candidates in {hits[30]} of "
+                f"{len(ceilings)} rows, within 100 in {hits[100]}."]
+    out += ["", "## Objective and FD after 10, 30 and 100 candidates and at convergence", "",
             "Objective: mean per-probe RMS to the reference at sigma 0. FD: Frechet distance of the schedule's "
-            "samples to the exact model (start: the recipe). – : the search had converged before.", "",
+            "samples to the exact model (start: the recipe). – : the search had converged before (or, for the "
+            "old search of an `auto` row, not reported: it is the best of four searches).", "",
             "| model | solver | NFE | search | obj@10 | obj@30 | obj@100 | obj end | FD start | FD@10 | FD@30 | "
             "FD@100 | FD end | seconds |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -254,7 +367,7 @@ def display(path: Path) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None, help="model names (default: all)")
-    parser.add_argument("--solvers", nargs="*", default=list(SCHEDULE_SOLVERS))
+    parser.add_argument("--solvers", nargs="*", default=[AUTO, *SCHEDULE_SOLVERS])
     parser.add_argument("--nfe", nargs="*", type=int, default=list(BUDGETS))
     parser.add_argument("--probes", type=int, default=64)
     parser.add_argument("--shape", nargs=3, type=int, default=(4, 8, 8))
@@ -266,12 +379,13 @@ def main(argv=None) -> None:
     parser.add_argument("--model-seed", type=int, default=0,
                         help="draw the analytic models with this seed (default 0, the quality benchmark's; "
                              "another seed writes docs/tuner_search_seed<N>.md)")
+    parser.add_argument("--no-ceiling", action="store_true", help="auto rows without the ceiling searches")
     parser.add_argument("--no-docs", action="store_true", help="print only, do not write docs/tuner_search.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     began = time.monotonic()
     rows = measure(load_quality(args.quality), args.models, args.solvers, args.nfe, args.probes, args.fd_samples,
-                   tuple(args.shape), model_seed=args.model_seed)
+                   tuple(args.shape), model_seed=args.model_seed, ceiling=not args.no_ceiling)
     text = markdown(rows, args, time.monotonic() - began)
     print(text)
     if not args.no_docs:
