@@ -128,11 +128,14 @@ class Config:
     trained_seeds: int = 2
     trained_samples: int = 256
     trained_reference_steps: int = 100  # DPM++2M Karras to 0; checked against twice as many on seed 0
-    trained_screen: int = 64
-    trained_keep: int = 12
-    trained_tune_probes: int = 32
-    trained_tune_solvers: tuple[str, ...] = ("auto", "dpmpp_2m", "unipc")
+    trained_screen: int = 32
+    trained_keep: int = 8
+    trained_trend_core: int = 3
+    trained_tune_probes: int = 16
+    trained_tune_solvers: tuple[str, ...] = ("auto",)
     speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
+    speedup_pairs: int = 3  # core pairs searched beside DPM++2M Karras at step counts outside the budgets
+    trained_speedup_pairs: int = 1
 
 
 TUNE_SEED = 7000  # probe noises for tuning; the evaluation uses seeds 1000 + i

@@ -51,6 +51,16 @@ class Row:
         value = Row.stats(self.fd)[0]
         return value if math.isfinite(value) else math.inf
 
+    def mean(self, metric: str) -> float:
+        """The mean over seeds of a metric of METRICS (inf when not finite)."""
+        value = Row.stats(self.fd if metric == "FD" else self.rms_zero)[0]
+        return value if math.isfinite(value) else math.inf
+
+
+# The distances the speed-up is measured in: FD (the ranking's) and RMS at 0 to the same-noise reference, which
+# keeps falling as a sampler converges where FD meets its finite-sample floor.
+METRICS = ("RMS at 0", "FD")
+
 
 PREVIEW = 8
 
@@ -61,8 +71,10 @@ class SpeedUp:
     count) needs to reach the best Few-Step row's FD."""
 
     budget: int
-    target: float  # the best Few-Step row's mean FD
+    metric: str  # of METRICS
+    target: float  # the best Few-Step row's mean distance in that metric
     row: str  # its name
+    converged: float  # DPM++2M Karras's distance at the most steps searched (the target may lie below it)
     dpmpp: tuple[int | None, float | None]  # (first integer M, interpolated M)
     core: tuple[int | None, float | None]
 
@@ -90,7 +102,7 @@ class Results:
     screened: dict[int, int] = field(default_factory=dict)  # trained: budget -> core pairs screened
     ceilings: list = field(default_factory=list)  # quality_ceiling.Ceiling per ceiling budget
     sweep: dict[int, Row] = field(default_factory=dict)  # DPM++2M Karras by step count
-    envelope: dict[int, tuple[float, str]] = field(default_factory=dict)  # best core FD and pair by step count
+    envelope: dict[tuple[str, int], tuple[float, str]] = field(default_factory=dict)  # (metric, steps) -> best core
     speedups: list[SpeedUp] = field(default_factory=list)
     reference_preview: torch.Tensor | None = None  # trained: the reference's first PREVIEW samples
 
@@ -107,9 +119,10 @@ class Results:
         """The rows that compete at no budget (a recipe whose NFE is not one of the budgets)."""
         return [r for r in self.rows if r.method.budget is None and r.method.family != "baseline"]
 
-    def best_fewstep(self, budget: int) -> Row | None:
-        """The best Few-Step row (recipe or tuned; not the ceiling) at ``budget``."""
-        return next((r for r in self.table(budget) if r.method.pack), None)
+    def best_fewstep(self, budget: int, metric: str = "FD") -> Row | None:
+        """The best Few-Step row (recipe or tuned; not the ceiling) at ``budget`` in ``metric``."""
+        rows = [r for r in self.table(budget) if r.method.pack]
+        return min(rows, key=lambda r: r.mean(metric)) if rows else None
 
 
 @dataclass
@@ -149,7 +162,7 @@ def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Su
     models = []
     for name in config.models:
         model_began = time.perf_counter()
-        target = None
+        target, model_config = None, config
         if name in MODELS:
             mixture = MODELS[name][1](config.mixture_seed)
             model_sampling, description = comfy.model_sampling, MODELS[name][0]
@@ -171,8 +184,10 @@ def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Su
             tuned_rows, tunings, found = harness.tuned_methods(
                 replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
                 config.trained_tune_probes, ceilings)
+            model_config = replace(config, trend_core=config.trained_trend_core,
+                                   speedup_pairs=config.trained_speedup_pairs)
             scorer = TrainedScorer(target, harness, config)
-        results = Results(config, comfy.label, [], skipped, unfit, getattr(scorer, "floor", None), math.nan, 0.0,
+        results = Results(model_config, comfy.label, [], skipped, unfit, getattr(scorer, "floor", None), math.nan, 0.0,
                           machine, tunings, name, description, target is not None, scorer.seeds, scorer.samples,
                           ceilings=found)
         score_model(results, scorer, harness, methods + tuned_rows)
@@ -207,47 +222,54 @@ def score_model(results: Results, scorer, harness: Harness, methods: list[Method
         results.shift = scorer.shift(ranked_rows)
         results.reference_preview = scorer.preview_reference
     if config.speedup:
-        speedups(results, scorer, harness, pairs[:3])
+        speedups(results, scorer, harness, pairs[:config.speedup_pairs])
 
 
 def speedups(results: Results, scorer, harness: Harness, pairs: list[tuple[str, str]]) -> None:
-    """For each budget, the DPM++2M Karras steps (and the steps of the best core pair at each step count) at which
-    the best Few-Step row's FD is first reached (``quality_yardsticks.speedup_steps``)."""
-    sweep_curve: dict[int, float] = {}
-    core_curve: dict[int, float] = {}
-    extra: dict[tuple[str, str, int], Row] = {}
+    """For each budget and metric, the DPM++2M Karras steps (and the steps of the best core pair at each step count)
+    at which the best Few-Step row's distance is first reached (``quality_yardsticks.speedup_steps``)."""
+    extra: dict[tuple[str, str, int], Row | None] = {}
 
-    def dpmpp(m: int) -> float:
+    def dpmpp(m: int) -> Row:
         if m not in results.sweep:
             sigmas = harness.ksampler_sigmas("dpmpp_2m", "karras", m)
             make = partial(harness.comfy.samplers.sampler_object, "dpmpp_2m")
             method = Method(f"dpmpp_2m / karras, {m} steps", "sweep", "dpmpp_2m", "karras", m, sigmas, make,
                             end_sigma("dpmpp_2m", sigmas), None, nfe=m)
             results.sweep[m] = scorer.score(method)
-        return results.sweep[m].mean_fd
+        return results.sweep[m]
 
-    def best_core(m: int) -> float:
-        candidates = [(dpmpp(m), f"dpmpp_2m / karras, {m} steps")]
+    def core_rows(m: int) -> list[Row]:
+        rows = [dpmpp(m)]
         if m in results.config.budgets:
-            candidates += [(r.mean_fd, r.method.name) for r in results.table(m)
-                           if not r.method.pack and r.method.family != "ceiling"]
+            rows += [r for r in results.table(m) if not r.method.pack and r.method.family != "ceiling"]
         for sampler, scheduler in pairs:
             key = (sampler, scheduler, m)
             if key not in extra:
                 method = harness.core_method(sampler, _scheduler_name(harness, scheduler), m)
                 extra[key] = scorer.score(method) if not isinstance(method, str) else None
             if extra[key] is not None:
-                candidates.append((extra[key].mean_fd, f"{sampler} / {scheduler}, {extra[key].method.steps} steps"))
-        results.envelope[m] = min(candidates)
-        return results.envelope[m][0]
+                rows.append(extra[key])
+        return rows
 
-    for budget in results.config.budgets:
-        best = results.best_fewstep(budget)
-        if best is None or not math.isfinite(best.mean_fd):
-            continue
-        results.speedups.append(SpeedUp(budget, best.mean_fd, best.method.name,
-                                        speedup_steps(dpmpp, best.mean_fd, curve=sweep_curve),
-                                        speedup_steps(best_core, best.mean_fd, curve=core_curve)))
+    for metric in METRICS:
+        sweep_curve: dict[int, float] = {}
+        core_curve: dict[int, float] = {}
+
+        def best_core(m: int, metric=metric) -> float:
+            row = min(core_rows(m), key=lambda r: r.mean(metric))
+            results.envelope[(metric, m)] = (row.mean(metric), row.method.name)
+            return row.mean(metric)
+
+        for budget in results.config.budgets:
+            best = results.best_fewstep(budget, metric)
+            if best is None or not math.isfinite(best.mean(metric)):
+                continue
+            target = best.mean(metric)
+            found = speedup_steps(lambda m, metric=metric: dpmpp(m).mean(metric), target, curve=sweep_curve)
+            core = speedup_steps(best_core, target, curve=core_curve)
+            results.speedups.append(SpeedUp(budget, metric, target, best.method.name,
+                                            dpmpp(max(sweep_curve)).mean(metric), found, core))
 
 
 def _scheduler_name(harness: Harness, shown: str) -> str:
