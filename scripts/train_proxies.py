@@ -33,7 +33,7 @@ from proxies.models import ARCHITECTURE, MANIFEST, PROXIES, ProxySpec  # noqa: E
 from proxies.network import CONTEXT_DIM, NULL_CLASS, ProxyUNet, sd15_sigmas  # noqa: E402
 
 SEED = 20261205
-STEPS = 4800
+STEPS = 2000
 BATCH = 128
 LEARNING_RATE = 2e-3
 WARMUP = 100
@@ -124,6 +124,7 @@ def train(spec: ProxySpec, steps: int = STEPS, log_every: int = 100) -> dict:
         "seed": SEED, "steps": steps, "batch": BATCH, "learning_rate": LEARNING_RATE, "warmup": WARMUP,
         "schedule": "linear warm-up then cosine to 0", "ema_decay": EMA_DECAY, "optimiser": "AdamW",
         "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # other processes on the cores slow it down
         "final_loss": round(sum(losses[-tail:]) / tail, 5), "final_loss_steps": tail,
         "loss_curve_every": log_every, "loss_curve": curve, "torch": torch.__version__,
     }
