@@ -18,7 +18,9 @@ search removes at convergence. The old search is the tuner's own ``method="patte
 versions up to 0.5, unchanged); the searches are deterministic, so the schedule held after c
 candidates is the result of the same search capped at c.
 
-    python benchmarks/tuner_search.py                 # all models, writes docs/tuner_search.md
+    python benchmarks/tuner_search.py                 # all models (analytic and trained), writes docs/tuner_search.md
+    python benchmarks/tuner_search.py --no-trained    # the analytic models only (no ComfyUI needed)
+    python benchmarks/tuner_search.py --no-analytic --no-ceiling   # the trained ones: docs/tuner_search_trained.md
     python benchmarks/tuner_search.py --models anisotropic --solvers dpmpp_2m --no-docs
     python benchmarks/tuner_search.py --probes 64 --fd-samples 1024
     python benchmarks/tuner_search.py --model-seed 1 --fd-samples 0   # held-out models: docs/tuner_search_seed1.md
@@ -58,6 +60,7 @@ OLD_CAP = 20000  # candidates: far above what the compass search needs to conver
 NEW_CAP = 1000
 PROBE_SEED = 7000  # as the quality benchmark's tuning probes
 FD_SEED = 1000
+TRAINED_PROBES = 16  # a trained proxy costs far more per candidate than an analytic model
 
 
 def load_quality(path: Path = REPO / "benchmarks" / "quality_models.py"):
@@ -127,69 +130,100 @@ def measure(quality, names, solvers, budgets, probes: int, fd_samples: int, shap
             continue
         x = noise(probes, PROBE_SEED, shape, float(table[-1]))
         run = denoiser_run(exact_denoiser(model), x, table)
-        calls = [0]
-
-        def counted(sigmas, solver, run=run):
-            calls[0] += len(sigmas) - 1
-            return run(sigmas, solver)
-
-        reference = compute_reference(counted, table)  # once per model: every solver and NFE reuses it
         frechet = FrechetProbe(quality, model, table, fd_samples, shape, {}) if fd_samples else None
-        old_runs: dict[tuple[str, int], dict] = {}
+        rows += measure_model(name, run, table, solvers, budgets, frechet, ceiling, log)
+    return rows
 
-        def search(method: str, solver: str, budget: int, cap: int) -> dict:
-            """One search as the row reports it: the old one as it was (the early stop only), the new one as the
-            node runs it (the end chosen); its objective at the checkpoints and (with FD) the schedules' FD."""
-            options = dict(end="index") if method == "pattern" else {}
-            began = time.monotonic()
-            result = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=cap, method=method,
-                          reference=reference, **options)
-            seconds = time.monotonic() - began
-            points = {c: best_after(result.history, c) for c in CHECKPOINTS}
-            fd = {}
-            if frechet is not None:
-                for c in CHECKPOINTS:
-                    if c >= result.candidates:
-                        fd[c] = None
-                        continue
-                    capped = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=c,
-                                  method=method, reference=reference, **options)
-                    assert capped.objective == points[c], "the search is not deterministic"
-                    fd[c] = frechet(capped.sigmas, params_solver(capped.params))
-                fd["end"] = frechet(result.sigmas, params_solver(result.params))
-                fd["start"] = frechet(start_sigmas(budget, table), result_start_solver(solver, budget))
-            return dict(result=result, points=points, fd=fd, seconds=seconds)
 
-        def old(solver: str, budget: int) -> dict:
-            if (solver, budget) not in old_runs:
-                old_runs[solver, budget] = search("pattern", solver, budget, OLD_CAP)
-            return old_runs[solver, budget]
+def measure_trained(names, solvers, budgets, probes: int, log=print, ceiling: bool = True):
+    """The same rows on the trained proxies (``benchmarks/proxies``, each at every guidance scale it lists), each
+    sampled inside one ComfyUI sample_custom call as the tuner node samples (``TrainedTarget.with_denoiser``: conds,
+    CFG and noise scaling by ComfyUI), on the model's own sigma table; no FD (these have no exact moments)."""
+    from quality_methods import load_comfyui
+    from quality_trained import TrainedTarget, trained_models
 
-        for solver in solvers:
-            for budget in budgets:
-                row = {"model": name, "solver": solver, "nfe": budget}
-                row["gauss_newton"] = search("gauss_newton", solver, budget, NEW_CAP)
-                new = row["gauss_newton"]["result"]
-                if solver == AUTO:  # the best converged old search over the named solvers, from the recipe's start
-                    best = min((old(s, budget) for s in SCHEDULE_SOLVERS), key=lambda e: e["result"].objective)
-                    row["pattern"] = dict(best, points={c: None for c in CHECKPOINTS}, fd={}, to90=None)
-                    row["old_solver"] = best["result"].params.solver
-                    if ceiling:
-                        row["ceiling"] = ceiling_search(counted, table, budget, reference)
-                else:
-                    row["pattern"] = dict(old(solver, budget))
-                    assert row["pattern"]["result"].start_objective == new.start_objective
-                row["start"] = new.start_objective
-                row["old_objective"] = row["pattern"]["result"].objective
-                target = row["start"] - SHARE * (row["start"] - row["old_objective"])
-                row["target"] = target
-                for method in ("pattern", "gauss_newton"):
-                    if solver != AUTO or method == "gauss_newton":
-                        row[method]["to90"] = candidates_to(row[method]["result"].history, target)
-                rows.append(row)
-                log(line(row))
-        log(f"{name}: one reference (40 evaluations) for {len(solvers) * len(budgets)} tunings; "
-            f"{calls[0]} model evaluations in all")
+    comfy = load_comfyui()
+    rows = []
+    for name, model in trained_models().items():
+        if names and name not in names:
+            continue
+        target = TrainedTarget(comfy, model)
+        table = target.ms.sigmas.double().cpu()
+        x = torch.randn((probes, *target.latent_shape), generator=torch.Generator().manual_seed(PROBE_SEED))
+
+        def work(denoiser, x_start, name=name, table=table):
+            return measure_model(name, denoiser_run(denoiser, x_start, table), table, solvers, budgets, None, ceiling,
+                                 log)
+
+        rows += target.with_denoiser(x, work)
+    return rows
+
+
+def measure_model(name, run, table, solvers, budgets, frechet, ceiling: bool, log=print) -> list[dict]:
+    """The rows of one model: every solver and budget, the old and the new search from the same reference."""
+    rows = []
+    calls = [0]
+
+    def counted(sigmas, solver, run=run):
+        calls[0] += len(sigmas) - 1
+        return run(sigmas, solver)
+
+    reference = compute_reference(counted, table)  # once per model: every solver and NFE reuses it
+    old_runs: dict[tuple[str, int], dict] = {}
+
+    def search(method: str, solver: str, budget: int, cap: int) -> dict:
+        """One search as the row reports it: the old one as it was (the early stop only), the new one as the
+        node runs it (the end chosen); its objective at the checkpoints and (with FD) the schedules' FD."""
+        options = dict(end="index") if method == "pattern" else {}
+        began = time.monotonic()
+        result = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=cap, method=method,
+                      reference=reference, **options)
+        seconds = time.monotonic() - began
+        points = {c: best_after(result.history, c) for c in CHECKPOINTS}
+        fd = {}
+        if frechet is not None:
+            for c in CHECKPOINTS:
+                if c >= result.candidates:
+                    fd[c] = None
+                    continue
+                capped = tune(counted, table, budget, solver, time_budget=math.inf, max_candidates=c,
+                              method=method, reference=reference, **options)
+                assert capped.objective == points[c], "the search is not deterministic"
+                fd[c] = frechet(capped.sigmas, params_solver(capped.params))
+            fd["end"] = frechet(result.sigmas, params_solver(result.params))
+            fd["start"] = frechet(start_sigmas(budget, table), result_start_solver(solver, budget))
+        return dict(result=result, points=points, fd=fd, seconds=seconds)
+
+    def old(solver: str, budget: int) -> dict:
+        if (solver, budget) not in old_runs:
+            old_runs[solver, budget] = search("pattern", solver, budget, OLD_CAP)
+        return old_runs[solver, budget]
+
+    for solver in solvers:
+        for budget in budgets:
+            row = {"model": name, "solver": solver, "nfe": budget}
+            row["gauss_newton"] = search("gauss_newton", solver, budget, NEW_CAP)
+            new = row["gauss_newton"]["result"]
+            if solver == AUTO:  # the best converged old search over the named solvers, from the recipe's start
+                best = min((old(s, budget) for s in SCHEDULE_SOLVERS), key=lambda e: e["result"].objective)
+                row["pattern"] = dict(best, points={c: None for c in CHECKPOINTS}, fd={}, to90=None)
+                row["old_solver"] = best["result"].params.solver
+                if ceiling:
+                    row["ceiling"] = ceiling_search(counted, table, budget, reference)
+            else:
+                row["pattern"] = dict(old(solver, budget))
+                assert row["pattern"]["result"].start_objective == new.start_objective
+            row["start"] = new.start_objective
+            row["old_objective"] = row["pattern"]["result"].objective
+            target = row["start"] - SHARE * (row["start"] - row["old_objective"])
+            row["target"] = target
+            for method in ("pattern", "gauss_newton"):
+                if solver != AUTO or method == "gauss_newton":
+                    row[method]["to90"] = candidates_to(row[method]["result"].history, target)
+            rows.append(row)
+            log(line(row))
+    log(f"{name}: one reference (40 evaluations) for {len(solvers) * len(budgets)} tunings; "
+        f"{calls[0]} model evaluations in all")
     return rows
 
 
@@ -263,6 +297,12 @@ def command_options(args) -> str:
         options.append("--no-ceiling")
     if args.fd_samples != 1024:
         options.append(f"--fd-samples {args.fd_samples}")
+    if args.no_analytic:
+        options.append("--no-analytic")
+    if args.no_trained:
+        options.append("--no-trained")
+    elif args.trained_probes != TRAINED_PROBES:
+        options.append(f"--trained-probes {args.trained_probes}")
     return "".join(" " + option for option in options)
 
 
@@ -280,7 +320,12 @@ def markdown(rows, args, elapsed: float) -> str:
               " (held out: not the quality benchmark's seed 0, on which the search's constants were chosen)")
            + ", "
            f"{args.probes} probes of shape "
-           f"{tuple(args.shape)}, FD on {args.fd_samples} samples; {elapsed:.0f} s in all). "
+           f"{tuple(args.shape)}, FD on {args.fd_samples} samples"
+           + ("" if args.no_trained or args.model_seed else
+              f"; the trained proxies of `benchmarks/proxies` (their own sigma tables, each at every guidance scale "
+              f"it lists, sampled through ComfyUI's sample_custom as the tuner node samples, {args.trained_probes} "
+              "probes, no FD: no exact moments)")
+           + f"; {elapsed:.0f} s in all). "
            "Old: `tune(..., method=\"pattern\", end=\"index\")`, the compass search of versions up to 0.5, unchanged "
            "(now in `fewstep/search_compass.py`), on the paper's early stop only. New: the default, as the node runs "
            "it: the end chosen (the early stop or the last step to 0, both screened on the start, the better "
@@ -380,16 +425,29 @@ def main(argv=None) -> None:
                         help="draw the analytic models with this seed (default 0, the quality benchmark's; "
                              "another seed writes docs/tuner_search_seed<N>.md)")
     parser.add_argument("--no-ceiling", action="store_true", help="auto rows without the ceiling searches")
+    parser.add_argument("--no-trained", action="store_true",
+                        help="the analytic models only (no ComfyUI needed), not the trained proxies")
+    parser.add_argument("--no-analytic", action="store_true",
+                        help="the trained proxies only; writes docs/tuner_search_trained.md")
+    parser.add_argument("--trained-probes", type=int, default=TRAINED_PROBES,
+                        help=f"probe noises on the trained proxies (default {TRAINED_PROBES}, as the quality "
+                             "benchmark tunes them)")
     parser.add_argument("--no-docs", action="store_true", help="print only, do not write docs/tuner_search.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     began = time.monotonic()
-    rows = measure(load_quality(args.quality), args.models, args.solvers, args.nfe, args.probes, args.fd_samples,
-                   tuple(args.shape), model_seed=args.model_seed, ceiling=not args.no_ceiling)
+    if args.no_analytic and (args.no_trained or args.model_seed):
+        parser.error("--no-analytic leaves nothing to measure with --no-trained or --model-seed")
+    rows = [] if args.no_analytic else measure(load_quality(args.quality), args.models, args.solvers, args.nfe,
+                                               args.probes, args.fd_samples, tuple(args.shape),
+                                               model_seed=args.model_seed, ceiling=not args.no_ceiling)
+    if not args.no_trained and args.model_seed == 0:
+        rows += measure_trained(args.models, args.solvers, args.nfe, args.trained_probes, ceiling=not args.no_ceiling)
     text = markdown(rows, args, time.monotonic() - began)
     print(text)
     if not args.no_docs:
-        name = "tuner_search.md" if args.model_seed == 0 else f"tuner_search_seed{args.model_seed}.md"
+        name = ("tuner_search_trained.md" if args.no_analytic else
+                "tuner_search.md" if args.model_seed == 0 else f"tuner_search_seed{args.model_seed}.md")
         (REPO / "docs" / name).write_text(text)
 
 
