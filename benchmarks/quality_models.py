@@ -261,11 +261,17 @@ def frechet_distance(samples: torch.Tensor, mean: torch.Tensor, covariance_sqrt:
                      covariance_trace: float) -> float:
     """||m_s - m||^2 + tr(S + C - 2 (C^1/2 S C^1/2)^1/2) for samples (n, D) against exact (m, C)."""
     samples = samples.reshape(samples.shape[0], -1).to(torch.float64)
+    if not torch.isfinite(samples).all():
+        return math.inf  # a sampler that diverged (nan / inf samples) is as far as it gets, not an eigh failure
     sample_mean = samples.mean(0)
     centred = samples - sample_mean
     sample_cov = centred.T @ centred / (samples.shape[0] - 1)
     product = covariance_sqrt @ sample_cov @ covariance_sqrt
-    cross = torch.linalg.eigvalsh((product + product.T) / 2).clamp_min(0).sqrt().sum()
+    symmetric = (product + product.T) / 2
+    try:
+        cross = torch.linalg.eigvalsh(symmetric).clamp_min(0).sqrt().sum()
+    except torch.linalg.LinAlgError:  # ill-conditioned: singular values of a symmetric PSD matrix are its eigenvalues
+        cross = torch.linalg.svdvals(symmetric).sqrt().sum()
     return float(((sample_mean - mean) ** 2).sum() + sample_cov.trace() + covariance_trace - 2.0 * cross)
 
 
