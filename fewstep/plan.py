@@ -18,6 +18,7 @@ import torch
 
 from . import recipes
 from .freeu import VERSIONS
+from .noise_forms import NOISE_FORM_EPS, NOISE_FORMS
 from .params import ParamsError, ScheduleParams, parse_params
 from .recipes import CUSTOM, RECIPE_CHOICES, RECIPES, FreeUSetting, Recipe, recipe_for_step_count
 from .schedule import STANDARD_TABLE, fewstep_timesteps, schedule_problem
@@ -45,7 +46,8 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Solver:
     """A solver and its options: DPM++ (``dpmpp_1s``, ``dpmpp_2m``) or UniPC (``unipc``) with order, variant,
-    analytical first step and prediction; ``finish`` says what is returned at the last sigma."""
+    analytical first step and prediction; ``finish`` says what is returned at the last sigma; ``noise_form``
+    is the model's (``eps``: x = x0 + sigma eps; ``const``: x = (1 - sigma) x0 + sigma eps, flow matching)."""
 
     name: str = SOLVERS[0]
     finish: str = FINISH_LAST_SIGMA
@@ -53,6 +55,7 @@ class Solver:
     variant: str = VARIANTS[0]
     afs: bool = False
     prediction: str = PREDICTIONS[0]
+    noise_form: str = NOISE_FORM_EPS
 
     @property
     def unipc(self) -> bool:
@@ -71,16 +74,17 @@ class Solver:
         return "Few-Step UniPC Sampler (on KSampler: fewstep_unipc)"
 
 
-def solver_named(name: str, finish: str = FINISH_LAST_SIGMA, variant: str | None = None, order: str | None = None
-                 ) -> Solver:
+def solver_named(name: str, finish: str = FINISH_LAST_SIGMA, variant: str | None = None, order: str | None = None,
+                 noise_form: str = NOISE_FORM_EPS) -> Solver:
     """The solver a recipe, a params text or the tuner names (one of SCHEDULE_SOLVERS), as the recipes run it:
-    UniPC in the noise form, bh1, order auto (or the ``variant`` / ``order`` a params text gives), with the
-    analytical first step for ``unipc_afs``."""
+    UniPC with the noise prediction, bh1, order auto (or the ``variant`` / ``order`` a params text gives), with
+    the analytical first step for ``unipc_afs``; stepping in the model's ``noise_form``."""
     if name not in SCHEDULE_SOLVERS:
         raise PlanError(f"solver = {name!r} is not one of {list(SCHEDULE_SOLVERS)}", "solver")
     if name in SOLVERS:
-        return dpmpp_solver(name, finish)
-    return unipc_solver(order or "auto", variant or VARIANTS[0], name == "unipc_afs", finish, PREDICTIONS[0])
+        return dpmpp_solver(name, finish, noise_form)
+    return unipc_solver(order or "auto", variant or VARIANTS[0], name == "unipc_afs", finish, PREDICTIONS[0],
+                        noise_form)
 
 
 def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> Solver:
@@ -90,19 +94,22 @@ def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> 
                         schedule.order)
 
 
-def dpmpp_solver(solver: str, finish: str) -> Solver:
-    """Few-Step DPM++ Sampler's inputs as a Solver."""
+def dpmpp_solver(solver: str, finish: str, noise_form: str = NOISE_FORM_EPS) -> Solver:
+    """Few-Step DPM++ Sampler's inputs (and the model's noise form) as a Solver."""
     _choose("solver", solver, SOLVERS)
     _choose("finish", finish, FINISHES)
-    return Solver(solver, finish)
+    _choose("noise_form", noise_form, NOISE_FORMS)
+    return Solver(solver, finish, noise_form=noise_form)
 
 
-def unipc_solver(order: str, variant: str, afs: bool, finish: str, prediction: str = PREDICTIONS[0]) -> Solver:
-    """Few-Step UniPC Sampler's inputs as a Solver."""
+def unipc_solver(order: str, variant: str, afs: bool, finish: str, prediction: str = PREDICTIONS[0],
+                 noise_form: str = NOISE_FORM_EPS) -> Solver:
+    """Few-Step UniPC Sampler's inputs (and the model's noise form) as a Solver."""
     for name, value, allowed in (("order", order, ORDERS), ("variant", variant, VARIANTS), ("finish", finish, FINISHES),
-                                 ("prediction", prediction, PREDICTIONS), ("afs", afs, (True, False))):
+                                 ("prediction", prediction, PREDICTIONS), ("afs", afs, (True, False)),
+                                 ("noise_form", noise_form, NOISE_FORMS)):
         _choose(name, value, allowed)
-    return Solver("unipc", finish, order, variant, bool(afs), prediction)
+    return Solver("unipc", finish, order, variant, bool(afs), prediction, noise_form)
 
 
 def _choose(name: str, value, allowed) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .noise_forms import NOISE_FORM_EPS
 from .plan import Solver, solver_named
 from .solver_names import FINISH_LAST_SIGMA
 from .solvers import sample_fewstep
@@ -17,18 +18,21 @@ from .unipc import sample_unipc
 def sample(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
            disable: bool | None = None, solver: Solver = Solver(), sigma_table: torch.Tensor | None = None
            ) -> torch.Tensor:
-    """Run ``solver`` over ``sigmas``. ``sigma_table``, the model's sigma at each training timestep, places the
-    AFS midpoint of UniPC with ``afs`` (default: the standard SD1.x / SDXL table)."""
+    """Run ``solver`` over ``sigmas``, stepping in its ``noise_form``. ``sigma_table``, the model's sigma at each
+    training timestep, places the AFS midpoint of UniPC with ``afs`` (default: the standard SD1.x / SDXL table in
+    the eps form, the unshifted flow time t = sigma in the const form)."""
     if not solver.unipc:
         return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver.name,
-                              finish=solver.finish)
-    table = {} if sigma_table is None else {"sigma_table": sigma_table}
+                              finish=solver.finish, noise_form=solver.noise_form)
     return sample_unipc(model, x, sigmas, extra_args, callback, disable, order=solver.order, variant=solver.variant,
-                        afs=solver.afs, finish=solver.finish, prediction=solver.prediction, **table)
+                        afs=solver.afs, finish=solver.finish, prediction=solver.prediction, sigma_table=sigma_table,
+                        noise_form=solver.noise_form)
 
 
 def sample_solver(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
                   disable: bool | None = None, solver: str = "dpmpp_1s", finish: str = FINISH_LAST_SIGMA,
-                  sigma_table: torch.Tensor | None = None) -> torch.Tensor:
-    """``sample`` with the solver by the name a recipe, a params text or the tuner gives it (SCHEDULE_SOLVERS)."""
-    return sample(model, x, sigmas, extra_args, callback, disable, solver_named(solver, finish), sigma_table)
+                  sigma_table: torch.Tensor | None = None, noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
+    """``sample`` with the solver by the name a recipe, a params text or the tuner gives it (SCHEDULE_SOLVERS),
+    stepping in ``noise_form`` (``eps`` or ``const``)."""
+    return sample(model, x, sigmas, extra_args, callback, disable, solver_named(solver, finish, noise_form=noise_form),
+                  sigma_table)

@@ -1,7 +1,8 @@
 """DPM++1S and DPM++2M on a schedule that may end above zero (RECIPES.md, "The solvers").
 
 ``sample_fewstep`` has the k-diffusion sampler signature, so ComfyUI's KSAMPLER can drive it:
-``model(x, sigma * s_in, **extra_args)`` returns the data prediction D (guidance applied).
+``model(x, sigma * s_in, **extra_args)`` returns the data prediction D (guidance applied). ``noise_form`` says
+how the model mixes noise in (``noise_forms.py``): the steps are taken in that form's half-log-SNR lambda.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import torch
 from tqdm.auto import trange
 
+from .noise_forms import NOISE_FORM_EPS, half_log_snr, noise_form_problem, signal_scale
 from .schedule import schedule_problem
 from .solver_names import FINISH_DENOISED, FINISH_LAST_SIGMA, FINISHES, SCHEDULE_SOLVERS, SOLVERS, UNIPC_SOLVERS
 
@@ -19,33 +21,41 @@ __all__ = ["FINISHES", "FINISH_DENOISED", "FINISH_LAST_SIGMA", "SCHEDULE_SOLVERS
 
 
 def dpmpp_1s_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-    """x' = (s'/s) x + (1 - s'/s) D: the first-order step (Euler in sigma, DDIM)."""
+    """x' = (s'/s) x + (1 - s'/s) D: the first-order step (Euler in sigma, DDIM), in both noise forms
+    (alpha' (1 - e^-h) = 1 - s'/s in each; exact from sigma = 1 in the const form, where x is the noise)."""
     ratio = sigma_next / sigma
     return ratio * x + (1.0 - ratio) * denoised
 
 
 def dpmpp_2m_step(x: torch.Tensor, denoised: torch.Tensor, previous_denoised: torch.Tensor | None,
-                  sigma_previous: float | None, sigma: float, sigma_next: float) -> torch.Tensor:
-    """One DPM++2M step in lambda = -log(sigma); first order without a previous D or at sigma' = 0."""
+                  sigma_previous: float | None, sigma: float, sigma_next: float,
+                  noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
+    """One DPM++2M step in the half-log-SNR lambda of ``noise_form``: x' = (s'/s) x - alpha' expm1(-h) D_d.
+
+    First order without a previous D, at sigma' = 0 (returns D), and after a previous sigma of 1 in the const
+    form (lambda = -inf there: a D infinitely far back in lambda gives no slope, r = inf and D_d = D).
+    """
     if sigma_next == 0.0:
         return denoised
-    h = math.log(sigma) - math.log(sigma_next)
-    if previous_denoised is None:
+    lam, lam_next = half_log_snr(sigma, noise_form), half_log_snr(sigma_next, noise_form)
+    h = lam_next - lam  # inf from sigma = 1 in the const form: expm1(-h) = -1, the exact step from pure noise
+    if previous_denoised is None or half_log_snr(sigma_previous, noise_form) == -math.inf:
         blended = denoised
     else:
-        r = (math.log(sigma_previous) - math.log(sigma)) / h
+        r = (lam - half_log_snr(sigma_previous, noise_form)) / h
         blended = (1.0 + 1.0 / (2.0 * r)) * denoised - (1.0 / (2.0 * r)) * previous_denoised
-    return (sigma_next / sigma) * x - math.expm1(-h) * blended
+    return (sigma_next / sigma) * x - (signal_scale(sigma_next, noise_form) * math.expm1(-h)) * blended
 
 
 def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
                    callback=None, disable: bool | None = None, solver: str = "dpmpp_1s",
-                   finish: str = FINISH_LAST_SIGMA) -> torch.Tensor:
+                   finish: str = FINISH_LAST_SIGMA, noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
     """Run ``solver`` over ``sigmas``: len(sigmas) - 1 model evaluations, plus one if finish="denoised".
 
     With finish="last_sigma" the latent at the last sigma is returned, as the paper decodes it.
     With finish="denoised" and a last sigma above zero, one more evaluation returns D(x, sigma_N).
-    ``sigmas`` must descend strictly (see ``schedule.schedule_problem``; a last 0 is allowed), else ValueError.
+    ``sigmas`` must descend strictly (see ``schedule.schedule_problem``; a last 0 is allowed), else ValueError;
+    ``noise_form`` is ``eps`` (x = x0 + sigma eps) or ``const`` (x = (1 - sigma) x0 + sigma eps, sigmas <= 1).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver = {solver!r} is not one of {SOLVERS}")
@@ -54,9 +64,12 @@ def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dic
     problem = schedule_problem(sigmas, final_zero=True)
     if problem:
         raise ValueError(f"sigmas: {problem}")
+    values = sigmas.tolist()
+    problem = noise_form_problem(noise_form, values)
+    if problem:
+        raise ValueError(problem)
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones([x.shape[0]])
-    values = sigmas.tolist()
     previous_denoised = None
     steps = len(values) - 1
     for i in trange(steps, disable=disable):
@@ -68,7 +81,7 @@ def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dic
             x = dpmpp_1s_step(x, denoised, sigma, sigma_next)
         else:
             sigma_previous = values[i - 1] if i > 0 else None
-            x = dpmpp_2m_step(x, denoised, previous_denoised, sigma_previous, sigma, sigma_next)
+            x = dpmpp_2m_step(x, denoised, previous_denoised, sigma_previous, sigma, sigma_next, noise_form)
         previous_denoised = denoised
     if finish == FINISH_DENOISED and values[-1] > 0.0:
         denoised = model(x, sigmas[-1] * s_in, **extra_args)

@@ -1,11 +1,13 @@
 """UniPC on a few-step schedule, with the analytical first step (RECIPES.md, "F-scheduler").
 
-All in ComfyUI's variables: x = x0 + sigma * eps, the model returns the data prediction D (guidance
-applied), eps = (x - D) / sigma, lambda = -log(sigma), and a step from sigma to sigma' has
-h = log(sigma / sigma'). In these variables the VP update of the UniPC paper reads
+All in ComfyUI's variables: x = alpha x0 + sigma * eps with alpha = 1 (noise_form "eps": EPS, V, EDM) or
+alpha = 1 - sigma (noise_form "const": flow matching; docs/noise_forms.md), the model returns the data
+prediction D (guidance applied), eps = (x - alpha D) / sigma, lambda = log(alpha / sigma), and a step from
+sigma to sigma' has h = lambda' - lambda (= log(sigma / sigma') in the eps form). In these variables the VP
+update of the UniPC paper reads
 
-    noise form (the reference):  x' = x - sigma' * [expm1(h) e0 + B(h) * sum_k rho_k D1_k]
-    data form (ComfyUI's uni_pc): x' = (sigma'/sigma) x - [expm1(-h) d0 + B(-h) * sum_k rho_k D1_k]
+    noise prediction (the reference): x' = (alpha'/alpha) x - sigma' * [expm1(h) e0 + B(h) * sum_k rho_k D1_k]
+    data prediction (ComfyUI's uni_pc): x' = (sigma'/sigma) x - alpha' * [expm1(-h) d0 + B(-h) * sum_k rho_k D1_k]
 
 with e0 / d0 the model output (eps or D) at sigma, D1_k = (m_k - m0) / r_k the scaled differences to
 the earlier outputs m_k at lambda_k, r_k = (lambda_k - lambda0) / h, and B(h) = h ("bh1") or
@@ -17,12 +19,19 @@ history fills up and on the final steps), as the reference and ComfyUI's uni_pc 
 
 A schedule of N+1 sigmas costs N model evaluations: at sigma_0, then at each predicted point
 sigma_1 .. sigma_{N-1}; the last step reuses the last one. A step to sigma' = 0 is first order
-(the limit of both forms): x - sigma * e0, or d0.
+(the limit of both predictions): (x - sigma * e0) / alpha, or d0.
+
+In the const form a schedule may start at sigma = 1 (alpha = 0, lambda = -inf, h infinite): the step from
+there is the exact first-order step x' = sigma' x + (1 - sigma') D from the data prediction D at sigma = 1
+(also with the noise prediction, which is x itself there and carries nothing of the model), without the
+corrector (B(h) = h is infinite); later steps leave that output out of their differences (infinitely far
+back in lambda, it gives no slope), so the step after it is one order lower.
 
 Analytical first step (``afs``): the output at sigma_0 is not evaluated but estimated as
-eps = x / sqrt(1 + sigma_0^2) (the noise of a pure-noise start latent), and a sigma is inserted at
-the midpoint IN TIMESTEP SPACE of the first two on the model's own noise schedule: N+2 sigmas, N+1
-steps, still N evaluations (the first at the inserted sigma, then at sigma_1 .. sigma_{N-1}).
+eps = x / sqrt(alpha_0^2 + sigma_0^2) (the noise of a pure-noise start latent; D = (x - sigma_0 eps) / alpha_0,
+0 at sigma_0 = 1 in the const form), and a sigma is inserted at the midpoint IN TIMESTEP SPACE of the first
+two on the model's own noise schedule: N+2 sigmas, N+1 steps, still N evaluations (the first at the
+inserted sigma, then at sigma_1 .. sigma_{N-1}).
 Step numbering seen by model patches (Timed FreeU) is that of the N+1 input sigmas: the k-th
 model evaluation is step k, with or without AFS.
 """
@@ -34,6 +43,7 @@ import math
 import torch
 from tqdm.auto import trange
 
+from .noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS, half_log_snr, noise_form_problem, signal_scale
 from .schedule import STANDARD_TABLE, continuous_timestep, schedule_problem, sigma_at_timestep
 from .solver_names import FINISH_DENOISED, FINISH_LAST_SIGMA, FINISHES
 
@@ -62,20 +72,53 @@ def step_orders(order: int, steps: int) -> list[int]:
     return [min(order, i, steps + 1 - i) for i in range(1, steps + 1)]
 
 
-def afs_midpoint(sigma_0: float, sigma_1: float, sigma_table: torch.Tensor = STANDARD_TABLE) -> float:
+def afs_midpoint(sigma_0: float, sigma_1: float, sigma_table: torch.Tensor | None = STANDARD_TABLE,
+                 noise_form: str = NOISE_FORM_EPS) -> float:
     """The sigma AFS inserts: at the midpoint in timestep space of ``sigma_0`` and ``sigma_1`` on
-    ``sigma_table`` (the model's sigma at each training timestep; the reference's interpolation)."""
+    ``sigma_table`` (the model's sigma at each training timestep; the reference's interpolation).
+
+    In the const form the timestep is read back linearly in log-sigma (alphas_cumprod is a VP notion), and
+    without a table the midpoint is in the unshifted flow time t = sigma: (sigma_0 + sigma_1) / 2.
+    """
+    if noise_form == NOISE_FORM_CONST:
+        if sigma_table is None:
+            return (sigma_0 + sigma_1) / 2.0
+        t = continuous_timestep(torch.tensor([sigma_0, sigma_1], dtype=torch.float64), sigma_table)
+        return _sigma_at_timestep_log((float(t[0]) + float(t[1])) / 2.0, sigma_table)
+    sigma_table = STANDARD_TABLE if sigma_table is None else sigma_table
     t = continuous_timestep(torch.tensor([sigma_0, sigma_1], dtype=torch.float64), sigma_table)
     return float(sigma_at_timestep((t[0] + t[1]) / 2.0, sigma_table))
 
 
-def afs_schedule(sigmas: torch.Tensor, sigma_table: torch.Tensor = STANDARD_TABLE) -> torch.Tensor:
+def _sigma_at_timestep_log(timestep: float, sigma_table: torch.Tensor) -> float:
+    """Sigma of a fractional timestep, linear in log-sigma between table entries (continuous_timestep's inverse)."""
+    log_table = sigma_table.to(torch.float64).log()
+    t = min(max(timestep, 0.0), len(log_table) - 1.0)
+    low = min(int(math.floor(t)), len(log_table) - 2)
+    return math.exp(float(log_table[low] + (t - low) * (log_table[low + 1] - log_table[low])))
+
+
+def afs_schedule(sigmas: torch.Tensor, sigma_table: torch.Tensor | None = STANDARD_TABLE,
+                 noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
     """The N+2 sigmas AFS steps through: ``sigmas`` with ``afs_midpoint`` of the first two inserted."""
     if len(sigmas) < 2:
         raise ValueError("sigmas: the analytical first step needs at least 2 sigmas (one step)")
     values = sigmas.detach().to("cpu", torch.float64)
-    middle = afs_midpoint(float(values[0]), float(values[1]), sigma_table)
+    middle = afs_midpoint(float(values[0]), float(values[1]), sigma_table, noise_form)
     return torch.cat([values[:1], values.new_tensor([middle]), values[1:]]).to(sigmas.dtype).to(sigmas.device)
+
+
+def afs_estimate(x: torch.Tensor, sigma: float, noise_form: str = NOISE_FORM_EPS
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, D) the analytical first step puts in place of the model at ``sigma``: eps = x / sqrt(alpha^2 +
+    sigma^2), the start latent's noise at unit scale, and D = (x - sigma eps) / alpha, written in the const
+    form as x alpha / (n (n + sigma)), n = sqrt(alpha^2 + sigma^2): 0 (the prior mean) at sigma = 1."""
+    if noise_form == NOISE_FORM_EPS:
+        eps = x / math.sqrt(1.0 + sigma ** 2)
+        return eps, x - sigma * eps
+    alpha = signal_scale(sigma, noise_form)
+    norm = math.sqrt(alpha ** 2 + sigma ** 2)
+    return x / norm, x * (alpha / (norm * (norm + sigma)))
 
 
 def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
@@ -122,13 +165,16 @@ def _combine(terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor | float:
 def sample_unipc(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
                  disable: bool | None = None, order: str | int = "auto", variant: str = "bh1", afs: bool = False,
                  finish: str = FINISH_LAST_SIGMA, prediction: str = "noise",
-                 sigma_table: torch.Tensor = STANDARD_TABLE, corrector: bool = True) -> torch.Tensor:
+                 sigma_table: torch.Tensor | None = None, corrector: bool = True,
+                 noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
     """UniPC over ``sigmas`` (k-diffusion sampler signature; ``model(x, sigma * s_in, **extra_args)`` = D).
 
     N+1 sigmas cost N model evaluations (with or without ``afs``; ``sigma_table`` places the AFS
-    midpoint), plus one with finish="denoised" and a last sigma above 0, which returns D there. With
-    finish="last_sigma" the latent at the last sigma is returned, as the paper decodes it.
+    midpoint, by default the standard SD1.x / SDXL table in the eps form, t = sigma in the const form), plus
+    one with finish="denoised" and a last sigma above 0, which returns D there. With finish="last_sigma"
+    the latent at the last sigma is returned, as the paper decodes it.
     ``corrector=False`` drops the corrector on every step (for tests: order 1 is then DPM++1S).
+    ``noise_form``: ``eps`` (x = x0 + sigma eps) or ``const`` (x = (1 - sigma) x0 + sigma eps, sigmas <= 1).
     ``callback`` gets one call per model evaluation, i = 0 .. N-1 (N with finish="denoised").
     """
     if variant not in VARIANTS:
@@ -140,15 +186,20 @@ def sample_unipc(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict 
     problem = schedule_problem(sigmas, final_zero=True)
     if problem:
         raise ValueError(f"sigmas: {problem}")
+    problem = noise_form_problem(noise_form, sigmas.detach().to("cpu", torch.float64).tolist())
+    if problem:
+        raise ValueError(problem)
     evaluations = len(sigmas) - 1
     max_order = resolve_order(order, evaluations)
     extra_args = {} if extra_args is None else extra_args
     s_in = x.new_ones([x.shape[0]])
-    path = afs_schedule(sigmas, sigma_table) if afs else sigmas
+    if sigma_table is None and noise_form == NOISE_FORM_EPS:
+        sigma_table = STANDARD_TABLE
+    path = afs_schedule(sigmas, sigma_table, noise_form) if afs else sigmas
     values = path.detach().to("cpu", torch.float64).tolist()
     steps = len(values) - 1
     orders = step_orders(max_order, steps)
-    noise_form = prediction == "noise"
+    noise_prediction = prediction == "noise"
     count = [0]
 
     def evaluate(x_at: torch.Tensor, i: int) -> torch.Tensor:
@@ -159,38 +210,46 @@ def sample_unipc(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict 
         return denoised
 
     def output(x_at: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
-        return (x_at - denoised) / sigma if noise_form else denoised
+        return (x_at - signal_scale(sigma, noise_form) * denoised) / sigma if noise_prediction else denoised
 
     if afs:
-        eps = x / math.sqrt(1.0 + values[0] ** 2)
-        history = [(values[0], eps if noise_form else x - values[0] * eps)]
+        eps, first_denoised = afs_estimate(x, values[0], noise_form)
+        history = [(values[0], eps if noise_prediction else first_denoised)]
     else:
-        history = [(values[0], output(x, evaluate(x, 0), values[0]))]
+        first_denoised = evaluate(x, 0)
+        history = [(values[0], output(x, first_denoised, values[0]))]
 
     for i in trange(steps, disable=disable):
         sigma, sigma_next = values[i], values[i + 1]
         step_order = orders[i]
         final = i == steps - 1
         m0 = history[-1][1]
-        if sigma_next == 0.0:  # the limit of the first-order step (only the last step can reach 0)
-            x = x - sigma * m0 if noise_form else m0
+        alpha, alpha_next = signal_scale(sigma, noise_form), signal_scale(sigma_next, noise_form)
+        lam, lam_next = half_log_snr(sigma, noise_form), half_log_snr(sigma_next, noise_form)
+        if lam == -math.inf:  # const form from sigma = 1 (only the first step): exact, first order, no corrector
+            x_next = sigma_next * x + alpha_next * first_denoised
+        elif sigma_next == 0.0:  # the limit of the first-order step (only the last step can reach 0)
+            x = (x - sigma * m0) / alpha if noise_prediction else m0
             break
-        h = math.log(sigma) - math.log(sigma_next)
-        earlier = history[-step_order:-1][::-1]  # the step_order - 1 outputs before m0, newest first
-        ratios = [(math.log(sigma) - math.log(s_k)) / h for s_k, _ in earlier]
-        differences = [(m_k - m0) / r for (_, m_k), r in zip(earlier, ratios)]
-        phi, big_b, rho_p, rho_c = coefficients(h, ratios, step_order, variant, prediction)
-        if noise_form:
-            base = x - (sigma_next * phi) * m0
-            scale = -sigma_next * big_b
         else:
-            base = (sigma_next / sigma) * x - phi * m0
-            scale = -big_b
-        x_next = base + scale * _combine(list(zip(rho_p, differences)))
+            h = lam_next - lam
+            # the step_order - 1 outputs before m0, newest first; one at lambda = -inf gives no slope
+            earlier = [(s_k, m_k) for s_k, m_k in history[-step_order:-1][::-1]
+                       if half_log_snr(s_k, noise_form) != -math.inf]
+            ratios = [(half_log_snr(s_k, noise_form) - lam) / h for s_k, _ in earlier]
+            differences = [(m_k - m0) / r for (_, m_k), r in zip(earlier, ratios)]
+            phi, big_b, rho_p, rho_c = coefficients(h, ratios, len(earlier) + 1, variant, prediction)
+            if noise_prediction:
+                base = (alpha_next / alpha) * x - (sigma_next * phi) * m0
+                scale = -sigma_next * big_b
+            else:
+                base = (sigma_next / sigma) * x - (alpha_next * phi) * m0
+                scale = -alpha_next * big_b
+            x_next = base + scale * _combine(list(zip(rho_p, differences)))
         if not final:
             denoised = evaluate(x_next, i + 1)
             m_next = output(x_next, denoised, sigma_next)
-            if corrector:
+            if corrector and lam != -math.inf:
                 x_next = base + scale * _combine([*zip(rho_c[:-1], differences), (rho_c[-1], m_next - m0)])
             history = [*history[-2:], (sigma_next, m_next)]
         x = x_next
