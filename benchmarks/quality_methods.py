@@ -118,8 +118,8 @@ class Config:
     # "auto": the tuner node's default (it chooses the solver and the end); two fixed solvers beside it
     tune_solvers: tuple[str, ...] = ("auto", "dpmpp_2m", "unipc")
     tune_probes: int = 128  # probe noises (seed TUNE_SEED + budget: disjoint from the evaluation seeds)
-    tune_seconds: float = 60.0  # time budget of each tuning run
-    tune_candidates: int | None = 100  # cap on schedules per tuning run, the tuner node's (None: until converged)
+    tune_seconds: float = 120.0  # time budget of each tuning run (the node's default)
+    tune_candidates: int | None = 300  # cap on schedules per tuning run, the tuner node's (None: until converged)
     ceiling_budgets: tuple[int, ...] = (5, 6, 8)
     ceiling_evaluations: int = 1000  # distinct schedules of the ceiling search (0: no ceiling rows)
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core

@@ -369,7 +369,7 @@ def markdown(rows, args, elapsed: float) -> str:
                 "Ceiling: the Gauss-Newton search run to convergence (at most 1000 candidates) from the recipe for "
                 "each of the solver options `auto` screens and each end, the best of them (20 searches at NFE 5 "
                 "and 6, 12 at NFE 8). Share of the ceiling's improvement from the start that `auto` has removed "
-                "after 30 and 100 candidates (the node's cap), and the candidates it takes to 90 % of it.", "",
+                "after 30 and 100 candidates (the node's cap is 300), and the candidates it takes to 90 % of it.", "",
                 "| model | NFE | start | ceiling (its choice) | auto @30 | auto @100 | share @30 | share @100 | "
                 "to 90 % of the ceiling |", "|---|---|---|---|---|---|---|---|---|"]
         for row in ceilings:

@@ -60,6 +60,9 @@ SOLVER_CHOICES = (AUTO, *SCHEDULE_SOLVERS)  # the tuner node's ``solver`` values
 END_CHOICES = (AUTO, *ENDS)
 UNIPC_ORDERS = ("auto", "2")
 WARM_UP = 15
+FIRST_SEARCH = 100  # candidates of the first search when the solver or the end is chosen (the race follows)
+RACE_SIZE = 3  # choices (solver option and end) searched in turn after the first search
+RACE_SHARE = 0.6  # the share of the candidates left that the race takes; the final search has the rest
 
 
 @dataclass
@@ -146,6 +149,17 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
     if method == "pattern":
         compass_search(context, base, free_positions)
     else:
+        cap = context.max_candidates
+        if (solver == AUTO or end == AUTO) and cap is not None and cap > FIRST_SEARCH:
+            # the screened choice first, as far as FIRST_SEARCH candidates; then every choice at the best schedule
+            # found, the best RACE_SIZE of them searched in turn; the final search from the best of all
+            context.max_candidates = FIRST_SEARCH
+            gauss_newton_search(context, base, free_positions)
+            context.max_candidates = cap
+            if context.stopped_by == "candidate limit":
+                context.stopped_by = "converged"
+            if not context.exhausted():
+                base = _race(context, solver, end, free_positions)
         gauss_newton_search(context, base, free_positions)
         if context.stopped_by == "converged":
             # no step of the local model pays any more: polish with the compass search's moves from the best
@@ -195,6 +209,34 @@ def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str)
                 "bh1" if name in UNIPC_SOLVERS else None), order=order)))
         base = context.best_of(lambda params: params.end == base.end)[1]  # only the start's schedule seen so far
     return base
+
+
+def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -> ScheduleParams:
+    """Every solver option and end that ``solver`` / ``end`` allow, at the best schedule so far; the RACE_SIZE best
+    of them each searched for an equal part of RACE_SHARE of the candidates left. Returns the best seen."""
+    best = context.best_of()[1]
+    configs = solver_configs(AUTO, best.steps) if solver == AUTO else [(best.solver, best.variant, best.order)]
+    ends = ENDS if end == AUTO else (best.end,)
+    choices = []
+    for name, variant, order in configs:
+        for which in ends:
+            if context.exhausted():
+                return context.best_of()[1]
+            params = rounded(replace(best, solver=name, variant=variant or ("bh1" if name in UNIPC_SOLVERS else None),
+                                     order=order, end=which))
+            choices.append((context.evaluate(params)[0], params))
+    leaders = [params for _, params in sorted(choices, key=lambda item: item[0])[:RACE_SIZE]]
+    cap = context.max_candidates
+    each = int(RACE_SHARE * (cap - len(context.seen)) / len(leaders))
+    for params in leaders:
+        if each < 1:
+            break
+        context.max_candidates = min(cap, len(context.seen) + each)
+        gauss_newton_search(context, params, free_positions)
+        if context.stopped_by == "candidate limit":
+            context.stopped_by = "converged"
+    context.max_candidates = cap
+    return context.best_of()[1]
 
 
 def _value(context: SearchContext, params: ScheduleParams) -> float:

@@ -50,11 +50,11 @@ CACHE_SIZE = 16
 REFERENCE_CACHE_SIZE = 8
 # The search stops at this many candidate schedules (or converged, or at the time budget, if sooner); the
 # progress bar runs to it. On the analytic models (docs/tuner_search.md) the search removes >= 90 % of what
-# the old compass search removed at convergence within 30 candidates in 36 of 36 cases (32, 27 and 34 of 36 on
-# held-out models, docs/tuner_search_seed1.md to seed3.md); what the compass polish adds after 100 is small, at N
-# evaluations per probe each.
-MAX_CANDIDATES = 100
-KEY_VERSION = 6  # bump when the search changes, so old results are not served (6: end and solver choice, vae)
+# the old compass search removed at convergence within 30 candidates in most cases; with the solver or the end
+# chosen, the first 100 go to the screened choice and the rest to the race of the best choices at the schedule
+# found (fewstep/tuner.py), which on the trained proxies is where `auto` gets close to a long generic search.
+MAX_CANDIDATES = 300
+KEY_VERSION = 7  # bump when the search changes, so old results are not served (6: end, solver, vae; 7: race)
 MEASURE_SIZE = 64  # with a vae: decoded images area-averaged to at most this many pixels a side
 
 

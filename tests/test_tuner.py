@@ -618,7 +618,10 @@ def test_tuner_node_auto_solver_and_end_sample_what_was_tuned(comfy, tiny_model,
     assert result.candidates >= 12 and len(result.solvers) == 10  # the screen ran in full: 2 ends, 10 solvers
     assert all(math.isfinite(v) for v in result.ends.values()) and result.objective == min(result.ends.values())
     params = parse_params(text)
-    assert torch.equal(sigmas, make_plan("custom", params=text, sigma_table=TABLE).sigmas)
+    # on the model's own table, as Few-Step KSampler reads it (ComfyUI's float32 table is 5e-7 off TABLE)
+    api = comfy.pack.nodes.comfy_api
+    model_table = api.discrete_sigma_table(api.model_sampling_of(tiny_model))
+    assert torch.equal(sigmas, make_plan("custom", params=text, sigma_table=model_table).sigmas)
     assert (params.end == "0") == (float(sigmas[-1]) == 0.0)
     reference = tuning.REFERENCES.get(*tuning.reference_key(tiny_model, conds[0], conds[1], 5.5, (4, 8, 8), 2, 7))
     sampled = ksampler_latent(comfy, tiny_model, conds, 7, 2, text)
