@@ -251,8 +251,8 @@ sampler for that solver. "FewStep ceiling (Powell)" is a long generic search in 
 (below); it is not a Few-Step row for the target (no user gets it without that search).
 
 Budgets 5, 6 and 8 are ranked against every deterministic core scheduler x sampler pair; 10 and 12 show
-the trend: the pack's rows, the tuned ones and the 5 best core pairs at 8 (every pair there would double
-the run time).
+the trend: the pack's rows, the tuned ones and the 5 best core pairs at 8 (3 on the trained models; every
+pair there would double the run time).
 
 Yardsticks.
 - Analytic models: FD, the Frechet distance of the samples to the exact model (mean and full 256 x 256
@@ -285,13 +285,13 @@ and reused by later runs (`--ceiling` runs them again). The tuner's share of the
 recipe is (recipe − tuned) / (recipe − ceiling) in that objective.
 
 Sample sizes, deliberately reduced to fit about 30 minutes per ComfyUI version on 2 shared cores: analytic
-models 3 seeds x 1024 samples, 128 probes and at most 60 s per tuning run; trained models 2 seeds x 256
-samples (a 256-sample batch of a trained network costs about a hundred times an analytic evaluation), their
-core pairs screened first on 64 other noises (the 12 with the lowest RMS to the reference per budget are
-ranked in full), 32 probes for tuning and the ceiling (the tuner node's default is 4). With 1024 samples in
-256 dimensions the analytic FD floor is higher (the exact-sample row) and the intervals wider; with 256
-samples the trained models' FD is a distance between two rank-deficient covariances: read it paired. Each
-section gives the run's total time, tuning included.
+models 3 seeds x 1024 samples, 128 probes per tuning run; trained models 2 seeds x 256 samples (a 256-sample
+batch of a trained network costs about a hundred times an analytic evaluation), their core pairs screened
+first on 32 other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3 at the
+trend budgets), 16 probes for tuning and the ceiling (the tuner node's default is 4). Every tuning run is the
+node's: at most 300 candidates and 120 s. With 1024 samples in 256 dimensions the analytic FD floor is higher
+(the exact-sample row) and the intervals wider; with 256 samples the trained models' FD is a distance between
+two rank-deficient covariances: read it paired. Each section gives the run's total time, tuning included.
 """
 
 
