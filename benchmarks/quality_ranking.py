@@ -433,10 +433,17 @@ def runner_up(table: list[Row]) -> str:
     return f"#2 {table[1].method.name} FD {fmt(table[1].fd)}, #2 − #1 paired {paired(table[1], table[0])}"
 
 
+def contest(results: Results, budget: int) -> list[Row]:
+    """The table the target is read on: every row but the ceiling's (a yardstick for the tuner, not a method a
+    user gets without that long search)."""
+    return [r for r in results.table(budget) if r.method.family != "ceiling"]
+
+
 def target(results: Results, budget: int) -> tuple[bool, str]:
-    """Whether a Few-Step method (recipe or tuned schedule) is first at ``budget``, and the line that says so:
-    with the paired interval to the runner-up, or the best Few-Step row's paired gap to the winner."""
-    table = results.table(budget)
+    """Whether a Few-Step method (recipe or tuned schedule) is first at ``budget`` among the pack's rows and the core
+    pairs, and the line that says so: with the paired interval to the runner-up, or the best Few-Step row's paired
+    gap to the winner."""
+    table = contest(results, budget)
     winner = table[0]
     if winner.method.pack:
         return True, f"#1 **{winner.method.name}** FD {fmt(winner.fd)}; {runner_up(table)}"
@@ -448,7 +455,7 @@ def target(results: Results, budget: int) -> tuple[bool, str]:
 def first_or_tied(results: Results, budget: int) -> str:
     """"first" when a Few-Step row (recipe or tuned) is #1 at ``budget``; "tied" when the best one's paired 95 %
     interval against #1 reaches 0; else "no"."""
-    table = results.table(budget)
+    table = contest(results, budget)
     if table[0].method.pack:
         return "first"
     best = results.best_fewstep(budget)

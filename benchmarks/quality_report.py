@@ -169,8 +169,9 @@ def markdown(suite: Suite) -> str:
            f"{c.seeds} seeds x {c.samples} samples per model, latents {LATENT_SHAPE}; models: "
            + ", ".join(r.model for r in suite.models) + ".", "",
            "Target: a Few-Step method (recipe or tuned schedule) first at every budget on every model, or second "
-           "within the paired 95 % interval of first (\"tied\"). FD is to the exact model on the analytic models "
-           "and to the network's own reference samples on the trained ones.", "",
+           "within the paired 95 % interval of first (\"tied\"), among the pack's rows and ComfyUI's core pairs (the "
+           "ceiling row, a yardstick for the tuner, is not a contender: ranks here leave it out). FD is to the exact "
+           "model on the analytic models and to the network's own reference samples on the trained ones.", "",
            "| model | NFE | Few-Step first? | first, or tied? | #1, and #2 with the paired difference #2 − #1 "
            "(or the best Few-Step row) |",
            "|---|---:|---|---|---|"]
