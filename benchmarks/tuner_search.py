@@ -297,6 +297,10 @@ def command_options(args) -> str:
         options.append("--no-ceiling")
     if args.fd_samples != 1024:
         options.append(f"--fd-samples {args.fd_samples}")
+    if args.models:
+        options.append("--models " + " ".join(args.models))
+    if args.solvers != [AUTO, *SCHEDULE_SOLVERS]:
+        options.append("--solvers " + " ".join(args.solvers))
     if args.no_analytic:
         options.append("--no-analytic")
     if args.no_trained:
