@@ -37,7 +37,7 @@ bench-speed: $(VENV)/.installed
 
 # The tuner's search, new against old (docs/tuner_search.md; 7-19 min on 2 shared cores, 2026-12-02). Not in `bench`.
 bench-tuner: $(VENV)/.installed
-	$(PY) benchmarks/tuner_search.py $(TUNER_ARGS)
+	$(PY) benchmarks/tuner_search.py --no-trained $(TUNER_ARGS)
 
 # Retrains the quality benchmark's proxy denoisers (benchmarks/proxies/README.md) from their fixed seed on CPU and
 # rewrites benchmarks/proxies/weights/ (safetensors + manifest.json with their SHA-256): a few minutes per proxy on 2 cores.
