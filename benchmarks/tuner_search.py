@@ -50,7 +50,15 @@ from fewstep.recipes import recipe_for_step_count  # noqa: E402
 from fewstep.schedule import standard_sigma_table  # noqa: E402
 from fewstep.search_gauss_newton import gauss_newton_search  # noqa: E402
 from fewstep.solvers import SCHEDULE_SOLVERS  # noqa: E402
-from fewstep.tuner import AUTO, compute_reference, denoiser_run, solver_configs, solver_label, tune  # noqa: E402
+from fewstep.tuner import (  # noqa: E402
+    AUTO,
+    compute_reference,
+    denoiser_run,
+    solver_configs,
+    solver_label,
+    tune,
+    with_solver,
+)
 from fewstep.tuner_objective import SearchContext  # noqa: E402
 
 CHECKPOINTS = (10, 30, 100)
@@ -235,8 +243,8 @@ def ceiling_search(run, table, budget: int, reference) -> dict:
     best = None
     for solver, variant, order in solver_configs(AUTO, budget):
         for end in ENDS:
-            start = replace(ScheduleParams.from_recipe(recipe_for_step_count(budget)), solver=solver,
-                            variant=variant or ("bh1" if solver.startswith("unipc") else None), order=order, end=end)
+            start = replace(with_solver(ScheduleParams.from_recipe(recipe_for_step_count(budget)), solver, variant,
+                                        order), end=end)
             context = SearchContext(run, table, budget, reference, math.inf, NEW_CAP, None, None, time.monotonic,
                                     time.monotonic())
             gauss_newton_search(context, rounded(start), True)

@@ -52,7 +52,8 @@ from .unipc import resolve_order
 
 # the tuner's face: nodes/tuning.py, benchmarks/ and tests/test_sampleable.py import these from here
 __all__ = ["AUTO", "END_CHOICES", "METHODS", "REFERENCE_STEPS", "Run", "SOLVER_CHOICES", "TuneResult",
-           "compute_reference", "denoiser_run", "solver_configs", "solver_label", "tune", "valid_schedule"]
+           "compute_reference", "denoiser_run", "solver_configs", "solver_label", "tune", "valid_schedule",
+           "with_solver"]
 
 METHODS = ("gauss_newton", "pattern")
 AUTO = "auto"  # solver: try the pack's solvers and their UniPC options; end: try both ends
@@ -95,6 +96,11 @@ def solver_configs(solver: str, steps: int) -> list[tuple[str, str | None, str |
     for name in UNIPC_SOLVERS:
         configs += [(name, variant, order) for variant in ("bh1", "bh2") for order in orders]
     return configs
+
+
+def with_solver(params: ScheduleParams, name: str, variant: str | None, order: str | None) -> ScheduleParams:
+    """``params`` with one of ``solver_configs``' options (a UniPC solver's variant unset: bh1, as it samples)."""
+    return replace(params, solver=name, variant=variant or ("bh1" if name in UNIPC_SOLVERS else None), order=order)
 
 
 def solver_label(params: ScheduleParams) -> str:
@@ -153,11 +159,7 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
         if (solver == AUTO or end == AUTO) and cap is not None and cap > FIRST_SEARCH:
             # the screened choice first, as far as FIRST_SEARCH candidates; then every choice at the best schedule
             # found, the best RACE_SIZE of them searched in turn; the final search from the best of all
-            context.max_candidates = FIRST_SEARCH
-            gauss_newton_search(context, base, free_positions)
-            context.max_candidates = cap
-            if context.stopped_by == "candidate limit":
-                context.stopped_by = "converged"
+            _search_until(context, base, free_positions, FIRST_SEARCH)
             if not context.exhausted():
                 base = _race(context, solver, end, free_positions)
         gauss_newton_search(context, base, free_positions)
@@ -205,8 +207,7 @@ def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str)
         for name, variant, order in solver_configs(solver, base.steps):
             if context.exhausted():
                 break
-            context.evaluate(rounded(replace(base, solver=name, variant=variant or (
-                "bh1" if name in UNIPC_SOLVERS else None), order=order)))
+            context.evaluate(rounded(with_solver(base, name, variant, order)))
         base = context.best_of(lambda params: params.end == base.end)[1]  # only the start's schedule seen so far
     return base
 
@@ -222,21 +223,26 @@ def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -
         for which in ends:
             if context.exhausted():
                 return context.best_of()[1]
-            params = rounded(replace(best, solver=name, variant=variant or ("bh1" if name in UNIPC_SOLVERS else None),
-                                     order=order, end=which))
+            params = rounded(replace(with_solver(best, name, variant, order), end=which))
             choices.append((context.evaluate(params)[0], params))
     leaders = [params for _, params in sorted(choices, key=lambda item: item[0])[:RACE_SIZE]]
-    cap = context.max_candidates
-    each = int(RACE_SHARE * (cap - len(context.seen)) / len(leaders))
+    each = int(RACE_SHARE * (context.max_candidates - len(context.seen)) / len(leaders))
     for params in leaders:
         if each < 1:
             break
-        context.max_candidates = min(cap, len(context.seen) + each)
-        gauss_newton_search(context, params, free_positions)
-        if context.stopped_by == "candidate limit":
-            context.stopped_by = "converged"
-    context.max_candidates = cap
+        _search_until(context, params, free_positions, len(context.seen) + each)
     return context.best_of()[1]
+
+
+def _search_until(context: SearchContext, base: ScheduleParams, free_positions: bool, limit: int) -> None:
+    """The Gauss-Newton search from ``base`` held to ``limit`` candidates in all (the context's own cap and time
+    budget still apply); reaching ``limit`` does not end the tuning, so the context may search on afterwards."""
+    cap = context.max_candidates
+    context.max_candidates = min(cap, limit)
+    gauss_newton_search(context, base, free_positions)
+    context.max_candidates = cap
+    if context.stopped_by == "candidate limit":
+        context.stopped_by = "converged"  # exhausted() looks again against the context's own cap
 
 
 def _value(context: SearchContext, params: ScheduleParams) -> float:
