@@ -14,6 +14,8 @@ import comfy.samplers
 import comfy.utils
 import torch
 
+from ..fewstep.learned import Preconditioning, active
+from ..fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
 from ..fewstep.plan import PlanError, Solver, steps_plan
 from ..fewstep.sampling import sample
 from ..fewstep.schedule import TRAINING_TIMESTEPS, schedule_problem
@@ -39,7 +41,7 @@ def model_sampling_of(model) -> object:
 
 def discrete_sigma_table(model_sampling) -> torch.Tensor:
     """The model's sigma at each of the 1000 training timesteps (float64), or a clear error for models
-    the schedule does not fit.
+    that are not discrete SD-family ones (``model_sigma_table`` serves every kind the pack samples).
 
     A full table (eps, v-prediction, zero-terminal SNR) is the model's own ``sigmas``. A shorter one
     (``lcm`` sampling: 50 sigmas at t = 19, 39, ..., 999) is read through the model's own
@@ -50,16 +52,117 @@ def discrete_sigma_table(model_sampling) -> torch.Tensor:
     excluded = tuple(getattr(ms, name) for name in ("CONST", "EDM", "StableCascadeSampling",
                                                     "ModelSamplingDiscreteEDM") if hasattr(ms, name))
     if not isinstance(model_sampling, ms.ModelSamplingDiscrete) or isinstance(model_sampling, excluded):
-        kind = ", ".join(base.__name__ for base in type(model_sampling).__bases__) or type(model_sampling).__name__
         raise ValueError(
             "Few-Step schedules are built on the discrete 1000-step noise schedule of SD1.x / SD2.x / SDXL "
-            f"(eps or v-prediction) models; this model uses {kind} (flow-matching or continuous models "
-            "such as SD3, Flux or Stable Cascade are not supported).")
+            f"(eps or v-prediction) models; this model uses {_sampling_kind(model_sampling)} (flow-matching or "
+            "continuous models such as SD3, Flux or Stable Cascade are not supported).")
+    return _discrete_table(model_sampling)
+
+
+def _discrete_table(model_sampling) -> torch.Tensor:
+    """A discrete model's sigma at timesteps 0..999 (its own table, or its sigma(t) for a shorter one), float64."""
     sigmas = model_sampling.sigmas.detach()
     if len(sigmas) != TRAINING_TIMESTEPS:
         timesteps = torch.arange(TRAINING_TIMESTEPS, dtype=torch.float32, device=sigmas.device)
         sigmas = model_sampling.sigma(timesteps)
     return sigmas.to("cpu", torch.float64)
+
+
+def _sampling_kind(model_sampling) -> str:
+    """How messages name a model sampling: its classes (ComfyUI's ModelSamplingAdvanced(sigma object, kind))."""
+    return ", ".join(base.__name__ for base in type(model_sampling).__bases__) or type(model_sampling).__name__
+
+
+def noise_form_of(model_sampling) -> str:
+    """``eps`` or ``const`` (fewstep/noise_forms.py), read off what the model's own ``noise_scaling`` and
+    ``inverse_noise_scaling`` do; ValueError for any other way of mixing in noise.
+
+    eps: x = x0 + sigma eps, returned as is (EPS, V_PREDICTION, EDM, X0, LCM, COSMOS_RFLOW ...). const:
+    x = (1 - sigma) x0 + sigma eps, returned divided by 1 - sigma, on a CONST model (flow matching). Newer
+    ComfyUI's image-to-image flow kinds (IMG_TO_IMG_FLOW, IMG_TO_IMG_VELOCITY) subclass CONST but return the
+    latent unmixed: refused. Probing the two functions, not the class names, keeps this right for classes a
+    ComfyUI version or another pack adds.
+    """
+    const_class = getattr(comfy.model_sampling, "CONST", None)  # PINNED (March 2024) has no flow models
+    mixes = []
+    for value in (0.25, 0.5):
+        sigma = torch.tensor(value, dtype=torch.float64)
+        one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+        try:
+            noise_part = float(model_sampling.noise_scaling(sigma, one.clone(), zero.clone()))
+            latent_part = float(model_sampling.noise_scaling(sigma, zero.clone(), one.clone()))
+            inverse = float(model_sampling.inverse_noise_scaling(sigma, one.clone()))
+        except (AttributeError, RuntimeError, TypeError, ValueError):  # another shape of model sampling: refused below
+            mixes = None
+            break
+        mixes.append((value, noise_part, latent_part, inverse))
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+    if mixes:
+        if all(close(n, s) and close(lat, 1.0) and close(inv, 1.0) for s, n, lat, inv in mixes) and not (
+                const_class is not None and isinstance(model_sampling, const_class)):
+            return NOISE_FORM_EPS
+        scale = mixes[0][1] / mixes[0][0]  # newer CONST may scale the noise (noise_scale): still this form
+        if (const_class is not None and isinstance(model_sampling, const_class) and scale > 0.0
+                and all(close(n, scale * s) and close(lat, 1.0 - s) and close(inv, 1.0 / (1.0 - s))
+                        for s, n, lat, inv in mixes)):
+            return NOISE_FORM_CONST
+    raise ValueError(
+        f"Few-Step samples models whose latent is x0 + sigma * noise (SD1.x, SDXL, v-prediction, EDM) or "
+        f"(1 - sigma) * x0 + sigma * noise (flow matching: SD3, Flux, ...); this model uses "
+        f"{_sampling_kind(model_sampling)}, which mixes noise in another way (an image-to-image model, say). "
+        "Use ComfyUI's own samplers and schedulers for it.")
+
+
+def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
+    """(the model's sigma at each of the 1000 training timesteps, float64 ascending; its noise form).
+
+    Discrete SD-family models: their own table (``discrete_sigma_table``), ``eps``. Flow models (ModelSampling
+    DiscreteFlow, ModelSamplingFlux: ``const``) and continuous ones (ModelSamplingContinuousEDM / V: ``eps``):
+    entry i is the model's sigma at the unshifted time t = (i + 1) / 1000, ``percent_to_sigma(1 - t)``, i.e.
+    through the model's own sigma(t) with its shift, so a shift node (ModelSamplingSD3 / AuraFlow / Flux) moves
+    the schedule as it moves core schedulers; the last entry is sigma(1) = sigma_max (1 for flow).
+    docs/noise_forms.md, "The schedule on each model's time axis". ValueError naming the kind for the rest.
+    """
+    ms = comfy.model_sampling
+    noise_form = noise_form_of(model_sampling)
+    unsupported = tuple(getattr(ms, name) for name in ("StableCascadeSampling", "ModelSamplingDiscreteEDM")
+                        if hasattr(ms, name))
+    if isinstance(model_sampling, unsupported) or not hasattr(model_sampling, "percent_to_sigma"):
+        raise ValueError(
+            f"Few-Step has no schedule for this model's sampling ({_sampling_kind(model_sampling)}: Stable Cascade's "
+            "sigma table is flat at both ends, where its alphas_cumprod is clamped). It serves SD1.x / SD2.x / SDXL, "
+            "flow models (SD3, Flux, AuraFlow, ...) and continuous EDM / v models; use ComfyUI's own schedulers "
+            "(karras, simple) for this one.")
+    if isinstance(model_sampling, ms.ModelSamplingDiscrete):
+        table = _discrete_table(model_sampling)
+    else:
+        # percent 0 (t = 1) is sigma_max: continuous models answer it with a sentinel (999999999.9), not their sigma
+        times = [(i + 1) / TRAINING_TIMESTEPS for i in range(TRAINING_TIMESTEPS - 1)]
+        table = torch.tensor([*(float(model_sampling.percent_to_sigma(1.0 - t)) for t in times),
+                              float(model_sampling.sigma_max)], dtype=torch.float64)
+    problem = _table_problem(table, noise_form, strict=not isinstance(model_sampling, ms.ModelSamplingDiscrete))
+    if problem:
+        raise ValueError(f"Few-Step cannot build a schedule on this model's sampling ({_sampling_kind(model_sampling)}): "
+                         f"{problem}. Use ComfyUI's own schedulers for it.")
+    return table, noise_form
+
+
+def _table_problem(table: torch.Tensor, noise_form: str, strict: bool) -> str | None:
+    """Why a sigma table cannot carry the schedule, or None: at most 1 in the const form and, when ``strict`` (not
+    a discrete SD-family table, taken as it always was: lcm's repeats its first sigma), finite, positive and
+    strictly ascending (the timestep of a sigma is read back from it)."""
+    if noise_form == NOISE_FORM_CONST and float(table[-1]) > 1.0:
+        return f"its largest sigma is {float(table[-1]):g}, above 1, in the flow form (1 - sigma) x0 + sigma noise"
+    if not strict:
+        return None
+    if not bool(torch.isfinite(table).all()) or float(table.min()) <= 0.0:
+        return "its sigmas are not all finite and above 0"
+    if not bool((table[1:] > table[:-1]).all()):
+        return "its sigmas do not increase strictly with the timestep"
+    return None
 
 
 def unet_model_channels(model) -> int:
@@ -88,11 +191,35 @@ def sampling_sigma_table(model) -> torch.Tensor:
     return discrete_sigma_table(base_model.model_sampling)
 
 
+def preconditioning_of(model_sampling) -> Preconditioning:
+    """c_in, c_skip and c_out of a model_sampling (``learned.Preconditioning``), read through its own
+    calculate_input and calculate_denoised (affine in the network output for every kind: eps, v, zsnr, EDM, CONST),
+    so a model time is realised exactly as ComfyUI forms the input and the output."""
+    def scalar(sigma: float) -> torch.Tensor:
+        return torch.tensor([sigma], dtype=torch.float64)
+
+    one, zero = torch.ones((1, 1), dtype=torch.float64), torch.zeros((1, 1), dtype=torch.float64)
+    return Preconditioning(
+        lambda s: float(model_sampling.calculate_input(scalar(s), one)),
+        lambda s: float(model_sampling.calculate_denoised(scalar(s), zero, one)),
+        lambda s: float(model_sampling.calculate_denoised(scalar(s), one, zero)))
+
+
+def sampling_preconditioning(model) -> Preconditioning:
+    """``preconditioning_of`` the model a k-diffusion sampler function is given (as ``sampling_sigma_table``)."""
+    base_model = getattr(getattr(model, "inner_model", None), "inner_model", None)
+    if base_model is None or not hasattr(base_model, "model_sampling"):
+        raise ValueError("a model_time needs the model's model_sampling, and this sampler was not given a ComfyUI "
+                         "model (use it in SamplerCustom, SamplerCustomAdvanced or KSampler)")
+    return preconditioning_of(base_model.model_sampling)
+
+
 def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disable=None, solver: Solver = Solver(),
-                         sigma_table=None):
+                         sigma_table=None, preconditioning=None):
     """Run a few-step ``solver`` with the schedule visible to model patches (PINNED does not pass it).
 
-    ``sigma_table`` places the AFS midpoint; by default it is the sampled model's own. A SIGMAS input that
+    ``sigma_table`` places the AFS midpoint; by default it is the sampled model's own; ``preconditioning`` realises
+    a ``model_time`` (by default read from the sampled model's model_sampling). A SIGMAS input that
     cannot be sampled (not strictly descending, a step below 0.01 %, not finite; a trailing 0 is fine) stops
     here with a message, before any model evaluation.
     """
@@ -109,7 +236,9 @@ def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disab
     extra_args["model_options"] = model_options
     if solver.afs and sigma_table is None:
         sigma_table = sampling_sigma_table(model)
-    return sample(model, x, sigmas, extra_args, callback, disable, solver, sigma_table)
+    if active(solver.model_time) and preconditioning is None:
+        preconditioning = sampling_preconditioning(model)
+    return sample(model, x, sigmas, extra_args, callback, disable, solver, sigma_table, preconditioning)
 
 
 def fewstep_sampler(solver: Solver):
