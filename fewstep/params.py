@@ -8,7 +8,12 @@ of the N-1 interior steps in the Karras spacing of timestep space (even spacing 
 ``variant`` (bh1 / bh2) and ``order`` (auto / 1 / 2 / 3) refine a UniPC solver (the recipes' bh1 / auto when
 absent). ``end`` (optional): ``index`` (the default, the paper's early stop at base sigma ``end_index``) or
 ``0``: the same N evaluations at the same sigmas, but the last step goes to sigma 0 (the data prediction)
-instead of stopping at the end sigma. Absent optional keys are not written, so older texts read the same.
+instead of stopping at the end sigma. ``weights`` (optional, solver dpmpp_1s / dpmpp_2m): per step, offsets
+from the solver's own weights on the step's data prediction and up to two earlier ones (``learned.py``), steps
+separated by ',' and a step's offsets by ':' (step i has at most i of them; missing ones are 0), each within
++-2, e.g. ``weights=0.1,0.05:-0.2,0:0.3:-0.1``. ``model_time`` (optional, any solver): per model evaluation, the
+shift delta of the time the network is told (sigma e^delta in the eps form), each within +-0.5. Absent optional
+keys are not written, so older texts read the same.
 """
 
 from __future__ import annotations
@@ -19,14 +24,15 @@ from dataclasses import dataclass
 import torch
 
 from . import recipes
+from .learned import MODEL_TIME_LIMIT, WEIGHT_LIMIT, Weights, model_time_problem, weights_problem
 from .recipes import Recipe
 from .schedule import check_ramp, fewstep_sigmas
-from .solver_names import SCHEDULE_SOLVERS, UNIPC_SOLVERS
+from .solver_names import SCHEDULE_SOLVERS, SOLVERS, UNIPC_SOLVERS
 from .unipc import ORDERS, VARIANTS
 
 PREFIX = "fewstep v1:"
 REQUIRED = ("steps", "base_steps", "base_rho", "end_index", "time_rho")
-KEYS = (*REQUIRED, "ramp", "solver", "variant", "order", "end")
+KEYS = (*REQUIRED, "ramp", "solver", "variant", "order", "end", "weights", "model_time")
 END_AT_INDEX = "index"  # the paper's early stop: the last sigma is base sigma end_index's (above 0)
 END_AT_ZERO = "0"  # the same evaluations, the last step to sigma 0
 ENDS = (END_AT_INDEX, END_AT_ZERO)
@@ -34,7 +40,10 @@ EXAMPLE = "fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.
 ALLOWED = (f"allowed: '{PREFIX}' followed by key=value pairs separated by spaces; required keys "
            f"{', '.join(REQUIRED)}; optional ramp (N-1 comma-separated values increasing strictly inside "
            f"(0, 1)), solver ({', '.join(SCHEDULE_SOLVERS)}), variant ({', '.join(VARIANTS)}) and order "
-           f"({', '.join(ORDERS)}) with a unipc solver, and end ({' or '.join(ENDS)}); for example '{EXAMPLE}'")
+           f"({', '.join(ORDERS)}) with a unipc solver, end ({' or '.join(ENDS)}), weights (with solver "
+           f"{' or '.join(SOLVERS)}: per step ':'-separated offsets within +-{WEIGHT_LIMIT:g}, steps separated by ',') "
+           f"and model_time (one value within +-{MODEL_TIME_LIMIT:g} per step, comma-separated); for example "
+           f"'{EXAMPLE}'")
 
 
 class ParamsError(ValueError):
@@ -55,6 +64,8 @@ class ScheduleParams:
     variant: str | None = None
     order: str | None = None
     end: str = END_AT_INDEX
+    weights: Weights | None = None  # offsets from the solver's weights per step (learned.py)
+    model_time: tuple[float, ...] | None = None  # per model evaluation, the shift of the time the network is told
 
     @property
     def end_zero(self) -> bool:
@@ -92,11 +103,32 @@ class ScheduleParams:
                 return f"{key} = {value} refines UniPC: it needs solver = {' or '.join(UNIPC_SOLVERS)}"
         if self.end not in ENDS:
             return f"end = {self.end!r} is not one of {list(ENDS)}"
+        if self.weights is not None:
+            if self.solver not in SOLVERS:
+                return (f"weights are offsets from a DPM++ solver's own weights: they need solver = "
+                        f"{' or '.join(SOLVERS)} (got {self.solver})")
+            message = weights_problem(self.weights, self.steps)
+            if message:
+                return message
+        if self.model_time is not None:
+            return model_time_problem(self.model_time, self.steps)
         return None
 
 
 def _number(value: float) -> str:
     return format(value, ".6g")
+
+
+def _short(value: float) -> str:
+    return format(value, ".4g").replace("e-0", "e-")
+
+
+def _trimmed(group: tuple[float, ...]) -> tuple[float, ...]:
+    """A step's offsets without trailing zeros (at least one value)."""
+    kept = list(group)
+    while len(kept) > 1 and kept[-1] == 0.0:
+        kept.pop()
+    return tuple(kept)
 
 
 def format_params(params: ScheduleParams) -> str:
@@ -110,6 +142,10 @@ def format_params(params: ScheduleParams) -> str:
     fields += [f"{key}={value}" for key, value in (("variant", params.variant), ("order", params.order)) if value]
     if params.end_zero:
         fields.append(f"end={params.end}")
+    if params.weights is not None:
+        fields.append("weights=" + ",".join(":".join(_short(v) for v in _trimmed(group)) for group in params.weights))
+    if params.model_time is not None:
+        fields.append("model_time=" + ",".join(_short(v) for v in params.model_time))
     return f"{PREFIX} " + " ".join(fields)
 
 
@@ -150,9 +186,18 @@ def parse_params(text: str) -> ScheduleParams:
         raise fail(f"base_rho, time_rho and ramp must be numbers ({error})") from None
     if not all(math.isfinite(v) for v in floats.values()):
         raise fail("base_rho and time_rho must be finite")
+    try:
+        weights = (tuple(tuple(float(v) for v in group.split(":")) for group in values["weights"].split(","))
+                   if "weights" in values else None)
+    except ValueError as error:
+        raise fail(f"weights must be numbers, ':' between a step's offsets and ',' between steps ({error})") from None
+    try:
+        model_time = tuple(float(v) for v in values["model_time"].split(",")) if "model_time" in values else None
+    except ValueError as error:
+        raise fail(f"model_time must be comma-separated numbers ({error})") from None
     params = ScheduleParams(ints["steps"], ints["base_steps"], floats["base_rho"], ints["end_index"],
                             floats["time_rho"], ramp, values.get("solver"), values.get("variant"),
-                            values.get("order"), values.get("end", END_AT_INDEX))
+                            values.get("order"), values.get("end", END_AT_INDEX), weights, model_time)
     problem = params.problem()
     if problem:
         raise fail(problem)

@@ -12,12 +12,13 @@ Bad input raises ``PlanError``, whose message names the node input at fault and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from . import recipes
 from .freeu import VERSIONS
+from .learned import Weights
 from .noise_forms import NOISE_FORM_EPS, NOISE_FORMS
 from .params import ParamsError, ScheduleParams, parse_params
 from .recipes import CUSTOM, RECIPE_CHOICES, RECIPES, FreeUSetting, Recipe, recipe_for_step_count
@@ -56,6 +57,8 @@ class Solver:
     afs: bool = False
     prediction: str = PREDICTIONS[0]
     noise_form: str = NOISE_FORM_EPS
+    weights: Weights | None = None  # DPM++ only: offsets from its weights per step (fewstep/learned.py)
+    model_time: tuple[float, ...] | None = None  # per model evaluation, the shift of the time the network is told
 
     @property
     def unipc(self) -> bool:
@@ -88,10 +91,13 @@ def solver_named(name: str, finish: str = FINISH_LAST_SIGMA, variant: str | None
 
 
 def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> Solver:
-    """The solver a schedule is sampled with: its own (a params text's ``solver``, ``variant``, ``order``) or,
-    when it names none, the recipe family's for its step count."""
-    return solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver, finish, schedule.variant,
-                        schedule.order)
+    """The solver a schedule is sampled with: its own (a params text's ``solver``, ``variant``, ``order``, and its
+    ``weights`` and ``model_time``) or, when it names none, the recipe family's for its step count."""
+    solver = solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver, finish, schedule.variant,
+                          schedule.order)
+    if schedule.weights is None and schedule.model_time is None:
+        return solver
+    return replace(solver, weights=schedule.weights, model_time=schedule.model_time)
 
 
 def dpmpp_solver(solver: str, finish: str, noise_form: str = NOISE_FORM_EPS) -> Solver:

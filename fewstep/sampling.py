@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .learned import PRECONDITIONINGS, Preconditioning, active, at_model_time, sample_weighted
 from .noise_forms import NOISE_FORM_EPS
 from .plan import Solver, solver_named
 from .solver_names import FINISH_LAST_SIGMA
@@ -16,11 +17,22 @@ from .unipc import sample_unipc
 
 
 def sample(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
-           disable: bool | None = None, solver: Solver = Solver(), sigma_table: torch.Tensor | None = None
-           ) -> torch.Tensor:
+           disable: bool | None = None, solver: Solver = Solver(), sigma_table: torch.Tensor | None = None,
+           preconditioning: Preconditioning | None = None) -> torch.Tensor:
     """Run ``solver`` over ``sigmas``, stepping in its ``noise_form``. ``sigma_table``, the model's sigma at each
     training timestep, places the AFS midpoint of UniPC with ``afs`` (default: the standard SD1.x / SDXL table in
-    the eps form, the unshifted flow time t = sigma in the const form)."""
+    the eps form, the unshifted flow time t = sigma in the const form). A solver with a non-zero ``model_time``
+    tells the network shifted times (``learned.at_model_time``) through ``preconditioning``, the model's c_in,
+    c_skip and c_out (default: eps prediction in the eps form, flow in the const form); one with non-zero
+    ``weights`` is the weighted multistep solver (``learned.sample_weighted``). Without either: the solver itself."""
+    if active(solver.model_time):
+        model = at_model_time(model, solver.model_time, preconditioning or PRECONDITIONINGS[solver.noise_form],
+                              solver.noise_form)
+    if active(solver.weights):
+        if solver.unipc:
+            raise ValueError("weights are offsets from a DPM++ solver's weights; UniPC takes none")
+        return sample_weighted(model, x, sigmas, extra_args, callback, disable, base=solver.name,
+                               weights=solver.weights, finish=solver.finish, noise_form=solver.noise_form)
     if not solver.unipc:
         return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver.name,
                               finish=solver.finish, noise_form=solver.noise_form)

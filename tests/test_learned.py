@@ -1,0 +1,212 @@
+"""The solver whose numbers are parameters (fewstep/learned.py, docs/learned_solver.md): default weights are the
+pack's DPM++ solvers, offsets and model times against straight re-implementations, the params fields, and the
+nodes on the tiny real UNet (both ComfyUI versions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import conditioning, latent
+
+from fewstep.learned import PRECONDITIONINGS, at_model_time, model_sigma, sample_weighted
+from fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
+from fewstep.params import ParamsError, ScheduleParams, format_params, parse_params
+from fewstep.plan import PlanError, make_plan
+from fewstep.recipes import CUSTOM, RECIPES
+from fewstep.schedule import recipe_sigmas, standard_sigma_table
+from fewstep.solvers import SOLVERS, sample_fewstep
+
+SEED, CFG = 11, 4.0
+TEXT = "fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2 solver=dpmpp_2m"
+
+
+def toy(x, sigma, **extra):
+    s = sigma.view(-1, 1, 1, 1)
+    return torch.tanh(x / (1.0 + s)) * 0.8 + 0.1 * torch.sin(3.0 * x) / (1.0 + s ** 2)
+
+
+def schedules():
+    """Every DPM++ recipe's sigmas (eps form), and the same shape squeezed into (0, 1) from 1 (const form)."""
+    for name, recipe in RECIPES.items():
+        if recipe.solver in SOLVERS:
+            sigmas = recipe_sigmas(recipe, standard_sigma_table()).double()
+            yield name, recipe.solver, sigmas, NOISE_FORM_EPS
+            squeezed = sigmas / (1.0 + sigmas)
+            squeezed[0] = 1.0
+            yield name + " const", recipe.solver, squeezed, NOISE_FORM_CONST
+
+
+@pytest.mark.parametrize("name, solver, sigmas, form", list(schedules()), ids=lambda v: v if isinstance(v, str) else "")
+def test_default_weights_are_the_solver_on_every_recipe(name, solver, sigmas, form):
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    zero = [tuple(0.0 for _ in range(min(i + 1, 3))) for i in range(len(sigmas) - 1)]
+    for end_zero in (False, True):
+        path = torch.cat([sigmas[:-1], sigmas.new_zeros(1)]) if end_zero else sigmas
+        ours = sample_weighted(toy, x, path, disable=True, base=solver, weights=zero, noise_form=form)
+        theirs = sample_fewstep(toy, x, path, disable=True, solver=solver, noise_form=form)
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+def straight_weighted(x, sigmas, offsets, form):
+    """x' = (s'/s) x + alpha' (1 - e^-h) sum_j w_j D_{i-j}, DPM++2M's weights plus offsets, in float64 numpy."""
+    def lam(s):
+        return -math.log(s) if form == NOISE_FORM_EPS else math.log((1 - s) / s)
+
+    x, history = x.copy(), []
+    for i in range(len(sigmas) - 1):
+        s, s2 = sigmas[i], sigmas[i + 1]
+        history.insert(0, toy(torch.from_numpy(x), torch.tensor([s], dtype=torch.float64)).numpy())
+        w = [1.0, 0.0, 0.0]
+        if i > 0:
+            r = (lam(s) - lam(sigmas[i - 1])) / (lam(s2) - lam(s))
+            w = [1 + 1 / (2 * r), -1 / (2 * r), 0.0]
+        w = [a + b for a, b in zip(w, list(offsets[i]) + [0.0] * 3)]
+        blend = sum(wj * d for wj, d in zip(w, history[:3]))
+        alpha2 = 1.0 if form == NOISE_FORM_EPS else 1 - s2
+        x = (s2 / s) * x + alpha2 * (1 - math.exp(-(lam(s2) - lam(s)))) * blend
+    return x
+
+
+@pytest.mark.parametrize("form", [NOISE_FORM_EPS, NOISE_FORM_CONST])
+def test_weight_offsets_against_a_straight_reimplementation(form):
+    sigmas = [14.6, 4.5, 1.96, 1.0, 0.5, 0.13] if form == NOISE_FORM_EPS else [0.95, 0.8, 0.6, 0.4, 0.2, 0.05]
+    offsets = [(0.3,), (-0.2, 0.4), (0.1, -0.3, 0.25), (0.0, 0.5, -0.5), (-0.1, 0.0, 0.2)]
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    ours = sample_weighted(toy, x, torch.tensor(sigmas, dtype=torch.float64), disable=True, weights=offsets,
+                           noise_form=form)
+    np.testing.assert_allclose(ours.numpy(), straight_weighted(x.numpy(), sigmas, offsets, form), rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_model_sigma_is_a_shift_in_lambda():
+    assert model_sigma(2.0, 0.3) == pytest.approx(2.0 * math.exp(0.3), rel=1e-15)
+    s = model_sigma(0.4, -0.2, NOISE_FORM_CONST)
+    assert math.log((1 - s) / s) == pytest.approx(math.log(0.6 / 0.4) + 0.2, rel=1e-12)
+    assert model_sigma(1.0, 0.4, NOISE_FORM_CONST) == 1.0
+
+
+@pytest.mark.parametrize("kind", ["eps", "v", "const"])
+def test_the_model_time_realisation_is_what_the_network_sees(kind):
+    """A network F(input, sigma_told) behind a model that forms input and D from the sigma it is given: the wrapper
+    makes the network see c_in(sigma) x at sigma e^delta, and D = c_skip(sigma) x + c_out(sigma) F."""
+    p = PRECONDITIONINGS[kind]
+    form = NOISE_FORM_CONST if kind == "const" else NOISE_FORM_EPS
+    seen = []
+
+    def network(z, sigma_told):
+        seen.append((z.clone(), sigma_told))
+        return torch.sin(2.0 * z) * (1.0 + sigma_told)
+
+    def model(x, sigma):
+        s = float(sigma[0])
+        return p.c_skip(s) * x + p.c_out(s) * network(p.c_in(s) * x, s)
+
+    x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s, delta = (0.6 if kind == "const" else 3.0), 0.35
+    wrapped = at_model_time(model, [delta], p, form)
+    got = wrapped(x, torch.tensor([s], dtype=torch.float64))
+    s_m = model_sigma(s, delta, form)
+    z, told = seen[-1]
+    assert told == pytest.approx(s_m, rel=1e-14)
+    torch.testing.assert_close(z, p.c_in(s) * x, rtol=1e-13, atol=1e-13)
+    expected = p.c_skip(s) * x + p.c_out(s) * network(p.c_in(s) * x, s_m)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert wrapped(x, torch.tensor([s], dtype=torch.float64)) is not None and len(seen) == 3  # 2nd: delta 0, plain
+
+
+@pytest.mark.parametrize("text, field, allowed", [
+    (TEXT + " weights=2.5,0,0,0,0", "weights step 1", "allowed -2 to 2"),
+    (TEXT + " weights=0,0,0:0:0:0,0,0", "weights step 3 has 4 offsets", "allows 1 to 3"),
+    (TEXT + " weights=0,0,0", "weights has 3 steps", "one per step (5)"),
+    (TEXT + " weights=0,a,0,0,0", "weights must be numbers", "':' between"),
+    (TEXT.replace("dpmpp_2m", "unipc") + " weights=0,0,0,0,0", "need solver = dpmpp_1s or dpmpp_2m", "unipc"),
+    (TEXT + " model_time=0,0,0.6,0,0", "model_time evaluation 3", "allowed -0.5 to 0.5"),
+    (TEXT + " model_time=0,0,0,0", "model_time has 4 values", "one per model evaluation (5)"),
+    (TEXT + " model_time=0,0,nan,0,0", "model_time evaluation 3", "allowed -0.5 to 0.5"),
+])
+def test_bad_fields_are_named_with_the_allowed_range(text, field, allowed):
+    with pytest.raises(ParamsError) as error:
+        parse_params(text)
+    assert field in str(error.value) and allowed in str(error.value)
+    with pytest.raises(PlanError) as plan_error:
+        make_plan(CUSTOM, params=text)
+    assert plan_error.value.input == "params"
+
+
+def test_the_fields_round_trip_short():
+    text = TEXT + " weights=0.1,0.05:-0.2,0:0.3:-0.1,0,0 model_time=0,0.1,-0.2,0,0.05"
+    params = parse_params(text)
+    assert params.weights == ((0.1,), (0.05, -0.2), (0.0, 0.3, -0.1), (0.0,), (0.0,))
+    assert params.model_time == (0.0, 0.1, -0.2, 0.0, 0.05)
+    assert format_params(params) == text.replace("base_rho=5.0", "base_rho=5")
+    plan = make_plan(CUSTOM, params=text)
+    assert plan.solver.weights == params.weights and plan.solver.model_time == params.model_time
+    assert format_params(ScheduleParams(5, 8, 5.0, 6, 1.2, solver="dpmpp_1s", weights=((0.0,), (0.25, 0.0)) +
+                                        ((0.0, 0.0, 0.0),) * 3)).endswith("weights=0,0.25,0,0,0")
+
+
+# --- the nodes on the tiny real UNet (PINNED by default; CURRENT with COMFYUI_PATH) ---
+
+def run_ksampler(comfy, model, params):
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepKSampler"]()
+    out, _ = node.sample(model, SEED, CFG, CUSTOM, "off", conditioning(1), conditioning(2), latent(8), 1.0, params)
+    return out["samples"]
+
+
+def test_zero_weights_and_model_times_are_bit_identical_through_the_node(comfy, tiny_model):
+    plain = run_ksampler(comfy, tiny_model, TEXT)
+    zeros = run_ksampler(comfy, tiny_model, TEXT + " weights=0,0,0,0,0 model_time=0,0,0,0,0")
+    assert torch.equal(plain, zeros)
+    moved = run_ksampler(comfy, tiny_model, TEXT + " weights=0,0.2,0,0,0")
+    assert not torch.equal(plain, moved) and torch.isfinite(moved).all()
+
+
+def straight_sampling(comfy, model, sigmas, offsets, deltas, kind):
+    """The network called by hand: input c_in(sigma) x, timestep of sigma e^delta, D formed with sigma, CFG by hand,
+    DPM++2M with offsets (straight_weighted's step), the start noise as SamplerCustom draws it."""
+    import comfy.sample
+
+    base = model.model
+    ms = model.object_patches.get("model_sampling", base.model_sampling)
+    # SamplerCustom from sigma_max: the noise scaled to sqrt(1 + sigma_max^2) (a pure-noise start), both versions
+    x = comfy.sample.prepare_noise(latent(8)["samples"], SEED) * math.sqrt(1.0 + float(sigmas[0]) ** 2)
+    history = []
+    values = sigmas.tolist()
+    for i in range(len(values) - 1):
+        s, s2 = values[i], values[i + 1]
+        s_m = s * math.exp(deltas[i])
+        t = ms.timestep(torch.tensor([s_m], dtype=torch.float32)).float()
+        z = x / math.sqrt(s * s + 1.0)
+        outs = [base.diffusion_model(z, t, context=c[0][0]) for c in (conditioning(1), conditioning(2))]
+        ds = [x - s * o if kind == "eps" else x / (s * s + 1) - o * s / math.sqrt(s * s + 1) for o in outs]
+        d = ds[1] + CFG * (ds[0] - ds[1])
+        history.insert(0, d)
+        w = [1.0, 0.0, 0.0]
+        if i > 0:
+            r = math.log(values[i - 1] / s) / math.log(s / s2)
+            w = [1 + 1 / (2 * r), -1 / (2 * r), 0.0]
+        w = [a + b for a, b in zip(w, list(offsets[i]) + [0.0] * 3)]
+        blend = sum(wj * dj for wj, dj in zip(w, history[:3]))
+        x = (s2 / s) * x + (1 - s2 / s) * blend
+    return base.process_latent_out(x)  # as SamplerCustom hands the latent back
+
+
+@pytest.mark.parametrize("kind", ["eps", "v"])
+def test_model_time_and_weights_through_the_node_against_the_network_called_by_hand(comfy, tiny_model, kind):
+    model = tiny_model
+    if kind == "v":
+        model = comfy.model_advanced.ModelSamplingDiscrete().patch(tiny_model, "v_prediction", False)[0]
+    offsets = [(0.1,), (0.2, -0.1), (0.0, 0.3, -0.2), (-0.1,), (0.0, 0.0, 0.15)]
+    deltas = [0.3, -0.2, 0.1, 0.45, -0.4]
+    text = (TEXT + " weights=" + ",".join(":".join(str(v) for v in o) for o in offsets)
+            + " model_time=" + ",".join(str(v) for v in deltas))
+    ours = run_ksampler(comfy, model, text)
+    sigmas = make_plan(CUSTOM, params=text).sigmas
+    with torch.no_grad():
+        expected = straight_sampling(comfy, model, sigmas, offsets, deltas, kind)
+    torch.testing.assert_close(ours, expected, rtol=2e-5, atol=2e-5)
+    without = run_ksampler(comfy, model, TEXT + " weights=" + ",".join(":".join(str(v) for v in o) for o in offsets))
+    assert (ours - without).abs().max() > 1e-3  # the model time is not a no-op
