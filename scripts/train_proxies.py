@@ -2,8 +2,11 @@
 
 Each proxy (benchmarks/proxies/models.py) trains from a fixed seed with the standard discrete-time diffusion
 objective on SD1.5's table: a random integer timestep t in 0..999, x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, the
-network given (x_t, t) regresses eps (or v = sqrt(a_t) eps - sqrt(1 - a_t) x0). The EMA of the weights is saved to
-benchmarks/proxies/weights/<name>.safetensors and its SHA-256, data scaling and training record to manifest.json.
+network given (x_t, t) regresses eps (or v = sqrt(a_t) eps - sqrt(1 - a_t) x0). A "flow" proxy trains with the
+rectified-flow objective instead: t uniform in (0, 1), x_t = (1 - t) x0 + t eps, the network given (x_t, 1000 t)
+regresses v = eps - x0 (ComfyUI's CONST: D = x - sigma v, timestep 1000 sigma on ModelSamplingDiscreteFlow).
+The EMA of the weights is saved to benchmarks/proxies/weights/<name>.safetensors and its SHA-256, data scaling and
+training record to manifest.json.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ LEARNING_RATE = 2e-3
 WARMUP = 100
 EMA_DECAY = 0.998
 LABEL_DROPOUT = 0.12
+FLOW_MULTIPLIER = 1000.0  # ModelSamplingDiscreteFlow's: the network's timestep is 1000 sigma
 
 
 def sha256(path: Path) -> str:
@@ -85,11 +89,17 @@ def train(spec: ProxySpec, steps: int = STEPS, log_every: int = 100) -> dict:
     for step in range(steps):
         images, labels = draw(BATCH)
         x0 = data.to_latent(images, shift, scale)
-        t = torch.randint(0, len(alphas_cumprod), (BATCH,), generator=generator)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
-        noise = torch.randn(x0.shape, generator=generator)
-        xt = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-        target = noise if spec.prediction == "eps" else a.sqrt() * noise - (1.0 - a).sqrt() * x0
+        if spec.prediction == "flow":
+            t = torch.rand(BATCH, generator=generator)
+            noise = torch.randn(x0.shape, generator=generator)
+            s = t.view(-1, 1, 1, 1)
+            xt, target, t = (1.0 - s) * x0 + s * noise, noise - x0, t * FLOW_MULTIPLIER
+        else:
+            t = torch.randint(0, len(alphas_cumprod), (BATCH,), generator=generator)
+            a = alphas_cumprod[t].view(-1, 1, 1, 1)
+            noise = torch.randn(x0.shape, generator=generator)
+            xt = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+            target = noise if spec.prediction == "eps" else a.sqrt() * noise - (1.0 - a).sqrt() * x0
         context = None
         if spec.conditional:
             dropped = torch.rand(BATCH, generator=generator) < LABEL_DROPOUT
@@ -117,6 +127,7 @@ def train(spec: ProxySpec, steps: int = STEPS, log_every: int = 100) -> dict:
         "file": spec.weights.name, "sha256": sha256(spec.weights), "bytes": spec.weights.stat().st_size,
         "data": spec.data, "shift": shift, "scale": scale,
         "prediction": spec.prediction, "zsnr": spec.zsnr, "conditional": spec.conditional,
+        **({"t_sampling": "uniform in (0, 1)", "model_sampling_shift": spec.shift} if spec.prediction == "flow" else {}),
         "label_dropout": LABEL_DROPOUT if spec.conditional else 0.0,
         "architecture": {"network": "ProxyUNet", **{k: list(v) if isinstance(v, tuple) else v
                                                     for k, v in ARCHITECTURE.items()}},

@@ -21,6 +21,14 @@ NAMES = list(PROXIES)
 MAX_BYTES = 5_500_000
 
 
+def skip_flow_without_flow_sampling(name):
+    """The flow proxy needs ComfyUI's flow model sampling (0.3.64; PINNED, March 2024, has none)."""
+    import comfy.model_base
+
+    if PROXIES[name].prediction == "flow" and not hasattr(comfy.model_base.ModelType, "FLOW"):
+        pytest.skip("PINNED ComfyUI has no flow model sampling (ModelSamplingDiscreteFlow): photo_flow is 0.3.64-only")
+
+
 @pytest.fixture(scope="module")
 def proxies(comfy):
     """benchmarks/proxies/comfy_model.py, imported once ComfyUI is importable."""
@@ -39,6 +47,22 @@ def sample_custom(comfy, model, name, sampler_name, steps, cfg=1.0, labels=None,
     latent = {"samples": torch.zeros(batch, *PROXIES[name].latent_shape)}
     out, _ = comfy.custom_sampler.SamplerCustom().sample(model, True, seed, cfg, positive, negative, sampler, sigmas,
                                                          latent)
+    return out["samples"]
+
+
+def flow_reference_sample(comfy, model, name, steps, batch=4, seed=7):
+    """SamplerCustom with dpmpp_2m on the tuner's reference schedule for a flow model (``reference_sigmas`` on the
+    model's own table, ``comfy_api.model_sigma_table``): from sigma 1, then evenly in the half-log-SNR."""
+    from fewstep.tuner_objective import reference_sigmas
+
+    from proxies.comfy_model import proxy_conds
+
+    table, _ = comfy.pack.nodes.comfy_api.model_sigma_table(model.get_model_object("model_sampling"))
+    positive, negative = proxy_conds(name, None, batch)
+    sampler = comfy.custom_sampler.KSamplerSelect().get_sampler("dpmpp_2m")[0]
+    latent = {"samples": torch.zeros(batch, *PROXIES[name].latent_shape)}
+    out, _ = comfy.custom_sampler.SamplerCustom().sample(model, True, seed, 1.0, positive, negative, sampler,
+                                                         reference_sigmas(table, steps), latent)
     return out["samples"]
 
 
@@ -75,10 +99,20 @@ def test_loads_as_a_real_comfyui_model_with_its_model_sampling(comfy, proxies, n
     import comfy.model_sampling
 
     spec = PROXIES[name]
+    if spec.prediction == "flow" and not hasattr(comfy.model_base.ModelType, "FLOW"):
+        with pytest.raises(proxies.ProxyNeedsFlowSampling, match="no flow model sampling"):
+            proxies.load_proxy(name)
+        return
     model = proxies.load_proxy(name)
     assert proxies.load_proxy(name) is model  # cached per process
     assert isinstance(model.model, comfy.model_base.BaseModel)
     sampling = model.model.model_sampling
+    if spec.prediction == "flow":  # SD3's model sampling, as its model_config makes it
+        assert isinstance(sampling, comfy.model_sampling.ModelSamplingDiscreteFlow)
+        assert isinstance(sampling, comfy.model_sampling.CONST)
+        assert sampling.shift == spec.shift == 3.0 and float(sampling.sigma_max) == 1.0
+        assert float(sampling.timestep(torch.tensor(0.25))) == 250.0  # what the network was trained on
+        return
     prediction = comfy.model_sampling.V_PREDICTION if spec.prediction == "v" else comfy.model_sampling.EPS
     assert isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) and isinstance(sampling, prediction)
     assert float(sampling.sigma_max) == pytest.approx(4518.76 if spec.zsnr else 14.6146, rel=1e-4)
@@ -89,6 +123,7 @@ def test_loads_as_a_real_comfyui_model_with_its_model_sampling(comfy, proxies, n
 
 @pytest.mark.parametrize("name", NAMES)
 def test_samples_through_comfyui_and_the_few_step_ksampler(comfy, proxies, name):
+    skip_flow_without_flow_sampling(name)
     spec = PROXIES[name]
     model = proxies.load_proxy(name)
     labels = torch.tensor([0, 3, 7, 9]) if spec.conditional else None
@@ -106,23 +141,30 @@ def test_samples_through_comfyui_and_the_few_step_ksampler(comfy, proxies, name)
     assert pictures.shape == (4, 16, 16) and 0.0 <= float(pictures.min()) and float(pictures.max()) <= 1.0
 
 
-@pytest.mark.parametrize("name", ["photo_eps", "photo_v_zsnr"])
+@pytest.mark.parametrize("name", ["photo_eps", "photo_v_zsnr", "photo_flow"])
 def test_the_sampler_converges_and_the_network_beats_the_linear_denoiser(comfy, proxies, name):
+    skip_flow_without_flow_sampling(name)
     model = proxies.load_proxy(name)
-    reference = sample_custom(comfy, model, name, "dpmpp_2m", 100, batch=8)
-    half = sample_custom(comfy, model, name, "dpmpp_2m", 50, batch=8)
+    flow = PROXIES[name].prediction == "flow"
+    if flow:  # from sigma 1, KSampler's Karras schedule leaves the high-noise end unresolved: the tuner's reference
+        reference, half = (flow_reference_sample(comfy, model, name, steps, batch=8) for steps in (100, 50))
+    else:
+        reference = sample_custom(comfy, model, name, "dpmpp_2m", 100, batch=8)
+        half = sample_custom(comfy, model, name, "dpmpp_2m", 50, batch=8)
     assert float((reference - half).pow(2).mean().sqrt()) < 0.02 * float(reference.std())
-    # held-out patches at sigma 1: the network's x0 against the best per-pixel linear guess x / (1 + sigma^2)
+    # held-out patches at sigma 1 (flow: 0.5): the network's x0 against the best per-pixel linear guess,
+    # x / (1 + sigma^2), or x (1 - s) / ((1 - s)^2 + s^2) for x = (1 - s) x0 + s eps
     entry = manifest()[name]
     x0 = data.to_latent(data.photo_patches(64, torch.Generator().manual_seed(1), held_out=True), entry["shift"],
                         entry["scale"])
-    sigma = 1.0
-    noisy = x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    sigma, noise = (0.5 if flow else 1.0), torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    noisy = (1.0 - sigma) * x0 + sigma * noise if flow else x0 + sigma * noise
     context = proxies.proxy_conds(name, None, len(x0))[0][0][0]
     with torch.no_grad():
         denoised = model.model.apply_model(noisy, torch.full((len(x0),), sigma), c_crossattn=context)
     network = float((denoised - x0).pow(2).mean())
-    linear = float((noisy / (1.0 + sigma ** 2) - x0).pow(2).mean())
+    gain = (1.0 - sigma) / ((1.0 - sigma) ** 2 + sigma ** 2) if flow else 1.0 / (1.0 + sigma ** 2)
+    linear = float((noisy * gain - x0).pow(2).mean())
     assert network < 0.25 * linear, (network, linear)
 
 

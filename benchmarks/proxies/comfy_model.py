@@ -1,9 +1,11 @@
 """The trained proxies as REAL ComfyUI models: a ``comfy.model_base.BaseModel`` around ``ProxyUNet`` with ComfyUI's
-own ModelSamplingDiscrete (EPS or V_PREDICTION, zero-terminal-SNR where the proxy was trained on it), wrapped in a
-``ModelPatcher``, so core schedulers, samplers, CFG and the pack's nodes apply exactly as to a checkpoint.
+own ModelSamplingDiscrete (EPS or V_PREDICTION, zero-terminal-SNR where the proxy was trained on it) or, for a flow
+proxy, SD3's ModelSamplingDiscreteFlow + CONST (ModelType.FLOW, shift 3.0), wrapped in a ``ModelPatcher``, so core
+schedulers, samplers, CFG and the pack's nodes apply exactly as to a checkpoint.
 
 Import after ComfyUI is importable (its folder on sys.path, ``comfy.model_management`` set up). Works with the PINNED
-ComfyUI (March 2024) and v0.3.64.
+ComfyUI (March 2024) and v0.3.64; the flow proxy needs a ComfyUI with flow model sampling (v0.3.64: PINNED has none,
+and ``load_proxy`` says so).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class ProxyWeightsError(RuntimeError):
     """A proxy's weights file is missing or differs from the hash in the committed manifest."""
 
 
+class ProxyNeedsFlowSampling(RuntimeError):
+    """A flow-matching proxy asked of a ComfyUI without flow model sampling (PINNED)."""
+
+
 class ProxyConfig(comfy.supported_models_base.BASE):
     """model_config of a proxy: SD1.5's discrete table (scaled-linear betas 0.00085..0.012; ``zsnr`` is read by
     v0.3.64's ModelSamplingDiscrete and applied by hand on PINNED), latents used as they are (scale factor 1)."""
@@ -41,8 +47,11 @@ class ProxyConfig(comfy.supported_models_base.BASE):
     latent_format = comfy.latent_formats.LatentFormat
     memory_usage_factor = 1.0
 
-    def __init__(self, unet_config: dict, zsnr: bool):
-        self.sampling_settings = dict(self.sampling_settings, zsnr=zsnr)
+    def __init__(self, unet_config: dict, zsnr: bool, flow_shift: float | None = None):
+        if flow_shift is None:
+            self.sampling_settings = dict(self.sampling_settings, zsnr=zsnr)
+        else:  # ModelSamplingDiscreteFlow's settings, as SD3's model_config gives them
+            self.sampling_settings = {"shift": flow_shift, "multiplier": 1000}
         super().__init__(dict(unet_config))
 
 
@@ -79,8 +88,13 @@ def verified_state_dict(name: str, path: Path | None = None) -> dict[str, torch.
 def proxy_model(spec: ProxySpec, state_dict: dict[str, torch.Tensor]) -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher around a BaseModel whose diffusion_model is ``ProxyUNet`` with ``state_dict`` (no hash check)."""
     unet_config = dict(ARCHITECTURE, conditional=spec.conditional)
-    config = ProxyConfig(unet_config, zsnr=spec.zsnr)
-    model_type = comfy.model_base.ModelType.V_PREDICTION if spec.prediction == "v" else comfy.model_base.ModelType.EPS
+    flow = spec.prediction == "flow"
+    if flow and not hasattr(comfy.model_base.ModelType, "FLOW"):
+        raise ProxyNeedsFlowSampling(f"proxy {spec.name!r} is a flow-matching model: this ComfyUI has no flow model "
+                                "sampling (ModelType.FLOW, ModelSamplingDiscreteFlow); use ComfyUI 0.3.64 or later")
+    config = ProxyConfig(unet_config, zsnr=spec.zsnr, flow_shift=spec.shift if flow else None)
+    model_type = (comfy.model_base.ModelType.FLOW if flow else
+                  comfy.model_base.ModelType.V_PREDICTION if spec.prediction == "v" else comfy.model_base.ModelType.EPS)
     model = comfy.model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"), unet_model=ProxyUNet)
     sampling = model.model_sampling
     if spec.zsnr and float(sampling.sigma_max) < 1000.0:  # PINNED ignores sampling_settings["zsnr"]

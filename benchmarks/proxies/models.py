@@ -2,7 +2,9 @@
 
 Each is a small UNet (``network.ProxyUNet``) trained on CPU by ``scripts/train_proxies.py`` (``make train-proxies``)
 with the standard discrete-time objective on SD1.5's table, so that ComfyUI's ModelSamplingDiscrete (timestep(sigma)
-conditioning, c_in = 1/sqrt(sigma^2+1), calculate_denoised for eps / v) is exactly what it was trained for.
+conditioning, c_in = 1/sqrt(sigma^2+1), calculate_denoised for eps / v) is exactly what it was trained for; or, for
+``flow``, with the rectified-flow objective that ComfyUI's CONST model sampling (SD3's ModelSamplingDiscreteFlow,
+timestep = 1000 sigma, c_in = 1, D = x - sigma * output) is made for.
 ``weights/manifest.json`` records each file's SHA-256, data scaling, parameters, steps, seconds and final loss.
 """
 
@@ -26,13 +28,14 @@ class ProxySpec:
 
     name: str
     data: str
-    prediction: str  # "eps" or "v"
+    prediction: str  # "eps" or "v" (ModelSamplingDiscrete), or "flow" (v = eps - x0, ModelSamplingDiscreteFlow + CONST)
     zsnr: bool
     conditional: bool
     cfgs: tuple[float, ...]
     latent_shape: tuple[int, int, int] = (4, 8, 8)
     weights: Path = field(default=WEIGHTS)
     note: str = ""
+    shift: float = 1.0  # "flow": the shift of its ModelSamplingDiscreteFlow (SD3's 3.0)
 
 
 _PHOTO = ("16x16 grey patches (ITU-R 601 luma) of scikit-learn's load_sample_images() photographs (china.jpg, "
@@ -60,6 +63,15 @@ PROXIES: dict[str, ProxySpec] = {
         note=("eps-prediction on SD1.5's discrete table, class-conditional: the label is a one-hot (B, 1, 11) "
               "cross-attention context (index 10 = no label), dropped to index 10 in 12 % of training samples so "
               f"that classifier-free guidance works. {_NET}, plus a class embedding added to the time embedding.")),
+    "photo_flow": ProxySpec(
+        name="photo_flow", data=_PHOTO, prediction="flow", zsnr=False, conditional=False, cfgs=(1.0,),
+        weights=WEIGHTS / "photo_flow.safetensors", shift=3.0,
+        note=("rectified flow (flow matching), SD3's objective: x_t = (1 - t) x0 + t eps with t uniform in (0, 1) (the "
+              "original rectified flow's t sampling, one SD3 compared; not its logit-normal: uniform also trains "
+              "the ends, where shift 3 puts the first steps and a many-step reference its last), "
+              "the network given (x_t, 1000 t) regresses v = eps - x0, so ComfyUI's CONST model sampling gives "
+              "D = x - sigma v; loaded with SD3's ModelSamplingDiscreteFlow, shift 3.0 (ComfyUI 0.3.64 and later: "
+              f"PINNED has no flow model sampling). {_NET}.")),
 }
 
 
