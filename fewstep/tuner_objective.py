@@ -34,6 +34,7 @@ from typing import Callable
 
 import torch
 
+from .learned import Preconditioning
 from .params import ScheduleParams, format_params
 from .plan import Solver, params_solver, solver_named
 from .sampling import sample
@@ -54,12 +55,15 @@ def as_solver(solver: Solver | str) -> Solver:
     return solver if isinstance(solver, Solver) else solver_named(solver)
 
 
-def denoiser_run(denoiser: Callable, x_start: torch.Tensor, sigma_table: torch.Tensor | None = None) -> Run:
+def denoiser_run(denoiser: Callable, x_start: torch.Tensor, sigma_table: torch.Tensor | None = None,
+                 preconditioning: Preconditioning | None = None) -> Run:
     """run(sigmas, solver): the solver over ``sigmas`` from ``x_start`` with D(x, sigma_batch) = ``denoiser``
-    (``sigma_table``: the model's, for the AFS midpoint of "unipc_afs"; default the standard one)."""
+    (``sigma_table``: the model's, for the AFS midpoint of "unipc_afs"; default the standard one;
+    ``preconditioning``: the model's c_in / c_skip / c_out for a solver's model time, default eps / flow)."""
     def run(sigmas: torch.Tensor, solver: Solver | str) -> torch.Tensor:
         with torch.no_grad():
-            return sample(denoiser, x_start, sigmas, disable=True, solver=as_solver(solver), sigma_table=sigma_table)
+            return sample(denoiser, x_start, sigmas, disable=True, solver=as_solver(solver), sigma_table=sigma_table,
+                          preconditioning=preconditioning)
     return run
 
 

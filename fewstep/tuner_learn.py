@@ -1,0 +1,166 @@
+"""The tuner's second stage, ``learn``: fit a tuned schedule's solver weights (and model times) to the reference.
+
+From the best schedule the search found (``tuner.tune``), the offsets of the weighted DPM++ solver
+(``learned.py``: per step, on the current and up to two earlier data predictions) and, with ``model time``, the
+per-evaluation model times are fitted to the same many-step reference on the same probe noises: a
+Levenberg-Marquardt search with a forward-difference Jacobian (one solver run per parameter), its least squares
+re-weighted per probe by the inverse of each probe's residual norm (so it minimises the tuner's mean per-probe
+distance, not a pooled one), every trial step kept inside the fit's box (|offset| <= FIT_WEIGHT_LIMIT, |delta| <=
+MODEL_TIME_LIMIT) and taken only if the mean per-probe distance falls. The fitted numbers are rounded to their
+text form and then judged on held-out noises (as many as the probes, or more) against the schedule alone: the
+learned text is returned only if it is closer to the reference there, else the schedule with a one-line reason.
+
+A UniPC schedule is fitted with DPM++2M's weights as the start (weights are offsets from a DPM++ solver's).
+Derivative-free on purpose: ComfyUI hands the network an integer timestep, so the objective is flat in a model
+time below one timestep and autograd sees no slope there, and a node may run under torch's inference mode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from .learned import HISTORY, MODEL_TIME_LIMIT
+from .params import ScheduleParams, format_params, rounded
+from .plan import params_solver
+from .solver_names import SOLVERS
+from .tuner_objective import Measure, Run, distance
+
+LEARN_SCHEDULE = "schedule"
+LEARN_WEIGHTS = "schedule+weights"
+LEARN_MODEL_TIME = "schedule+weights+model time"
+LEARN_CHOICES = (LEARN_SCHEDULE, LEARN_WEIGHTS, LEARN_MODEL_TIME)  # the tuner node's ``learn`` values
+FIT_WEIGHT_LIMIT = 1.0  # the fit keeps each offset within this (the text allows 2): bounded steps on any noise
+WEIGHT_STEP = 0.02  # forward-difference steps: offsets ...
+TIME_STEP = 0.04  # ... and model times (a few of the SD table's timesteps: ComfyUI rounds the timestep)
+MAX_ITERATIONS = 12
+TOLERANCE = 1e-3  # an accepted step that lowers the distance by less (relative) ends the fit
+DAMPING = 1e-3  # initial Levenberg-Marquardt damping, relative to the diagonal of J^T J
+
+
+@dataclass
+class LearnResult:
+    """What ``learn`` returns: the params to use (learned, or the schedule alone) and why."""
+
+    params: ScheduleParams
+    text: str
+    learned: bool  # True when the learned weights / model times won on the held-out noises
+    fitted: ScheduleParams  # the fitted params (rounded to their text), returned or not
+    reason: str  # one line
+    tuning: tuple[float, float]  # (schedule alone, learned) mean per-probe distance on the tuning probes
+    held_out: tuple[float, float]  # the same on the held-out noises
+    evaluations: int  # model evaluations of the fit and the held-out check (batched over the probes)
+    runs: int
+    seconds: float
+
+
+def parameter_count(steps: int, model_time: bool) -> int:
+    """Offsets (1, 2, then 3 per step) plus, with ``model_time``, one delta per evaluation."""
+    return sum(min(i + 1, HISTORY) for i in range(steps)) + (steps if model_time else 0)
+
+
+def _with(params: ScheduleParams, theta: list[float], model_time: bool) -> ScheduleParams:
+    """``params`` with the offsets (and model times) of the flat vector ``theta``."""
+    groups, k = [], 0
+    for i in range(params.steps):
+        size = min(i + 1, HISTORY)
+        groups.append(tuple(theta[k:k + size]))
+        k += size
+    times = tuple(theta[k:k + params.steps]) if model_time else None
+    return replace(params, weights=tuple(groups), model_time=times)
+
+
+def _limits(steps: int, model_time: bool) -> list[float]:
+    return [FIT_WEIGHT_LIMIT] * parameter_count(steps, False) + ([MODEL_TIME_LIMIT] * steps if model_time else [])
+
+
+def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_reference: torch.Tensor,
+          sigma_table: torch.Tensor, params: ScheduleParams, mode: str, *, measure: Measure | None = None,
+          time_budget: float = math.inf, max_iterations: int = MAX_ITERATIONS,
+          check_interrupt: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic
+          ) -> LearnResult:
+    """Fit ``params``' weights (and with LEARN_MODEL_TIME its model times) to ``reference`` through ``run`` (the
+    probes), then keep them only if ``held_out_run`` lands closer to ``held_out_reference`` than ``params`` alone.
+
+    ``run`` / ``held_out_run``: run(sigmas, solver) -> x_N on the tuning / held-out noises, as ``tune`` takes it;
+    the references are the many-step solutions from the same noises (``compute_reference``). ``time_budget``
+    (seconds) stops the fit with the best so far; the held-out check always runs (two runs).
+    """
+    if mode not in LEARN_CHOICES[1:]:
+        raise ValueError(f"learn = {mode!r} is not one of {list(LEARN_CHOICES[1:])}")
+    began = clock()
+    measured = (lambda x: x) if measure is None else measure
+    reference, held_out_reference = measured(reference), measured(held_out_reference)
+    sigmas = params.sigmas(sigma_table)
+    schedule = rounded(replace(params, weights=None, model_time=None))
+    base = rounded(replace(schedule, solver=schedule.solver if schedule.solver in SOLVERS else SOLVERS[1],
+                           variant=None, order=None))
+    model_time = mode == LEARN_MODEL_TIME
+    count = [0, 0]  # runs, evaluations
+
+    def solve(which: Run, candidate: ScheduleParams) -> torch.Tensor:
+        if check_interrupt is not None:
+            check_interrupt()
+        count[0] += 1
+        count[1] += candidate.steps
+        return measured(which(sigmas, params_solver(candidate)))
+
+    def residuals(theta: list[float]) -> tuple[float, torch.Tensor]:
+        x = solve(run, _with(base, theta, model_time))
+        value = distance(x, reference)
+        r = (x.detach().to("cpu", torch.float64) - reference.detach().to("cpu", torch.float64)).reshape(x.shape[0], -1)
+        return (value if math.isfinite(value) else math.inf), r
+
+    start_value = distance(solve(run, schedule), reference)
+    limits = _limits(params.steps, model_time)
+    steps = [WEIGHT_STEP] * parameter_count(params.steps, False) + ([TIME_STEP] * params.steps if model_time else [])
+    theta = [0.0] * len(limits)
+    value, r = residuals(theta)
+    damping = DAMPING
+    for _ in range(max_iterations):
+        if clock() - began > time_budget:
+            break
+        weights = (r.pow(2).sum(1).sqrt().clamp_min(1e-12)).rsqrt()[:, None]  # IRLS: sum_p |r_p| ~ mean distance
+        jacobian = torch.empty(r.numel(), len(theta), dtype=torch.float64)
+        for j, (step, limit) in enumerate(zip(steps, limits)):
+            step = step if theta[j] + step <= limit else -step
+            moved = list(theta)
+            moved[j] += step
+            jacobian[:, j] = ((residuals(moved)[1] - r) * weights).reshape(-1) / step
+        rw = (r * weights).reshape(-1)
+        normal, gradient = jacobian.T @ jacobian, jacobian.T @ rw
+        improved = False
+        for _ in range(4):
+            matrix = normal + damping * torch.diag(normal.diagonal().clamp_min(1e-12))
+            move = torch.linalg.solve(matrix, -gradient).tolist()
+            trial = [min(max(t + m, -limit), limit) for t, m, limit in zip(theta, move, limits)]
+            trial_value, trial_r = residuals(trial)
+            if trial_value < value:
+                gain = (value - trial_value) / value
+                theta, value, r, improved = trial, trial_value, trial_r, True
+                damping = max(damping / 3.0, 1e-6)
+                break
+            damping *= 10.0
+
+        if not improved or gain < TOLERANCE:
+            break
+    fitted = rounded(_with(base, theta, model_time))
+    tuning = (start_value, distance(solve(run, fitted), reference))
+    held_out = (distance(solve(held_out_run, schedule), held_out_reference),
+                distance(solve(held_out_run, fitted), held_out_reference))
+    better = held_out[1] < held_out[0] and math.isfinite(held_out[1])
+    count_held = held_out_reference.shape[0]
+    if better:
+        reason = (f"learned {mode.split('+', 1)[1]}: held-out distance {held_out[1]:.4g} against {held_out[0]:.4g} "
+                  f"for the schedule alone ({count_held} noises not used in tuning)")
+    else:
+        reason = (f"kept the schedule alone: the learned {mode.split('+', 1)[1]} were not better on {count_held} "
+                  f"held-out noises ({held_out[1]:.4g} against {held_out[0]:.4g}; on the probes {tuning[1]:.4g} "
+                  f"against {tuning[0]:.4g})")
+    chosen = fitted if better else schedule
+    return LearnResult(chosen, format_params(chosen), better, fitted, reason, tuning, held_out, count[1], count[0],
+                       clock() - began)
