@@ -7,6 +7,8 @@ model patches see the schedule and how a sampler runs inside ComfyUI's guided sa
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
@@ -19,6 +21,7 @@ from ..fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
 from ..fewstep.plan import PlanError, Solver, steps_plan
 from ..fewstep.sampling import sample
 from ..fewstep.schedule import TRAINING_TIMESTEPS, schedule_problem
+from ..fewstep.solver_names import FINISH_DENOISED
 
 SCHEDULE_KEY = "sample_sigmas"  # where CURRENT puts the schedule in transformer_options
 
@@ -75,13 +78,13 @@ def _sampling_kind(model_sampling) -> str:
 
 def noise_form_of(model_sampling) -> str:
     """``eps`` or ``const`` (fewstep/noise_forms.py), read off what the model's own ``noise_scaling`` and
-    ``inverse_noise_scaling`` do; ValueError for any other way of mixing in noise.
+    ``inverse_noise_scaling`` do.
 
     eps: x = x0 + sigma eps, returned as is (EPS, V_PREDICTION, EDM, X0, LCM, COSMOS_RFLOW ...). const:
     x = (1 - sigma) x0 + sigma eps, returned divided by 1 - sigma, on a CONST model (flow matching). Newer
     ComfyUI's image-to-image flow kinds (IMG_TO_IMG_FLOW, IMG_TO_IMG_VELOCITY) subclass CONST but return the
-    latent unmixed: refused. Probing the two functions, not the class names, keeps this right for classes a
-    ComfyUI version or another pack adds.
+    latent unmixed: refused (PlanError, input ``model``). Probing the two functions, not the class names, keeps
+    this right for classes a ComfyUI version or another pack adds.
     """
     const_class = getattr(comfy.model_sampling, "CONST", None)  # PINNED (March 2024) has no flow models
     mixes = []
@@ -109,11 +112,11 @@ def noise_form_of(model_sampling) -> str:
                 and all(close(n, scale * s) and close(lat, 1.0 - s) and close(inv, 1.0 / (1.0 - s))
                         for s, n, lat, inv in mixes)):
             return NOISE_FORM_CONST
-    raise ValueError(
+    raise PlanError(
         f"Few-Step samples models whose latent is x0 + sigma * noise (SD1.x, SDXL, v-prediction, EDM) or "
         f"(1 - sigma) * x0 + sigma * noise (flow matching: SD3, Flux, ...); this model uses "
         f"{_sampling_kind(model_sampling)}, which mixes noise in another way (an image-to-image model, say). "
-        "Use ComfyUI's own samplers and schedulers for it.")
+        "Use ComfyUI's own samplers and schedulers for it.", "model")
 
 
 def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
@@ -124,18 +127,19 @@ def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
     entry i is the model's sigma at the unshifted time t = (i + 1) / 1000, ``percent_to_sigma(1 - t)``, i.e.
     through the model's own sigma(t) with its shift, so a shift node (ModelSamplingSD3 / AuraFlow / Flux) moves
     the schedule as it moves core schedulers; the last entry is sigma(1) = sigma_max (1 for flow).
-    docs/noise_forms.md, "The schedule on each model's time axis". ValueError naming the kind for the rest.
+    docs/noise_forms.md, "The schedule on each model's time axis". PlanError (input ``model``) naming the kind for
+    the rest.
     """
     ms = comfy.model_sampling
     noise_form = noise_form_of(model_sampling)
     unsupported = tuple(getattr(ms, name) for name in ("StableCascadeSampling", "ModelSamplingDiscreteEDM")
                         if hasattr(ms, name))
     if isinstance(model_sampling, unsupported) or not hasattr(model_sampling, "percent_to_sigma"):
-        raise ValueError(
+        raise PlanError(
             f"Few-Step has no schedule for this model's sampling ({_sampling_kind(model_sampling)}: Stable Cascade's "
             "sigma table is flat at both ends, where its alphas_cumprod is clamped). It serves SD1.x / SD2.x / SDXL, "
             "flow models (SD3, Flux, AuraFlow, ...) and continuous EDM / v models; use ComfyUI's own schedulers "
-            "(karras, simple) for this one.")
+            "(karras, simple) for this one.", "model")
     if isinstance(model_sampling, ms.ModelSamplingDiscrete):
         table = _discrete_table(model_sampling)
     else:
@@ -145,8 +149,8 @@ def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
                               float(model_sampling.sigma_max)], dtype=torch.float64)
     problem = _table_problem(table, noise_form, strict=not isinstance(model_sampling, ms.ModelSamplingDiscrete))
     if problem:
-        raise ValueError(f"Few-Step cannot build a schedule on this model's sampling ({_sampling_kind(model_sampling)}): "
-                         f"{problem}. Use ComfyUI's own schedulers for it.")
+        raise PlanError(f"Few-Step cannot build a schedule on this model's sampling "
+                        f"({_sampling_kind(model_sampling)}): {problem}. Use ComfyUI's own schedulers for it.", "model")
     return table, noise_form
 
 
@@ -165,13 +169,11 @@ def _table_problem(table: torch.Tensor, noise_form: str, strict: bool) -> str | 
     return None
 
 
-def unet_model_channels(model) -> int:
-    """model_channels of a UNet model, or a clear error for models without a UNet decoder."""
+def unet_model_channels(model) -> int | None:
+    """model_channels of a UNet model; None for a model without a UNet decoder (a DiT: SD3, Flux, Wan, ...)."""
     unet_config = getattr(model.model.model_config, "unet_config", {}) or {}
     if "model_channels" not in unet_config or not hasattr(model.model.diffusion_model, "output_blocks"):
-        raise ValueError(
-            f"Timed FreeU applies to UNet models only (SD1.x, SD2.x, SDXL); this model "
-            f"({type(model.model).__name__}) has no UNet decoder.")
+        return None
     return int(unet_config["model_channels"])
 
 
@@ -181,14 +183,21 @@ def schedule_of(transformer_options: dict) -> list[float] | None:
     return None if schedule is None else torch.as_tensor(schedule).tolist()  # one device sync, not one per sigma
 
 
-def sampling_sigma_table(model) -> torch.Tensor:
-    """The sigma table of the model a k-diffusion sampler function is given (ComfyUI's KSamplerX0Inpaint
-    around the guider around the BaseModel, in both versions; its model_sampling is the patched one)."""
+def sampled_model_sampling(model) -> object | None:
+    """The (patched) model_sampling of the model a k-diffusion sampler function is given: ComfyUI's
+    KSamplerX0Inpaint around the guider around the BaseModel, in both versions; None for any other callable
+    (the tuner's denoiser, a benchmark's analytic model)."""
     base_model = getattr(getattr(model, "inner_model", None), "inner_model", None)
-    if base_model is None or not hasattr(base_model, "model_sampling"):
+    return getattr(base_model, "model_sampling", None)
+
+
+def sampling_sigma_table(model) -> torch.Tensor:
+    """The sigma table (``model_sigma_table``) of the model a k-diffusion sampler function is given."""
+    model_sampling = sampled_model_sampling(model)
+    if model_sampling is None:
         raise ValueError("the analytical first step needs the model's noise schedule, and this sampler was not "
                          "given a ComfyUI model (use it in SamplerCustom, SamplerCustomAdvanced or KSampler)")
-    return discrete_sigma_table(base_model.model_sampling)
+    return model_sigma_table(model_sampling)[0]
 
 
 def preconditioning_of(model_sampling) -> Preconditioning:
@@ -218,16 +227,26 @@ def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disab
                          sigma_table=None, preconditioning=None):
     """Run a few-step ``solver`` with the schedule visible to model patches (PINNED does not pass it).
 
-    ``sigma_table`` places the AFS midpoint; by default it is the sampled model's own; ``preconditioning`` realises
-    a ``model_time`` (by default read from the sampled model's model_sampling). A SIGMAS input that
-    cannot be sampled (not strictly descending, a step below 0.01 %, not finite; a trailing 0 is fine) stops
-    here with a message, before any model evaluation.
+    On a ComfyUI model the solver steps in that model's noise form (``noise_form_of``: const for flow models),
+    whatever the SAMPLER was built with (it is built without a model). ``sigma_table`` places the AFS midpoint;
+    by default it is the sampled model's own; ``preconditioning`` realises a ``model_time`` (by default read from
+    the sampled model's model_sampling). A SIGMAS input that cannot be sampled (not strictly descending, a
+    step below 0.01 %, not finite; a trailing 0 is fine; above 1 on a flow model) stops here with a message,
+    before any model evaluation.
     """
     problem = schedule_problem(sigmas, final_zero=True)
     if problem:
         raise ValueError(
             f"{solver.label}: the SIGMAS input cannot be sampled: {problem}. Connect a schedule that descends "
             "strictly (Few-Step Sigmas, or a core scheduler; a last sigma of 0 is fine).")
+    model_sampling = sampled_model_sampling(model)
+    if model_sampling is not None:
+        solver = replace(solver, noise_form=noise_form_of(model_sampling))
+        if solver.noise_form == NOISE_FORM_CONST and float(sigmas[0]) > 1.0:
+            raise ValueError(
+                f"{solver.label}: this is a flow-matching model (x = (1 - sigma) x0 + sigma noise, sigma at most 1), "
+                f"and the SIGMAS input starts at {float(sigmas[0]):.4g}: it was made for another model. Connect "
+                "Few-Step Sigmas (or a core scheduler) with this model.")
     extra_args = dict(extra_args or {})
     model_options = dict(extra_args.get("model_options") or {})  # never mutate the patcher's own dict
     transformer_options = dict(model_options.get("transformer_options") or {})
@@ -238,7 +257,12 @@ def sample_with_schedule(model, x, sigmas, extra_args=None, callback=None, disab
         sigma_table = sampling_sigma_table(model)
     if active(solver.model_time) and preconditioning is None:
         preconditioning = sampling_preconditioning(model)
-    return sample(model, x, sigmas, extra_args, callback, disable, solver, sigma_table, preconditioning)
+    result = sample(model, x, sigmas, extra_args, callback, disable, solver, sigma_table, preconditioning)
+    if solver.noise_form == NOISE_FORM_CONST and solver.finish == FINISH_DENOISED and model_sampling is not None:
+        # ComfyUI divides what a sampler returns on a flow model by 1 - sigma_last (inverse_noise_scaling, meant for
+        # the latent x there): undo it for a data prediction, so finish = denoised hands out D itself
+        result = result * (1.0 - float(sigmas[-1]))
+    return result
 
 
 def fewstep_sampler(solver: Solver):
@@ -312,8 +336,9 @@ def check_interrupted() -> None:
 
 def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (``plan.steps_plan``)."""
+    table = model_sigma_table(model_sampling)[0]
     try:
-        return steps_plan(steps, discrete_sigma_table(model_sampling)).sigmas
+        return steps_plan(steps, table).sigmas
     except PlanError as error:  # only at absurd counts: KSampler asks for steps / denoise steps (e.g. 10000 / 0.01)
         raise ValueError(f"fewstep scheduler: {steps} steps (KSampler's steps / denoise) give a schedule that cannot "
                          f"be sampled: {error}. Use fewer steps or a larger denoise.") from None

@@ -12,9 +12,31 @@ from .comfy_api import model_sampling_of, schedule_of, unet_model_channels
 log = logging.getLogger("ComfyUI-FewStep")
 
 
+def timed_freeu_windows(model, windows: tuple[FreeUWindow, ...]):
+    """``model`` with each of ``windows`` applied in turn (``timed_freeu``); a model without a UNet decoder passes
+    through unchanged with one warning in the log for all of them."""
+    if windows and unet_model_channels(model) is None:
+        _warn_no_unet(model)
+        return model
+    for window in windows:
+        model = timed_freeu(model, window)
+    return model
+
+
+def _warn_no_unet(model) -> None:
+    log.warning("Timed FreeU: this model (%s) has no UNet decoder (a DiT such as SD3, Flux or Wan); FreeU applies to "
+                "UNet models only (SD1.x, SD2.x, SDXL), so the model passes through unchanged.",
+                type(model.model).__name__)
+
+
 def timed_freeu(model, freeu: FreeUWindow):
-    """A clone of ``model`` whose UNet decoder applies ``freeu`` at the evaluations its window holds."""
-    scales = freeu_scales(unet_model_channels(model), freeu.b1, freeu.b2, freeu.s1, freeu.s2)
+    """A clone of ``model`` whose UNet decoder applies ``freeu`` at the evaluations its window holds; ``model``
+    itself, with a warning in the log, when it has no UNet decoder (workflows stay shareable across models)."""
+    channels = unet_model_channels(model)
+    if channels is None:
+        _warn_no_unet(model)
+        return model
+    scales = freeu_scales(channels, freeu.b1, freeu.b2, freeu.s1, freeu.s2)
     model_sampling = model_sampling_of(model)
     window = Window(freeu.first_step, freeu.last_step, float(model_sampling.percent_to_sigma(freeu.start_percent)),
                     float(model_sampling.percent_to_sigma(freeu.end_percent)))

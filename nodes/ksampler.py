@@ -11,8 +11,8 @@ from __future__ import annotations
 from ..fewstep import recipes
 from ..fewstep.plan import FREEU_CHOICES, PlanError, make_plan, plan_problem
 from ..fewstep.recipes import CUSTOM, RECIPE_CHOICES
-from .comfy_api import discrete_sigma_table, fewstep_sampler, model_sampling_of, sample_custom_outputs
-from .freeu_patch import timed_freeu
+from .comfy_api import fewstep_sampler, model_sampling_of, model_sigma_table, sample_custom_outputs
+from .freeu_patch import timed_freeu_windows
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 NAME = "Few-Step KSampler"
@@ -35,7 +35,9 @@ class FewStepKSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The model (an original SD1.5 / SDXL checkpoint, LoRAs welcome)."}),
+            "model": ("MODEL", {"tooltip": (
+                "The model (an original SD1.5 / SDXL checkpoint, LoRAs welcome; flow models such as SD3 and Flux "
+                "and EDM models are sampled on their own noise schedule, with recipes not yet tuned for them).")}),
             "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
                              "tooltip": "The noise seed (the same noise as SamplerCustom's noise_seed)."}),
             "cfg": ("FLOAT", {"default": 5.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
@@ -69,14 +71,12 @@ class FewStepKSampler:
 
     def sample(self, model, seed, cfg, recipe, freeu, positive, negative, latent_image, denoise=1.0, params=""):
         def table():
-            return discrete_sigma_table(model_sampling_of(model))
+            return model_sigma_table(model_sampling_of(model))[0]
 
         try:
             plan = make_plan(recipe, denoise, params or "", freeu=freeu, sigma_table=table)
         except PlanError as error:
             raise ValueError(f"{NAME}: {error}") from None
-        patched = model
-        for window in plan.freeu:
-            patched = timed_freeu(patched, window)
+        patched = timed_freeu_windows(model, plan.freeu)
         return sample_custom_outputs(patched, seed, cfg, positive, negative, fewstep_sampler(plan.solver), plan.sigmas,
                                      latent_image)

@@ -6,7 +6,7 @@ from ..fewstep import recipes
 from ..fewstep.params import ScheduleParams
 from ..fewstep.plan import Plan, PlanError, make_plan, plan_problem
 from ..fewstep.recipes import DEFAULT_CUSTOM, RECIPE_CHOICES
-from .comfy_api import discrete_sigma_table, model_sampling_of
+from .comfy_api import model_sampling_of, model_sigma_table
 
 
 class FewStepSigmas:
@@ -26,8 +26,9 @@ class FewStepSigmas:
         return {"required": {
             "model": ("MODEL", {"tooltip": (
                 "The schedule's timesteps (those of the standard SD1.x / SDXL schedule) are read on this model's "
-                "own discrete noise schedule: v-prediction and zero-terminal-SNR models start at their own first "
-                "sigma and stop at the recipe's timestep.")}),
+                "own noise schedule: v-prediction and zero-terminal-SNR models start at their own first sigma and "
+                "stop at the recipe's timestep; flow models (SD3, Flux) start at sigma 1 and follow their shift "
+                "(ModelSamplingSD3 / Flux); continuous EDM models span their sigma range.")}),
             "recipe": (RECIPE_CHOICES, {"default": RECIPE_CHOICES[0], "tooltip": (
                 "A recipe of the paper (SD1.5 at 512x512, SDXL at 1024x1024), or 'custom' to use the "
                 "parameters below. Named recipes ignore them.")}),
@@ -65,7 +66,7 @@ class FewStepSigmas:
 
     def get_sigmas(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
         def table():
-            return discrete_sigma_table(model_sampling_of(model))
+            return model_sigma_table(model_sampling_of(model))[0]
 
         try:
             plan = sigmas_plan(recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params, table)

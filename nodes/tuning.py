@@ -30,15 +30,17 @@ import comfy.utils
 import torch
 import torch.nn.functional as F
 
+from ..fewstep.noise_forms import NOISE_FORM_EPS
 from ..fewstep.params import END_AT_INDEX, END_AT_ZERO
 from ..fewstep.plan import PlanError, steps_plan
+from ..fewstep.solver_names import FINISH_LAST_SIGMA
 from ..fewstep.tuner import REFERENCE_STEPS, TuneResult, compute_reference, solver_label, tune
 from ..fewstep.tuner_objective import as_solver
 from .comfy_api import (
     check_interrupted,
-    discrete_sigma_table,
     empty_latent_for,
     model_sampling_of,
+    model_sigma_table,
     progress_text,
     sample_custom_with,
     sample_with_schedule,
@@ -183,7 +185,10 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         log.info("Few-Step Schedule Tuner: same inputs as before, returning the cached schedule %s", cached.text)
         return cached
 
-    table = discrete_sigma_table(model_sampling_of(model))
+    try:
+        table, noise_form = model_sigma_table(model_sampling_of(model))  # the model's own time axis and noise form
+    except PlanError as error:
+        raise ValueError(f"Few-Step Schedule Tuner: {error}") from None
     try:
         start = steps_plan(steps, table)  # the search starts from the ``fewstep`` scheduler's recipe family
     except PlanError as error:
@@ -209,9 +214,14 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
             return model_k(x_step, sigma, **kwargs)
 
         def run(schedule: torch.Tensor, which: str) -> torch.Tensor:
+            solver = replace(as_solver(which), noise_form=noise_form)  # the denoiser is no ComfyUI model to read it off
             with torch.no_grad():
-                return sample_with_schedule(denoiser, x, schedule.to(x.device), extra_args, None, True,
-                                            solver=as_solver(which), sigma_table=table)
+                latent = sample_with_schedule(denoiser, x, schedule.to(x.device), extra_args, None, True,
+                                              solver=solver, sigma_table=table)
+            # what a sampler hands back through ComfyUI: a flow model's latent at sigma > 0 divided by 1 - sigma
+            # (inverse_noise_scaling), so a schedule ending above 0 is measured as the node's output is
+            return latent if noise_form == NOISE_FORM_EPS or solver.finish != FINISH_LAST_SIGMA else (
+                latent / (1.0 - float(schedule[-1])))
 
         began = time.monotonic()
         reference = REFERENCES.get(ref_key, ref_references)
