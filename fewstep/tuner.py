@@ -82,6 +82,7 @@ class TuneResult:
     history: list[tuple[int, float]] = field(default_factory=list)  # (candidates, best objective) at improvements
     ends: dict[str, float] = field(default_factory=dict)  # end ("index", "0") -> best objective seen with it
     solvers: dict[str, float] = field(default_factory=dict)  # solver_label -> best objective seen with it
+    learned: str = ""  # with ``learn`` (tuner_learn.py): its one-line report; the text is then the learned one
 
 
 def solver_configs(solver: str, steps: int) -> list[tuple[str, str | None, str | None]]:

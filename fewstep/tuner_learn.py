@@ -126,11 +126,17 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             break
         weights = (r.pow(2).sum(1).sqrt().clamp_min(1e-12)).rsqrt()[:, None]  # IRLS: sum_p |r_p| ~ mean distance
         jacobian = torch.empty(r.numel(), len(theta), dtype=torch.float64)
+        complete = True
         for j, (step, limit) in enumerate(zip(steps, limits)):
+            if clock() - began > time_budget:
+                complete = False  # out of time within a Jacobian: the best so far stands
+                break
             step = step if theta[j] + step <= limit else -step
             moved = list(theta)
             moved[j] += step
             jacobian[:, j] = ((residuals(moved)[1] - r) * weights).reshape(-1) / step
+        if not complete:
+            break
         rw = (r * weights).reshape(-1)
         normal, gradient = jacobian.T @ jacobian, jacobian.T @ rw
         improved = False
@@ -145,7 +151,6 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
                 damping = max(damping / 3.0, 1e-6)
                 break
             damping *= 10.0
-
         if not improved or gain < TOLERANCE:
             break
     fitted = rounded(_with(base, theta, model_time))

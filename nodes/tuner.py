@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..fewstep.tuner import AUTO, SOLVER_CHOICES
+from ..fewstep.tuner_learn import LEARN_CHOICES, LEARN_SCHEDULE
 from .tuning import MEASURE_SIZE, tune_on_model
 
 NFE_RANGE = (2, 50)
@@ -19,7 +20,9 @@ class FewStepScheduleTuner:
         "early (the paper's end) or takes its last step to sigma 0, and with solver `auto` the solver and its "
         "options. Runs the connected model (LoRAs and patches included) for up to `time_budget` seconds or 100 "
         "candidate schedules and returns the best schedule found; with a `vae` the distances are measured on "
-        "decoded images. The reference is reused for another solver or nfe on the same inputs; the same "
+        "decoded images. With `learn` it then also fits the solver's weights (and the time the network is told) per "
+        "step, and keeps them only if they are better on as many noises not used for tuning. The reference is "
+        "reused for another solver or nfe on the same inputs; the same "
         "inputs return the cached result at once. Paste `params` into Few-Step KSampler (recipe `custom`), "
         "which samples exactly what was tuned, or into Few-Step Sigmas' `params`.")
     CATEGORY = "sampling/custom_sampling/schedulers"
@@ -65,15 +68,22 @@ class FewStepScheduleTuner:
                 f"Optional: measure the distances on decoded images (area-averaged to at most {MEASURE_SIZE}x"
                 f"{MEASURE_SIZE}) instead of latents: what you see, and what the paper's early stop is judged by. "
                 "Costs one decode of the probes per candidate.")}),
+            "learn": (list(LEARN_CHOICES), {"default": LEARN_SCHEDULE, "tooltip": (
+                "schedule: tune the schedule (and solver, end) only. schedule+weights: then fit, from that schedule, "
+                "the DPM++ solver's weights on each step's current and two earlier predictions; +model time: also "
+                "the time the network is told at each step. Uses 60 % of the time budget for the schedule, the rest "
+                "for the fit; judged on probe_seeds more noises not used for tuning, and the schedule alone is "
+                "returned (with the reason in the console) if the learned numbers are not better there. `params` "
+                "then carries weights= and model_time=, which Few-Step KSampler reproduces.")}),
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, cfg, nfe, solver, probe_seeds, tuning_seed, time_budget):
-        return _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) or True
+    def VALIDATE_INPUTS(cls, cfg, nfe, solver, probe_seeds, tuning_seed, time_budget, learn=LEARN_SCHEDULE):
+        return _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget, learn) or True
 
     def tune(self, model, positive, negative, cfg, latent_image, nfe, solver, probe_seeds, tuning_seed, time_budget,
-             vae=None):
-        message = _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget)
+             vae=None, learn=LEARN_SCHEDULE):
+        message = _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget, learn)
         if message is None:
             samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
             if samples is None or samples.dim() != 4:
@@ -84,11 +94,11 @@ class FewStepScheduleTuner:
         if message:
             raise ValueError(f"Few-Step Schedule Tuner: {message}")
         tuned = tune_on_model(model, positive, negative, cfg, samples, nfe, solver, probe_seeds, tuning_seed,
-                              time_budget, vae)
+                              time_budget, vae, learn)
         return (tuned.sigmas.clone(), tuned.text)
 
 
-def _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) -> str | None:
+def _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget, learn=LEARN_SCHEDULE) -> str | None:
     """Message for a bad input (named, with its allowed range), or None."""
     checks = (("nfe", nfe, *NFE_RANGE), ("probe_seeds", probe_seeds, *PROBE_RANGE),
               ("time_budget", time_budget, *TIME_BUDGET_RANGE), ("tuning_seed", tuning_seed, 0, SEED_MAX),
@@ -98,6 +108,8 @@ def _check(cfg, nfe, solver, probe_seeds, tuning_seed, time_budget) -> str | Non
             return f"{name} = {value} is out of range: allowed {low} to {high}"
     if solver not in SOLVER_CHOICES:
         return f"solver = {solver!r} is not one of {list(SOLVER_CHOICES)}"
+    if learn not in LEARN_CHOICES:
+        return f"learn = {learn!r} is not one of {list(LEARN_CHOICES)}"
     return None
 
 

@@ -35,12 +35,14 @@ from ..fewstep.params import END_AT_INDEX, END_AT_ZERO
 from ..fewstep.plan import PlanError, steps_plan
 from ..fewstep.solver_names import FINISH_LAST_SIGMA
 from ..fewstep.tuner import REFERENCE_STEPS, TuneResult, compute_reference, solver_label, tune
+from ..fewstep.tuner_learn import LEARN_SCHEDULE, learn
 from ..fewstep.tuner_objective import as_solver
 from .comfy_api import (
     check_interrupted,
     empty_latent_for,
     model_sampling_of,
     model_sigma_table,
+    preconditioning_of,
     progress_text,
     sample_custom_with,
     sample_with_schedule,
@@ -58,6 +60,7 @@ REFERENCE_CACHE_SIZE = 8
 MAX_CANDIDATES = 300
 KEY_VERSION = 7  # bump when the search changes, so old results are not served (6: end, solver, vae; 7: race)
 MEASURE_SIZE = 64  # with a vae: decoded images area-averaged to at most this many pixels a side
+LEARN_SHARE = 0.6  # with learn: the share of the time budget (after the reference) the schedule search may take
 
 
 class _Fingerprint:
@@ -104,13 +107,16 @@ def _inputs_key(fingerprint: _Fingerprint, model, positive, negative, cfg, laten
     )
 
 
-def cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed, time_budget, vae=None):
-    """(key, weak references to the objects it names by identity): all inputs, ``solver`` ``auto`` as itself and
-    the ``vae`` by identity (None: measured on latents)."""
+def cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed, time_budget, vae=None,
+              learn=LEARN_SCHEDULE):
+    """(key, weak references to the objects it names by identity): all inputs, ``solver`` ``auto`` as itself, the
+    ``vae`` by identity (None: measured on latents) and ``learn`` (left out when it is ``schedule``)."""
     fingerprint = _Fingerprint()
     inputs = _inputs_key(fingerprint, model, positive, negative, cfg, latent_shape, probe_seeds, seed)
     measured = None if vae is None else ("decoded", MEASURE_SIZE, fingerprint.of(vae, False))
     key = (KEY_VERSION, *inputs, int(steps), solver, float(time_budget), measured)
+    if learn != LEARN_SCHEDULE:
+        key = (*key, learn)
     return key, fingerprint.references()
 
 
@@ -174,12 +180,16 @@ def decoded_measure(vae, model, size: int = MEASURE_SIZE):
 
 
 def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, steps: int, solver: str,
-                  probe_seeds: int, seed: int, time_budget: float, vae=None) -> TuneResult:
+                  probe_seeds: int, seed: int, time_budget: float, vae=None, learn_mode: str = LEARN_SCHEDULE
+                  ) -> TuneResult:
     """Tune a ``steps``-evaluation schedule for ``solver`` (or ``auto``) on ``model`` with these conds (cached);
-    with a ``vae`` the distances are measured on decoded images (``decoded_measure``)."""
+    with a ``vae`` the distances are measured on decoded images (``decoded_measure``). ``learn_mode`` other than
+    ``schedule``: then fit the solver weights (and model times) from the schedule found (``tuner_learn.learn``),
+    judged on ``probe_seeds`` more noises (the next ones of the same seed) that the tuning does not use."""
     latent_shape = tuple(latent.shape[1:])
+    learning = learn_mode != LEARN_SCHEDULE
     key, references = cache_key(model, positive, negative, cfg, latent_shape, steps, solver, probe_seeds, seed,
-                                time_budget, vae)
+                                time_budget, vae, learn_mode)
     cached = CACHE.get(key, references)
     if cached is not None:
         log.info("Few-Step Schedule Tuner: same inputs as before, returning the cached schedule %s", cached.text)
@@ -194,7 +204,10 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
     except PlanError as error:
         raise ValueError(f"Few-Step Schedule Tuner: nfe = {steps} gives a starting schedule that cannot be sampled on "
                          f"this model: {error}") from None
-    empty = empty_latent_for(model, torch.zeros((probe_seeds, *latent_shape), dtype=torch.float32))
+    preconditioning = preconditioning_of(model_sampling_of(model))  # for a model time (the denoiser is no model)
+    # with learning, the held-out noises follow the probes in one batch of the same seed: the probes stay the same
+    noises = probe_seeds * (2 if learning else 1)
+    empty = empty_latent_for(model, torch.zeros((noises, *latent_shape), dtype=torch.float32))
     noise = comfy.sample.prepare_noise(empty, seed)
     ref_key, ref_references = reference_key(model, positive, negative, cfg, latent_shape, probe_seeds, seed)
     bar = comfy.utils.ProgressBar(MAX_CANDIDATES)
@@ -213,11 +226,15 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
             check_interrupted()  # between any two model evaluations
             return model_k(x_step, sigma, **kwargs)
 
-        def run(schedule: torch.Tensor, which: str) -> torch.Tensor:
+        def run_from(x_start: torch.Tensor):
+            return lambda schedule, which: run(schedule, which, x_start)
+
+        def run(schedule: torch.Tensor, which: str, x_start: torch.Tensor | None = None) -> torch.Tensor:
             solver = replace(as_solver(which), noise_form=noise_form)  # the denoiser is no ComfyUI model to read it off
+            x_start = x[:probe_seeds] if x_start is None else x_start
             with torch.no_grad():
-                latent = sample_with_schedule(denoiser, x, schedule.to(x.device), extra_args, None, True,
-                                              solver=solver, sigma_table=table)
+                latent = sample_with_schedule(denoiser, x_start, schedule.to(x.device), extra_args, None, True,
+                                              solver=solver, sigma_table=table, preconditioning=preconditioning)
             # what a sampler hands back through ComfyUI: a flow model's latent at sigma > 0 divided by 1 - sigma
             # (inverse_noise_scaling), so a schedule ending above 0 is measured as the node's output is
             return latent if noise_form == NOISE_FORM_EPS or solver.finish != FINISH_LAST_SIGMA else (
@@ -230,12 +247,17 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
             reference = compute_reference(run, table)
             REFERENCES.put(ref_key, ref_references, reference)
         spent = time.monotonic() - began
+        measure = None if vae is None else decoded_measure(vae, model)
+        share = LEARN_SHARE if learning else 1.0
         outcome["result"] = tune(run, table, steps, solver, start=start.schedule,
-                                 time_budget=max(time_budget - spent, 0.0),
+                                 time_budget=max(share * (time_budget - spent), 0.0),
                                  max_candidates=MAX_CANDIDATES, progress=progress, check_interrupt=check_interrupted,
-                                 reference=reference.to(x.device),
-                                 measure=None if vae is None else decoded_measure(vae, model))
+                                 reference=reference.to(x.device), measure=measure)
         outcome["reference_seconds"] = spent
+        if learning:
+            outcome["learned"] = _learn(outcome["result"], run_from(x[:probe_seeds]), run_from(x[probe_seeds:]),
+                                        reference.to(x.device), (ref_key, ref_references), table, learn_mode, measure,
+                                        time_budget - (time.monotonic() - began))
         return x  # the sampled latent is not used
 
     sample_custom_with(model, search, noise, cfg, start.sigmas, positive, negative, empty, seed)
@@ -243,6 +265,13 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
     reference_cost = 0 if outcome["reused"] else REFERENCE_STEPS
     result = replace(result, model_evaluations=result.model_evaluations + reference_cost,
                      seconds=result.seconds + outcome["reference_seconds"])
+    if learning:
+        learned, held_out_cost = outcome["learned"]
+        result = replace(result, params=learned.params, text=learned.text,
+                         objective=learned.tuning[1] if learned.learned else result.objective,
+                         model_evaluations=result.model_evaluations + held_out_cost + learned.evaluations,
+                         seconds=result.seconds + learned.seconds, learned=learned.reason)
+        progress_text(learned.reason)
     bar.update_absolute(MAX_CANDIDATES, MAX_CANDIDATES)
     log.info("Few-Step Schedule Tuner: %s (%d candidate schedules, removed %s of the starting distance: %.4g -> "
              "%.4g, measured on %s; best with the early stop %.4g, ending at 0 %.4g; solver %s; %d model "
@@ -251,8 +280,25 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
              "latents" if vae is None else "decoded images", result.ends.get(END_AT_INDEX, math.inf),
              result.ends.get(END_AT_ZERO, math.inf), solver_label(result.params), result.model_evaluations,
              "reused" if outcome["reused"] else "computed", result.seconds, result.stopped_by)
+    if learning:
+        log.info("Few-Step Schedule Tuner, learn %s: %s; %d model evaluations in all, %.1f s", learn_mode,
+                 result.learned, result.model_evaluations, result.seconds)
     CACHE.put(key, references, result)  # the node hands out copies of its sigmas
     return result
+
+
+def _learn(tuned: TuneResult, run, held_out_run, reference, key, table, learn_mode: str, measure, seconds: float):
+    """(``tuner_learn.learn``'s result from the tuned schedule, the held-out reference's evaluations: 0 if reused)."""
+    held_out_key = (*key[0], "held out")
+    held_out_reference = REFERENCES.get(held_out_key, key[1])
+    cost = 0 if held_out_reference is not None else REFERENCE_STEPS
+    if held_out_reference is None:
+        held_out_reference = compute_reference(held_out_run, table)
+        REFERENCES.put(held_out_key, key[1], held_out_reference)
+    progress_text(f"learning {learn_mode} from {tuned.text}")
+    learned = learn(run, reference, held_out_run, held_out_reference, table, tuned.params, learn_mode,
+                    measure=measure, time_budget=max(seconds, 0.0), check_interrupt=check_interrupted)
+    return learned, cost
 
 
 def _removed(start: float, best: float) -> str:

@@ -4,6 +4,7 @@ nodes on the tiny real UNet (both ComfyUI versions)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -210,3 +211,102 @@ def test_model_time_and_weights_through_the_node_against_the_network_called_by_h
     torch.testing.assert_close(ours, expected, rtol=2e-5, atol=2e-5)
     without = run_ksampler(comfy, model, TEXT + " weights=" + ",".join(":".join(str(v) for v in o) for o in offsets))
     assert (ours - without).abs().max() > 1e-3  # the model time is not a no-op
+
+
+# --- the tuner learns them ---
+
+def test_the_tuner_node_learns_and_few_step_ksampler_reproduces_it(comfy, tiny_model, conds):
+    """learn = schedule+weights+model time on the real UNet: the text carries what won on the held-out noises (or
+    the schedule alone, with the reason), the cost counts the fit, and Few-Step KSampler with recipe `custom` and
+    the text reproduces the reported distance on the probe noises (the first probe_seeds of the seed's batch)."""
+    from test_tuner import ksampler_latent
+
+    from fewstep.tuner_objective import distance
+
+    tuning = comfy.pack.nodes.tuning
+    node = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepScheduleTuner"]()
+    args = (tiny_model, conds[0], conds[1], 5.5, latent(8), 5, "dpmpp_2m", 2, 9, 5.0)
+    sigmas, text = node.tune(*args, None, "schedule+weights+model time")
+    key = tuning.cache_key(*plain_args(tiny_model, conds), "schedule+weights+model time")
+    result = tuning.CACHE.get(*key)
+    assert result is not None and result.text == text and "held-out" in result.learned
+    assert result.model_evaluations > 40 + 40 + 5 * result.candidates  # reference, held-out reference, schedules, fit
+    params = parse_params(text)
+    assert (params.weights is not None) == result.learned.startswith("learned")
+    reference = tuning.REFERENCES.get(*tuning.reference_key(tiny_model, conds[0], conds[1], 5.5, (4, 8, 8), 2, 9))
+    sampled = ksampler_latent(comfy, tiny_model, conds, 9, 2, text)
+    assert distance(sampled, reference) == pytest.approx(result.objective, rel=1e-4)
+    plain = tuning.cache_key(*plain_args(tiny_model, conds))
+    assert plain[0] != key[0] and plain[0] == tuning.cache_key(*plain_args(tiny_model, conds), "schedule")[0]
+
+
+def plain_args(model, conds):
+    """cache_key's arguments for the node run above, learn left out."""
+    return (model, conds[0], conds[1], 5.5, (4, 8, 8), 5, "dpmpp_2m", 2, 9, 5.0, None)
+
+
+@pytest.fixture(scope="module")
+def photo_eps(comfy):
+    """The photo_eps trained proxy (a real ComfyUI model), its table, and a sampler of params from given noises."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.append(str(REPO / "benchmarks"))
+    from quality_trained import TrainedTarget, trained_models
+
+    return TrainedTarget(comfy, trained_models()["photo_eps"])
+
+
+def proxy_runs(target, noises: list[torch.Tensor], work):
+    """``work(run per noise batch)`` inside one guided sampling call of the proxy (as the tuner node runs)."""
+    from fewstep.tuner import denoiser_run
+
+    table = target.ms.sigmas.double().cpu()
+    sizes = [len(n) for n in noises]
+
+    def inside(denoiser, x):
+        runs, start = [], 0
+        for size in sizes:
+            runs.append(denoiser_run(denoiser, x[start:start + size], table, PRECONDITIONINGS["eps"]))
+            start += size
+        return work(runs, table)
+
+    return target.with_denoiser(torch.cat(noises), inside)
+
+
+def test_learning_beats_the_schedule_on_noises_it_never_saw_and_stays_bounded(photo_eps):
+    """On the photo_eps proxy at a small budget (8 probes, 12 schedules, 3 fit iterations): the learned weights and
+    model times are chosen by the held-out check, closer to the reference on 32 further noises, and, with every
+    offset at the fit's limit (alternating in sign), sampling 128 noises (32 scaled up 3x) stays finite and within
+    twice the range of their 10-step reference."""
+    from fewstep.tuner import compute_reference, tune
+    from fewstep.tuner_learn import FIT_WEIGHT_LIMIT, LEARN_MODEL_TIME, learn
+    from fewstep.tuner_objective import distance
+
+    shape = photo_eps.latent_shape
+    noises = [torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+              for n, seed in ((8, 1), (8, 2), (32, 3))]
+    stress = torch.randn((128, *shape), generator=torch.Generator().manual_seed(4))
+    stress[:32] *= 3.0
+
+    def work(runs, table):
+        probe, held, fresh, wide = runs
+        references = [compute_reference(run, table, steps) for run, steps in zip(runs, (40, 40, 40, 10))]
+        tuned = tune(probe, table, 5, "dpmpp_2m", reference=references[0], max_candidates=12, end="index")
+        learned = learn(probe, references[0], held, references[1], table, tuned.params, LEARN_MODEL_TIME,
+                        max_iterations=3)
+        sigmas = tuned.params.sigmas(table)
+        fresh_distances = [distance(fresh(sigmas, make_plan(CUSTOM, params=format_params(p)).solver), references[2])
+                           for p in (tuned.params, learned.fitted)]
+        alternating = tuple(tuple(FIT_WEIGHT_LIMIT * (-1) ** (i + j) for j in range(len(group)))
+                            for i, group in enumerate(learned.fitted.weights))
+        extreme = dataclasses.replace(learned.fitted, weights=alternating)
+        wild = wide(sigmas, make_plan(CUSTOM, params=format_params(extreme)).solver)
+        return learned, fresh_distances, wild, references[3]
+
+    learned, (schedule_alone, with_learned), wild, wide_reference = proxy_runs(photo_eps, noises + [stress], work)
+    print(learned.reason, f"fresh noises: {schedule_alone:.4g} -> {with_learned:.4g}")
+    assert learned.learned and learned.held_out[1] < learned.held_out[0]
+    assert with_learned < 0.95 * schedule_alone
+    assert torch.isfinite(wild).all() and wild.abs().max() < 2.0 * wide_reference.abs().max()
