@@ -8,7 +8,10 @@
 // defaults stand in for the rest, which a named recipe or a params string replaces).
 //
 // The numbers come from the pack's Python code through GET /fewstep/schedule (nodes/routes.py),
-// computed on the standard SD1.x / SDXL discrete schedule; nothing of the maths is repeated here.
+// computed on the standard SD1.x / SDXL discrete schedule; nothing of the maths is repeated here. The node
+// does not know its model's checkpoint, but a ModelSamplingSD3 / AuraFlow / Flux node up its model input
+// says it samples a flow model: the route is then asked for the schedule on that flow axis (flow_shift),
+// where no Timed FreeU acts (flow models are DiTs).
 // A named recipe writes its own values into the custom widgets and disables them; `custom` makes
 // them editable again (starting from the last recipe's values).
 //
@@ -21,8 +24,9 @@
 //
 // For tests and other scripts (read-only):
 //   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, evaluations, unipc,
-//                           afs_midpoint, freeu, error, plotted: [{step, sigma, x, y, kind, evaluation}],
+//                           afs_midpoint, freeu, axis, error, plotted: [{step, sigma, x, y, kind, evaluation}],
 //                           surface, notes, legend}
+//     axis: {kind: "sd"} or {kind: "flow", shift} (a ModelSamplingSD3 / AuraFlow / Flux node up the model input).
 //     plotted: the drawn points; x, y in node coordinates when surface is "node" (classic canvas),
 //     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0). kind: "evaluated"
 //     (a filled dot), "end" (the last sigma, no evaluation), and with the analytical first step (UniPC
@@ -41,6 +45,20 @@ const NODE_TYPE = "FewStepSigmas";
 const KSAMPLER_TYPE = "FewStepKSampler";
 const KSAMPLER_FREEU = "freeu"; // its widget: "recipe" (the recipe's own FreeU) or "off"
 const FREEU_TYPE = "TimedFreeU";
+// Core nodes that put a model on a flow time axis, and their shift (Flux: ModelSamplingFlux's own mu formula,
+// whose sigma(t) is the DiscreteFlow one with shift e^mu); a core node that sets another axis ends the search.
+const FLOW_SHIFTS = {
+  ModelSamplingSD3: (n) => widget(n, "shift")?.value,
+  ModelSamplingAuraFlow: (n) => widget(n, "shift")?.value,
+  ModelSamplingFlux: (n) => {
+    const [maxShift, baseShift, width, height] = ["max_shift", "base_shift", "width", "height"]
+      .map((name) => Number(widget(n, name)?.value));
+    const slope = (maxShift - baseShift) / (4096 - 256);
+    return Math.exp((width * height / (8 * 8 * 2 * 2)) * slope + baseShift - slope * 256);
+  },
+};
+const OTHER_AXES = new Set(["ModelSamplingDiscrete", "ModelSamplingContinuousEDM", "ModelSamplingContinuousV",
+  "ModelSamplingStableCascade"]);
 const ROUTE = "/fewstep/schedule";
 const CUSTOM = "custom";
 const QUERY_TYPES = new Set(["INT", "FLOAT", "STRING", "COMBO"]); // and lists of choices: what the route parses
@@ -91,6 +109,29 @@ function freeuWindows(node) {
     .map(([first, last, start, end]) => `${first},${last},${start ?? 0},${end ?? 1}`);
 }
 
+// The flow shift of the model the node samples: the nearest ModelSamplingSD3 / AuraFlow / Flux node up its
+// model input (through LoRA loaders, patches and reroutes; bypassed nodes pass the model on), or null.
+function flowShift(node) {
+  let current = node;
+  for (let hops = 0; current && hops < 64; hops++) {
+    const inputs = current.inputs ?? [];
+    let slot = inputs.findIndex((input) => input.type === "MODEL");
+    if (slot < 0 && inputs.length === 1) slot = 0; // a reroute
+    const upstream = slot < 0 ? null : current.getInputNode?.(slot);
+    if (!upstream) return null;
+    const type = upstream.type ?? upstream.comfyClass;
+    if (upstream.mode !== MODE_BYPASSED && upstream.mode !== MODE_MUTED) {
+      if (type in FLOW_SHIFTS) {
+        const shift = Number(FLOW_SHIFTS[type](upstream));
+        return Number.isFinite(shift) && shift > 0 ? shift : null;
+      }
+      if (OTHER_AXES.has(type)) return null;
+    }
+    current = upstream;
+  }
+  return null;
+}
+
 function isKSampler(node) {
   return (node.fewstepKind ?? node.type) === KSAMPLER_TYPE;
 }
@@ -106,6 +147,8 @@ function queryOf(node) {
     params.set(name, String(widget(node, name)?.value ?? ""));
   }
   if (!ksampler) for (const window of freeuWindows(node)) params.append("freeu", window);
+  const shift = flowShift(node);
+  if (shift !== null) params.set("flow_shift", String(shift));
   const key = new URLSearchParams(params);
   if (params.get("recipe") !== CUSTOM) for (const name of RECIPE_WIDGETS) key.delete(name);
   if (ksampler) key.set(`${KSAMPLER_TYPE}.${KSAMPLER_FREEU}`, String(widget(node, KSAMPLER_FREEU)?.value ?? ""));
@@ -292,8 +335,9 @@ function drawSchedule(ctx, node, width, top) {
   }
   // A Timed FreeU whose step window selects no step of this schedule (the route says so): named, top right,
   // where the descending curve is low.
+  const flow = schedule.axis?.kind === "flow";
   const notes = (schedule.freeu ?? []).filter((w) => w.warning)
-    .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: no step of ${nfe}`);
+    .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: ${flow ? "off on a flow model" : `no step of ${nfe}`}`);
   ctx.fillStyle = "#fb4";
   ctx.textAlign = "right";
   notes.forEach((note, i) => ctx.fillText(note, plot.right - 4, plot.top + 11 + 12 * (legend.length + i)));
@@ -327,7 +371,7 @@ function drawSchedule(ctx, node, width, top) {
   ctx.translate(left + 9, (plot.top + plot.bottom) / 2);
   ctx.rotate(-Math.PI / 2);
   ctx.textAlign = "center";
-  ctx.fillText("sigma (log)", 0, 0);
+  ctx.fillText(flow ? `sigma (log), flow shift ${Number(schedule.axis.shift.toPrecision(3))}` : "sigma (log)", 0, 0);
   ctx.restore();
 
   // Step numbers under the points.

@@ -44,6 +44,14 @@ steps counted as for ``freeu`` above (windows of whole steps, percents 0 to 1, a
 The KSampler's own ``freeu`` widget ("recipe" / "off") is not a query parameter: the page shows
 ``recipe_freeu`` or nothing, and never the Timed FreeU nodes of the graph (they do not patch its model).
 
+``flow_shift`` (optional, a number above 0) puts the schedule on a flow model's time axis instead of the standard
+SD one (docs/noise_forms.md): sigma(t) = shift t / (1 + (shift - 1) t) on the unshifted t = (timestep + 1) / 1000,
+as Few-Step Sigmas gives it on SD3 (ModelSamplingSD3's shift, 3.0 by default), AuraFlow, or Flux (shift = e^mu of
+ModelSamplingFlux). Then ``timesteps`` and ``afs_midpoint`` are read on that table (the midpoint in the const noise
+form), the reply has ``"axis": {"kind": "flow", "shift": s}`` (else ``{"kind": "sd"}``), and no FreeU is on at any
+step (``recipe_freeu`` and ``freeu`` list their windows with ``steps: []`` and a ``warning``): flow models are DiTs,
+which Timed FreeU passes through unchanged.
+
 A schedule that cannot be sampled (not strictly descending in float32, see
 ``fewstep.schedule.schedule_problem``) is refused by the plan like any bad input. A bad, missing or
 unknown parameter gets HTTP
@@ -53,13 +61,15 @@ unknown parameter gets HTTP
 from __future__ import annotations
 
 import inspect
+import math
 
 from aiohttp import web
 
 from ..fewstep.freeu import VERSIONS as VERSIONS_FREEU
+from ..fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
 from ..fewstep.plan import FreeUWindow, Plan, PlanError, Solver, freeu_window
 from ..fewstep.recipes import CUSTOM
-from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
+from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep, flow_sigma_table
 from ..fewstep.solver_names import UNIPC_SOLVERS
 from ..fewstep.unipc import afs_midpoint, resolve_order
 from ..fewstep.window import Window, empty_window_message, percent_to_sigma
@@ -67,6 +77,9 @@ from .sigmas import FewStepSigmas, sigmas_plan
 
 SCHEDULE_PATH = "/fewstep/schedule"
 FREEU = "freeu"
+FLOW_SHIFT = "flow_shift"
+NO_FREEU_ON_FLOW = ("Timed FreeU: flow models (SD3, Flux, ...) are DiTs without a UNet decoder; FreeU passes them "
+                    "through unchanged")
 PARAMETERS = ("steps", "base_steps", "base_rho", "end_index", "time_rho")  # what a named recipe fixes
 PARSERS = {"INT": int, "FLOAT": float, "STRING": str}
 
@@ -88,15 +101,17 @@ def schedule_reply(query) -> tuple[int, dict]:
     try:
         inputs = _parse(query)
         windows = _parse_freeu(query.getall(FREEU, []) if hasattr(query, "getall") else query.get(FREEU, []))
+        shift = _parse_shift(query.get(FLOW_SHIFT))
     except BadQuery as error:
         return 400, {"error": str(error)}
+    table = STANDARD_TABLE if shift is None else flow_sigma_table(shift)
     try:
-        plan: Plan = _call(sigmas_plan, inputs)
+        plan: Plan = _call(sigmas_plan, {**inputs, "sigma_table": table})
     except PlanError as error:
         return 400, {"error": f"Few-Step Sigmas: {error}"}
 
     sigmas = plan.sigmas
-    timesteps = continuous_timestep(sigmas.to(STANDARD_TABLE.dtype), STANDARD_TABLE)
+    timesteps = continuous_timestep(sigmas.to(table.dtype), table)
     used = plan.schedule  # a named recipe's or a params string's, not the custom widgets', when they replace them
     nfe = len(sigmas) - 1
     body = {
@@ -107,10 +122,14 @@ def schedule_reply(query) -> tuple[int, dict]:
         "timesteps": [round(t, 3) for t in timesteps.tolist()],
         "nfe": nfe,
         "end": used.end,
+        "axis": {"kind": "sd"} if shift is None else {"kind": "flow", "shift": shift},
     }
     schedule_list = sigmas.tolist()
-    body.update(_evaluations(body["solver"], sigmas, timesteps, plan.solver))
+    noise_form = NOISE_FORM_EPS if shift is None else NOISE_FORM_CONST
+    body.update(_evaluations(body["solver"], sigmas, timesteps, plan.solver, table, noise_form))
     def steps_of(first, last, start=0.0, end=1.0):  # the evaluations where a Timed FreeU window is on
+        if shift is not None:
+            return []
         window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
         return [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
 
@@ -120,10 +139,13 @@ def schedule_reply(query) -> tuple[int, dict]:
         for first, last, start, end in windows:
             entry = {"first_step": first, "last_step": last, "start_percent": start, "end_percent": end,
                      "steps": steps_of(first, last, start, end)}
-            warning = empty_window_message(first, last, nfe)
+            warning = NO_FREEU_ON_FLOW if shift is not None else empty_window_message(first, last, nfe)
             if warning:
-                entry["warning"] = f"Timed FreeU: {warning}"
+                entry["warning"] = warning if shift is not None else f"Timed FreeU: {warning}"
             body["freeu"].append(entry)
+    if shift is not None:
+        for entry in body["recipe_freeu"]:
+            entry["warning"] = NO_FREEU_ON_FLOW
     return 200, body
 
 
@@ -133,8 +155,9 @@ def _recipe_freeu(freeu: FreeUWindow, steps: list[int]) -> dict:
             "last_step": freeu.last_step, "steps": steps}
 
 
-def _evaluations(solver: str | None, sigmas, timesteps, options: Solver) -> dict:
-    """``evaluations`` and, for UniPC, ``unipc`` and ``afs_midpoint`` (see the module docstring)."""
+def _evaluations(solver: str | None, sigmas, timesteps, options: Solver, table=STANDARD_TABLE,
+                 noise_form: str = NOISE_FORM_EPS) -> dict:
+    """``evaluations`` and, for UniPC, ``unipc`` and ``afs_midpoint`` on ``table`` (see the module docstring)."""
     values = sigmas.tolist()
     nfe = len(values) - 1
     if solver not in UNIPC_SOLVERS:
@@ -145,8 +168,8 @@ def _evaluations(solver: str | None, sigmas, timesteps, options: Solver) -> dict
     if not afs:
         return {**found, "evaluations": values[:-1]}
     # the sampler inserts the midpoint in the schedule's dtype (fewstep.unipc.afs_schedule)
-    middle = sigmas.new_tensor(afs_midpoint(values[0], values[1], STANDARD_TABLE)).item()
-    t0, t1 = continuous_timestep(sigmas[:2].to(STANDARD_TABLE.dtype), STANDARD_TABLE).tolist()
+    middle = sigmas.new_tensor(afs_midpoint(values[0], values[1], table, noise_form)).item()
+    t0, t1 = continuous_timestep(sigmas[:2].to(table.dtype), table).tolist()
     found["afs_midpoint"] = {"sigma": middle, "timestep": round((t0 + t1) / 2.0, 3)}
     return {**found, "evaluations": [middle, *values[1:-1]]}
 
@@ -172,9 +195,10 @@ def _call(function, arguments: dict):
 def _parse(query) -> dict:
     """The node's inputs from query strings; unknown names are refused, not ignored."""
     widgets = widget_inputs()
-    unknown = sorted(set(query) - {*widgets, FREEU})
+    unknown = sorted(set(query) - {*widgets, FREEU, FLOW_SHIFT})
     if unknown:
-        raise BadQuery(f"unknown parameter {unknown[0]!r}; expected {', '.join(widgets)} and optionally {FREEU}")
+        raise BadQuery(f"unknown parameter {unknown[0]!r}; expected {', '.join(widgets)} and optionally {FREEU}, "
+                       f"{FLOW_SHIFT}")
     inputs = {}
     # the custom widgets matter only for recipe=custom without params (Few-Step KSampler has none of them)
     custom = query.get("recipe") == CUSTOM and not str(query.get("params") or "").strip()
@@ -198,6 +222,17 @@ def _number(name: str, text: str, kind: type) -> int | float:
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise BadQuery(f"{name} = {text[:40]!r} is not {what}") from None
+
+
+def _parse_shift(text: str | None) -> float | None:
+    """The ``flow_shift`` parameter: None (the standard SD axis) or a finite number above 0."""
+    if text is None or text == "":
+        return None
+    shift = _number(FLOW_SHIFT, text, float)
+    if not (math.isfinite(shift) and shift > 0.0):
+        raise BadQuery(f"{FLOW_SHIFT} = {text[:40]!r} must be a number above 0 (SD3: its ModelSamplingSD3 shift, "
+                       "3.0 by default; Flux: e^mu)")
+    return shift
 
 
 def _parse_freeu(values: list[str]) -> list[tuple[int, int, float, float]]:

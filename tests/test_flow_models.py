@@ -372,3 +372,48 @@ def test_tuner_on_sd3_tunes_on_the_flow_axis(comfy, sd3):
     torch.testing.assert_close(few_step_sigmas(comfy, sd3, "custom", text), tuned_sigmas)
     out, _ = sample_custom(comfy, sd3, dpmpp_sampler(comfy), tuned_sigmas)
     assert torch.isfinite(out).all()
+
+
+# --- the schedule route (the graph on the nodes) --------------------------------------------------------------------
+
+def schedule_route(comfy, **query):
+    import sys
+
+    routes = sys.modules[comfy.pack.__name__ + ".nodes.routes"]
+    return routes.schedule_reply({"recipe": "SDXL 6-step UniPC", "denoise": "1.0", **query})
+
+
+def test_route_draws_the_schedule_on_a_flow_axis(comfy):
+    """flow_shift (what the graph sends when a ModelSamplingSD3 / AuraFlow / Flux node is up the model input): the
+    sigmas on that flow axis, the AFS midpoint in the const form, no FreeU on any step; without it the SD axis."""
+    from fewstep.schedule import flow_sigma_table
+    from fewstep.unipc import afs_midpoint
+
+    status, sd = schedule_route(comfy)
+    assert status == 200 and sd["axis"] == {"kind": "sd"} and sd["sigmas"][0] > 14 and sd["recipe_freeu"][0]["steps"]
+    status, flow = schedule_route(comfy, flow_shift="3.0", freeu=["1,-1"])
+    assert status == 200 and flow["axis"] == {"kind": "flow", "shift": 3.0}
+    expected = shifted(3.0, recipe_times("SDXL 6-step UniPC"))
+    torch.testing.assert_close(torch.tensor(flow["sigmas"], dtype=torch.float64), expected, rtol=1e-2, atol=0)
+    assert flow["sigmas"][0] == 1.0 and flow["timesteps"][0] == 999.0
+    # the same timesteps, on another axis (read back in log-sigma: within 0.02 of those the sigmas were made at)
+    assert flow["timesteps"] == pytest.approx(sd["timesteps"], abs=0.05)
+    s0, s1 = flow["sigmas"][:2]
+    assert flow["afs_midpoint"]["sigma"] == pytest.approx(afs_midpoint(s0, s1, flow_sigma_table(3.0), "const"),
+                                                          rel=1e-6)
+    assert flow["afs_midpoint"]["timestep"] == pytest.approx((flow["timesteps"][0] + flow["timesteps"][1]) / 2,
+                                                             abs=1e-3)
+    assert flow["afs_midpoint"]["sigma"] == pytest.approx(shifted(3.0, (flow["afs_midpoint"]["timestep"] + 1) / 1000),
+                                                          rel=1e-4)
+    assert [w["steps"] for w in flow["freeu"] + flow["recipe_freeu"]] == [[], []]
+    assert all("DiT" in w["warning"] for w in flow["freeu"] + flow["recipe_freeu"])
+    status, bad = schedule_route(comfy, flow_shift="-1")
+    assert status == 400 and bad["error"].startswith("flow_shift = '-1' must be a number above 0")
+
+
+def test_route_flow_axis_is_few_step_sigmas_on_sd3(comfy, sd3):
+    """On SD3 (shift 3) the route's flow axis gives what Few-Step Sigmas gives on the model."""
+    status, flow = schedule_route(comfy, recipe="SD1.5 6-step", flow_shift="3")
+    assert status == 200
+    torch.testing.assert_close(torch.tensor(flow["sigmas"]), few_step_sigmas(comfy, sd3, "SD1.5 6-step"),
+                               rtol=1e-6, atol=0)

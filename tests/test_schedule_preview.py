@@ -772,6 +772,43 @@ def test_saved_workflow_and_prompt_hold_only_the_node_inputs(graph_page):
     assert to_api(saved, graph_page.server.object_info())[str(node["id"])]["inputs"] == inputs
 
 
+def test_a_flow_shift_node_up_the_model_input_puts_the_graph_on_the_flow_axis(graph_page):
+    """ModelSamplingSD3 between the checkpoint and Few-Step Sigmas: the graph asks for and draws the schedule on
+    SD3's flow axis with that node's shift (what Few-Step Sigmas gives on such a model); a new shift follows; the
+    node bypassed, the SD axis again."""
+    if not graph_page.mode.current:
+        pytest.skip("PINNED (March 2024) has no ModelSamplingSD3")
+    from fewstep.schedule import flow_sigma_table
+
+    graph_page.set_widget("recipe", "SD1.5 5-step")
+    graph_page.settled()
+    graph_page.node("""n => { const slot = n.inputs.findIndex(i => i.type === "MODEL");
+        const link = n.graph.links[n.inputs[slot].link]; const origin = n.graph.getNodeById(link.origin_id);
+        const shift = LiteGraph.createNode("ModelSamplingSD3"); shift.pos = [n.pos[0], n.pos[1] - 140];
+        n.graph.add(shift); origin.connect(link.origin_slot, shift, 0); shift.connect(0, n, slot);
+        window.__fewstepShiftNode = shift; }""")
+    try:
+        for shift in (3.0, 6.0):
+            graph_page.js("(v) => { const w = window.__fewstepShiftNode.widgets.find(w => w.name === 'shift'); "
+                          "w.value = v; w.callback?.(v); }", shift)
+            graph_page.page.wait_for_function(
+                "(v) => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule?.axis?.shift === v",
+                arg=shift, timeout=20000)
+            schedule = graph_page.settled()
+            expected = recipe_sigmas(RECIPES["SD1.5 5-step"], flow_sigma_table(shift)).tolist()
+            assert schedule["axis"] == {"kind": "flow", "shift": shift} and schedule["sigmas"] == expected
+            assert schedule["sigmas"][0] == 1.0 and [p["sigma"] for p in schedule["plotted"]] == expected
+            assert all(w["steps"] == [] for w in schedule["freeu"])  # the workflow's Timed FreeU: off on a DiT
+        graph_page.js("() => { window.__fewstepShiftNode.mode = 4; }")  # bypassed: the model passes unchanged
+        graph_page.page.wait_for_function(
+            "() => window.app.graph.findNodesByType('FewStepSigmas', [])[0].fewstepSchedule?.axis?.kind === 'sd'",
+            timeout=20000)
+        assert graph_page.settled()["sigmas"] == python_schedule("SD1.5 5-step")
+        assert graph_page.errors_from_extension() == []
+    finally:
+        graph_page.load(json.loads(WORKFLOW.read_text()))
+
+
 def test_no_console_errors_from_the_extension(graph_page):
     before = graph_page.settled()
     graph_page.show_node()
