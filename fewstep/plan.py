@@ -100,12 +100,23 @@ def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> 
     return replace(solver, weights=schedule.weights, model_time=schedule.model_time)
 
 
-def dpmpp_solver(solver: str, finish: str, noise_form: str = NOISE_FORM_EPS) -> Solver:
-    """Few-Step DPM++ Sampler's inputs (and the model's noise form) as a Solver."""
+def dpmpp_solver(solver: str, finish: str, noise_form: str = NOISE_FORM_EPS, params: str = "") -> Solver:
+    """Few-Step DPM++ Sampler's inputs (and the model's noise form) as a Solver; with a ``params`` text, the
+    ``weights`` and ``model_time`` it carries (its schedule is Few-Step Sigmas' business: the same text there)."""
     _choose("solver", solver, SOLVERS)
     _choose("finish", finish, FINISHES)
     _choose("noise_form", noise_form, NOISE_FORMS)
-    return Solver(solver, finish, noise_form=noise_form)
+    chosen = Solver(solver, finish, noise_form=noise_form)
+    if not (params or "").strip():
+        return chosen
+    try:
+        schedule = parse_params(params)
+    except ParamsError as error:
+        raise PlanError(str(error), "params") from None
+    if schedule.solver not in (None, solver):
+        raise PlanError(f"params names solver = {schedule.solver}, but this sampler's solver is {solver}: set it to "
+                        f"{schedule.solver} (the weights are offsets from that solver's)", "params")
+    return replace(chosen, weights=schedule.weights, model_time=schedule.model_time)
 
 
 def unipc_solver(order: str, variant: str, afs: bool, finish: str, prediction: str = PREDICTIONS[0],

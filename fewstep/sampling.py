@@ -25,6 +25,11 @@ def sample(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None
     tells the network shifted times (``learned.at_model_time``) through ``preconditioning``, the model's c_in,
     c_skip and c_out (default: eps prediction in the eps form, flow in the const form); one with non-zero
     ``weights`` is the weighted multistep solver (``learned.sample_weighted``). Without either: the solver itself."""
+    for name, values, count in (("weights", solver.weights, len(sigmas) - 1),
+                                ("model_time", solver.model_time, len(sigmas) - 1)):
+        if active(values) and len(values) != count:
+            raise ValueError(f"{name} has {len(values)} steps but the SIGMAS have {count}: use the params text's "
+                             "schedule (Few-Step Sigmas with the same text) or one with as many steps")
     if active(solver.model_time):
         model = at_model_time(model, solver.model_time, preconditioning or PRECONDITIONINGS[solver.noise_form],
                               solver.noise_form)

@@ -28,10 +28,15 @@ class FewStepDPMPPSampler:
                 "evaluations for N+1 sigmas). denoised: one more evaluation at the last sigma and return its "
                 "denoised prediction (N+1 evaluations). SamplerCustom's denoised_output gives the previous "
                 "step's prediction at no cost.")}),
+        }, "optional": {
+            "params": ("STRING", {"default": "", "multiline": False, "tooltip": (
+                "Optional: a params text with weights= and / or model_time= (Few-Step Schedule Tuner with learn): "
+                "this sampler then uses those per-step weights and model times. Give Few-Step Sigmas the same text "
+                "(recipe 'custom') for the schedule they were tuned on; `solver` must be the one the text names.")}),
         }}
 
-    def get_sampler(self, solver, finish):
+    def get_sampler(self, solver, finish, params=""):
         try:
-            return (fewstep_sampler(dpmpp_solver(solver, finish)),)
+            return (fewstep_sampler(dpmpp_solver(solver, finish, params=params or "")),)
         except PlanError as error:
             raise ValueError(f"Few-Step DPM++ Sampler: {error}") from None

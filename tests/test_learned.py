@@ -310,3 +310,22 @@ def test_learning_beats_the_schedule_on_noises_it_never_saw_and_stays_bounded(ph
     assert learned.learned and learned.held_out[1] < learned.held_out[0]
     assert with_learned < 0.95 * schedule_alone
     assert torch.isfinite(wild).all() and wild.abs().max() < 2.0 * wide_reference.abs().max()
+
+
+def test_the_five_node_graph_reproduces_few_step_ksampler_with_learned_numbers(comfy, tiny_model):
+    """Few-Step Sigmas and Few-Step DPM++ Sampler given the same text (its `params` input) in SamplerCustom: bit for
+    bit Few-Step KSampler; a sampler whose solver is not the text's, or SIGMAS of another length, is refused."""
+    text = TEXT + " weights=0.1,0.2:-0.1,0:0.3:-0.2,-0.1,0:0:0.15 model_time=0.3,-0.2,0.1,0.45,-0.4"
+    nodes = comfy.nodes.NODE_CLASS_MAPPINGS
+    sigmas = nodes["FewStepSigmas"]().get_sigmas(tiny_model, CUSTOM, 1.0, 5, 8, 5.0, 6, 1.2, params=text)[0]
+    sampler = nodes["FewStepDPMPPSampler"]().get_sampler("dpmpp_2m", "last_sigma", text)[0]
+    out, _ = comfy.custom_sampler.SamplerCustom().sample(tiny_model, True, SEED, CFG, conditioning(1),
+                                                         conditioning(2), sampler, sigmas, latent(8))
+    assert torch.equal(out["samples"], run_ksampler(comfy, tiny_model, text))
+    with pytest.raises(ValueError, match="Few-Step DPM\\+\\+ Sampler: params names solver = dpmpp_2m, but this "
+                                         "sampler's solver is dpmpp_1s"):
+        nodes["FewStepDPMPPSampler"]().get_sampler("dpmpp_1s", "last_sigma", text)
+    eight = nodes["FewStepSigmas"]().get_sigmas(tiny_model, "SD1.5 8-step", 1.0, 5, 8, 5.0, 6, 1.2)[0]
+    with pytest.raises(ValueError, match="weights has 5 steps but the SIGMAS have 8"):
+        comfy.custom_sampler.SamplerCustom().sample(tiny_model, True, SEED, CFG, conditioning(1), conditioning(2),
+                                                    sampler, eight, latent(8))
