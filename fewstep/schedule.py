@@ -36,13 +36,6 @@ def flow_sigma_table(shift: float, timesteps: int = TRAINING_TIMESTEPS) -> torch
     return shift * t / (1.0 + (shift - 1.0) * t)
 
 
-def flow_sigma_table(shift: float, timesteps: int = TRAINING_TIMESTEPS) -> torch.Tensor:
-    """A flow model's sigmas on its unshifted time t = (i + 1) / T (docs/noise_forms.md): sigma(t) = shift t /
-    (1 + (shift - 1) t), SD3's DiscreteFlow; Flux's e^mu / (e^mu + 1/t - 1) is the same with shift = e^mu."""
-    t = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps
-    return shift * t / (1.0 + (shift - 1.0) * t)
-
-
 # Each step must lower sigma by at least 0.01 % (log-sigma h >= 1e-4), or it does not count in
 # float32, the precision of ComfyUI's SIGMAS (2^-24 = 6e-8 relative per value): (1) the solvers use
 # the step's size h = log(s / s') from two float32 values, so below 1e-4 it is off by more than
@@ -172,4 +165,4 @@ def schedule_problem(sigmas: torch.Tensor, final_zero: bool = False) -> str | No
 def recipe_sigmas(recipe: Recipe, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:
     """The schedule of a named recipe (see ``recipes.RECIPES``) on a model's sigma table."""
     return fewstep_sigmas(sigma_table, recipe.steps, recipe.base_steps, recipe.base_rho,
-                          recipe.end_index, recipe.time_rho, denoise, recipe.ramp, recipe.end == "0")
+                          recipe.end_index, recipe.time_rho, denoise)
