@@ -29,7 +29,8 @@ import torch
 from tqdm.auto import trange
 
 from .noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS, half_log_snr, signal_scale
-from .solver_names import FINISH_DENOISED, FINISH_LAST_SIGMA, SOLVERS
+from .solver_names import FINISH_LAST_SIGMA, SOLVERS
+from .solvers import finished
 
 WEIGHT_LIMIT = 2.0  # |offset| of a weight, params text and plan
 MODEL_TIME_LIMIT = 0.5  # |delta| of a model time (lambda units: a factor e^0.5 = 1.65 in sigma, eps form)
@@ -129,12 +130,7 @@ def sample_weighted(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: di
         w = step_weights(base, offsets[i], lam_previous, half_log_snr(sigma, noise_form),
                          half_log_snr(sigma_next, noise_form))
         x = weighted_step(x, history, w, sigma, sigma_next, noise_form)
-    if finish == FINISH_DENOISED and values[-1] > 0.0:
-        denoised = model(x, sigmas[-1] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": steps, "sigma": sigmas[-1], "sigma_hat": sigmas[-1], "denoised": denoised})
-        x = denoised
-    return x
+    return finished(model, x, sigmas, finish, extra_args, callback)
 
 
 @dataclass(frozen=True)

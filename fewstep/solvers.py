@@ -83,10 +83,16 @@ def sample_fewstep(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dic
             sigma_previous = values[i - 1] if i > 0 else None
             x = dpmpp_2m_step(x, denoised, previous_denoised, sigma_previous, sigma, sigma_next, noise_form)
         previous_denoised = denoised
-    if finish == FINISH_DENOISED and values[-1] > 0.0:
-        denoised = model(x, sigmas[-1] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": steps, "sigma": sigmas[-1], "sigma_hat": sigmas[-1], "denoised": denoised})
-        x = denoised
-    return x
+    return finished(model, x, sigmas, finish, extra_args, callback)
+
+
+def finished(model, x: torch.Tensor, sigmas: torch.Tensor, finish: str, extra_args: dict, callback) -> torch.Tensor:
+    """What a DPM++ run returns from the latent ``x`` at the last sigma: ``x`` (finish="last_sigma", or a last sigma
+    of 0), or the data prediction there, one more evaluation (finish="denoised")."""
+    if finish != FINISH_DENOISED or float(sigmas[-1]) <= 0.0:
+        return x
+    denoised = model(x, sigmas[-1] * x.new_ones([x.shape[0]]), **extra_args)
+    if callback is not None:
+        callback({"x": x, "i": len(sigmas) - 1, "sigma": sigmas[-1], "sigma_hat": sigmas[-1], "denoised": denoised})
+    return denoised
 
