@@ -113,10 +113,9 @@ def noise_form_of(model_sampling) -> str:
                         for s, n, lat, inv in mixes)):
             return NOISE_FORM_CONST
     raise PlanError(
-        f"Few-Step samples models whose latent is x0 + sigma * noise (SD1.x, SDXL, v-prediction, EDM) or "
-        f"(1 - sigma) * x0 + sigma * noise (flow matching: SD3, Flux, ...); this model uses "
-        f"{_sampling_kind(model_sampling)}, which mixes noise in another way (an image-to-image model, say). "
-        "Use ComfyUI's own samplers and schedulers for it.", "model")
+        f"model: its sampling ({_sampling_kind(model_sampling)}) mixes noise into the latent neither as x0 + sigma * "
+        "noise (SD1.x, SDXL, v-prediction, EDM) nor as (1 - sigma) * x0 + sigma * noise (flow matching: SD3, Flux, "
+        "...); an image-to-image model, say. Use ComfyUI's own samplers and schedulers for it.", "model")
 
 
 def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
@@ -136,8 +135,8 @@ def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
                         if hasattr(ms, name))
     if isinstance(model_sampling, unsupported) or not hasattr(model_sampling, "percent_to_sigma"):
         raise PlanError(
-            f"Few-Step has no schedule for this model's sampling ({_sampling_kind(model_sampling)}: Stable Cascade's "
-            "sigma table is flat at both ends, where its alphas_cumprod is clamped). It serves SD1.x / SD2.x / SDXL, "
+            f"model: no Few-Step schedule fits its sampling ({_sampling_kind(model_sampling)}; Stable Cascade's sigma "
+            "table is flat at both ends, where its alphas_cumprod is clamped). The pack serves SD1.x / SD2.x / SDXL, "
             "flow models (SD3, Flux, AuraFlow, ...) and continuous EDM / v models; use ComfyUI's own schedulers "
             "(karras, simple) for this one.", "model")
     if isinstance(model_sampling, ms.ModelSamplingDiscrete):
@@ -149,8 +148,8 @@ def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
                               float(model_sampling.sigma_max)], dtype=torch.float64)
     problem = _table_problem(table, noise_form, strict=not isinstance(model_sampling, ms.ModelSamplingDiscrete))
     if problem:
-        raise PlanError(f"Few-Step cannot build a schedule on this model's sampling "
-                        f"({_sampling_kind(model_sampling)}): {problem}. Use ComfyUI's own schedulers for it.", "model")
+        raise PlanError(f"model: no Few-Step schedule fits its sampling ({_sampling_kind(model_sampling)}): "
+                        f"{problem}. Use ComfyUI's own schedulers for it.", "model")
     return table, noise_form
 
 

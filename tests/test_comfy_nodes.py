@@ -130,7 +130,7 @@ def test_sigmas_node_rejects_models_it_does_not_fit(comfy, tiny_model):
     """Stable Cascade's sampling (its table is flat where alphas_cumprod is clamped) is refused by name; flow and
     continuous models are served (tests/test_flow_models.py)."""
     patched = comfy.model_advanced.ModelSamplingStableCascade().patch(tiny_model, 2.0)[0]
-    with pytest.raises(ValueError, match="Few-Step Sigmas: Few-Step has no schedule for this model's sampling "
+    with pytest.raises(ValueError, match=r"Few-Step Sigmas: model: no Few-Step schedule fits its sampling "
                                          r"\(StableCascadeSampling, EPS"):
         sigmas(comfy, patched)
 

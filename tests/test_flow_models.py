@@ -205,15 +205,18 @@ def test_other_model_kinds_are_refused_by_name(comfy, tiny_model):
     from comfy import model_sampling as ms
 
     cascade = comfy.model_advanced.ModelSamplingStableCascade().patch(tiny_model, 2.0)[0]
-    with pytest.raises(ValueError, match="Few-Step Sigmas: Few-Step has no schedule .*StableCascadeSampling"):
+    with pytest.raises(ValueError, match=r"Few-Step Sigmas: model: no Few-Step schedule fits its sampling "
+                                         r"\(StableCascadeSampling"):
         few_step_sigmas(comfy, cascade)
     if not hasattr(ms, "CONST"):
         return  # PINNED has no CONST to subclass
     kind = type("ModelSamplingI2IFlow", (_ImageToImageFlow, ms.ModelSamplingDiscreteFlow, ms.CONST), {})
-    with pytest.raises(ValueError, match="ModelSamplingDiscreteFlow, CONST.*another way"):
+    with pytest.raises(ValueError, match=r"model: its sampling \(_ImageToImageFlow, ModelSamplingDiscreteFlow, "
+                                         r"CONST\) mixes noise into the latent neither"):
         api(comfy).model_sigma_table(kind())
     discrete_const = type("ModelSamplingOdd", (ms.ModelSamplingDiscrete, ms.CONST), {})
-    with pytest.raises(ValueError, match="largest sigma is 14.61"):
+    with pytest.raises(ValueError, match=r"model: no Few-Step schedule fits its sampling \(ModelSamplingDiscrete, "
+                                         r"CONST\): its largest sigma is 14.61"):
         api(comfy).model_sigma_table(discrete_const())
 
 
