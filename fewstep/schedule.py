@@ -36,6 +36,19 @@ def flow_sigma_table(shift: float, timesteps: int = TRAINING_TIMESTEPS) -> torch
     return shift * t / (1.0 + (shift - 1.0) * t)
 
 
+def flow_shift(sigma_table: torch.Tensor) -> float | None:
+    """The shift of a flow table (``flow_sigma_table``'s inverse: at t = 1/2, sigma = shift / (1 + shift)), or None
+    when the table is not of that form (6 significant digits: what the graph shows)."""
+    sigma = float(sigma_table[len(sigma_table) // 2 - 1])  # entry i is t = (i + 1) / T
+    if not 0.0 < sigma < 1.0:
+        return None
+    shift = sigma / (1.0 - sigma)
+    expected = flow_sigma_table(shift, len(sigma_table))
+    if not torch.allclose(sigma_table.to(torch.float64), expected, rtol=1e-5, atol=0.0):
+        return None
+    return float(f"{shift:.6g}")
+
+
 # Each step must lower sigma by at least 0.01 % (log-sigma h >= 1e-4), or it does not count in
 # float32, the precision of ComfyUI's SIGMAS (2^-24 = 6e-8 relative per value): (1) the solvers use
 # the step's size h = log(s / s') from two float32 values, so below 1e-4 it is off by more than

@@ -20,8 +20,9 @@ from ..fewstep.learned import Preconditioning, active
 from ..fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
 from ..fewstep.plan import PlanError, Solver, steps_plan
 from ..fewstep.sampling import sample
-from ..fewstep.schedule import TRAINING_TIMESTEPS, schedule_problem
+from ..fewstep.schedule import TRAINING_TIMESTEPS, flow_shift, schedule_problem
 from ..fewstep.solver_names import FINISH_DENOISED
+from .schedule_graph import AXIS_CONTINUOUS, AXIS_FLOW, AXIS_SD
 
 SCHEDULE_KEY = "sample_sigmas"  # where CURRENT puts the schedule in transformer_options
 
@@ -151,6 +152,38 @@ def model_sigma_table(model_sampling) -> tuple[torch.Tensor, str]:
         raise PlanError(f"model: no Few-Step schedule fits its sampling ({_sampling_kind(model_sampling)}): "
                         f"{problem}. Use ComfyUI's own schedulers for it.", "model")
     return table, noise_form
+
+
+def model_axis(model_sampling, table: torch.Tensor, noise_form: str) -> dict:
+    """The time axis a model's schedule is read on (``model_sigma_table``'s ``table`` and ``noise_form``), as the
+    graph on the nodes names it: ``{"kind": "sd"}`` (a discrete SD-family table: SD1.x, SD2.x, SDXL, v, zsnr),
+    ``{"kind": "flow", "shift": s}`` (SD3's s, Flux's e^mu; s is None for a flow table of another form) or
+    ``{"kind": "continuous", "sigma_min", "sigma_max"}`` (EDM / V: log-linear in t)."""
+    if isinstance(model_sampling, comfy.model_sampling.ModelSamplingDiscrete):
+        return {"kind": AXIS_SD}
+    if noise_form == NOISE_FORM_CONST:
+        return {"kind": AXIS_FLOW, "shift": flow_shift(table)}
+    low, high = getattr(model_sampling, "sigma_min", table[0]), getattr(model_sampling, "sigma_max", table[-1])
+    return {"kind": AXIS_CONTINUOUS, "sigma_min": float(low), "sigma_max": float(high)}
+
+
+class ModelTable:
+    """A model's sigma table (``model_sigma_table``), read when first called (``make_plan``'s ``sigma_table``: only
+    once the inputs are valid), and the axis it puts the schedule on (``model_axis``)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.table = None
+
+    def __call__(self) -> torch.Tensor:
+        if self.table is None:
+            self.model_sampling = model_sampling_of(self.model)
+            self.table, self.noise_form = model_sigma_table(self.model_sampling)
+        return self.table
+
+    def axis(self) -> dict:
+        table = self()
+        return model_axis(self.model_sampling, table, self.noise_form)
 
 
 def _table_problem(table: torch.Tensor, noise_form: str, strict: bool) -> str | None:

@@ -9,10 +9,11 @@ is what SamplerCustom does (``comfy_api.sample_custom_outputs``), so the result 
 from __future__ import annotations
 
 from ..fewstep import recipes
-from ..fewstep.plan import FREEU_CHOICES, PlanError, make_plan, plan_problem
+from ..fewstep.plan import FREEU_CHOICES, Plan, PlanError, make_plan, plan_problem
 from ..fewstep.recipes import CUSTOM, RECIPE_CHOICES
-from .comfy_api import fewstep_sampler, model_sampling_of, model_sigma_table, sample_custom_outputs
+from .comfy_api import ModelTable, fewstep_sampler, sample_custom_outputs
 from .freeu_patch import timed_freeu_windows
+from .schedule_graph import schedule_ui
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 NAME = "Few-Step KSampler"
@@ -30,7 +31,7 @@ class FewStepKSampler:
     OUTPUT_TOOLTIPS = (
         "The latent at the schedule's last, non-zero sigma (what the paper decodes).",
         "The last model evaluation's denoised prediction (as SamplerCustom's denoised_output).")
-    FUNCTION = "sample"
+    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -69,14 +70,30 @@ class FewStepKSampler:
             params = None  # linked (CURRENT passes None; PINNED leaves it out, so it reads ""): checked when it runs
         return plan_problem(recipe, denoise, params, freeu=freeu) or True
 
-    def sample(self, model, seed, cfg, recipe, freeu, positive, negative, latent_image, denoise=1.0, params=""):
-        def table():
-            return model_sigma_table(model_sampling_of(model))[0]
+    def run(self, model, seed, cfg, recipe, freeu, positive, negative, latent_image, denoise=1.0, params=""):
+        """What ComfyUI calls: the two latents of ``sample``, and in ``ui`` the schedule it sampled (on the model's
+        own axis) for the graph on the node (js/fewstep_sigmas.js draws it after the run)."""
+        table = ModelTable(model)
+        plan = _plan(table, recipe, freeu, denoise, params)
+        result = _sample(plan, model, seed, cfg, positive, negative, latent_image)
+        return {"ui": schedule_ui(plan, table(), table.axis()), "result": result}
 
-        try:
-            plan = make_plan(recipe, denoise, params or "", freeu=freeu, sigma_table=table)
-        except PlanError as error:
-            raise ValueError(f"{NAME}: {error}") from None
-        patched = timed_freeu_windows(model, plan.freeu)
-        return sample_custom_outputs(patched, seed, cfg, positive, negative, fewstep_sampler(plan.solver), plan.sigmas,
-                                     latent_image)
+    def sample(self, model, seed, cfg, recipe, freeu, positive, negative, latent_image, denoise=1.0, params=""):
+        """(the latent at the last sigma, the last denoised prediction), as SamplerCustom's two outputs."""
+        plan = _plan(ModelTable(model), recipe, freeu, denoise, params)
+        return _sample(plan, model, seed, cfg, positive, negative, latent_image)
+
+
+def _plan(table: ModelTable, recipe, freeu, denoise, params) -> Plan:
+    """The KSampler's plan on the model's table; a bad input raises the node's message."""
+    try:
+        return make_plan(recipe, denoise, params or "", freeu=freeu, sigma_table=table)
+    except PlanError as error:
+        raise ValueError(f"{NAME}: {error}") from None
+
+
+def _sample(plan: Plan, model, seed, cfg, positive, negative, latent_image):
+    """The five-node graph's sampling of ``plan``: its FreeU on the model, its solver in SamplerCustom's path."""
+    patched = timed_freeu_windows(model, plan.freeu)
+    return sample_custom_outputs(patched, seed, cfg, positive, negative, fewstep_sampler(plan.solver), plan.sigmas,
+                                 latent_image)

@@ -66,24 +66,16 @@ import math
 from aiohttp import web
 
 from ..fewstep.freeu import VERSIONS as VERSIONS_FREEU
-from ..fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
-from ..fewstep.plan import FreeUWindow, Plan, PlanError, Solver, freeu_window
+from ..fewstep.plan import Plan, PlanError, freeu_window
 from ..fewstep.recipes import CUSTOM
-from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep, flow_sigma_table
-from ..fewstep.solver_names import UNIPC_SOLVERS
-from ..fewstep.unipc import afs_midpoint, resolve_order
-from ..fewstep.window import Window, empty_window_message, percent_to_sigma
+from ..fewstep.schedule import STANDARD_TABLE, flow_sigma_table
+from .schedule_graph import AXIS_FLOW, PARAMETERS, SD_AXIS, schedule_body
 from .sigmas import FewStepSigmas, sigmas_plan
 
 SCHEDULE_PATH = "/fewstep/schedule"
 FREEU = "freeu"
 FLOW_SHIFT = "flow_shift"
-NO_FREEU_ON_FLOW = ("Timed FreeU: flow models (SD3, Flux, ...) are DiTs without a UNet decoder; FreeU passes them "
-                    "through unchanged")
-PARAMETERS = ("steps", "base_steps", "base_rho", "end_index", "time_rho")  # what a named recipe fixes
 PARSERS = {"INT": int, "FLOAT": float, "STRING": str}
-
-_SIGMA_LIST = STANDARD_TABLE.tolist()
 
 
 class BadQuery(ValueError):
@@ -109,69 +101,8 @@ def schedule_reply(query) -> tuple[int, dict]:
         plan: Plan = _call(sigmas_plan, {**inputs, "sigma_table": table})
     except PlanError as error:
         return 400, {"error": f"Few-Step Sigmas: {error}"}
-
-    sigmas = plan.sigmas
-    timesteps = continuous_timestep(sigmas.to(table.dtype), table)
-    used = plan.schedule  # a named recipe's or a params string's, not the custom widgets', when they replace them
-    nfe = len(sigmas) - 1
-    body = {
-        "recipe": inputs["recipe"],
-        "params": {**{name: getattr(used, name) for name in PARAMETERS}, "denoise": inputs["denoise"]},
-        "solver": used.solver,
-        "sigmas": sigmas.tolist(),
-        "timesteps": [round(t, 3) for t in timesteps.tolist()],
-        "nfe": nfe,
-        "end": used.end,
-        "axis": {"kind": "sd"} if shift is None else {"kind": "flow", "shift": shift},
-    }
-    schedule_list = sigmas.tolist()
-    noise_form = NOISE_FORM_EPS if shift is None else NOISE_FORM_CONST
-    body.update(_evaluations(body["solver"], sigmas, timesteps, plan.solver, table, noise_form))
-    def steps_of(first, last, start=0.0, end=1.0):  # the evaluations where a Timed FreeU window is on
-        if shift is not None:
-            return []
-        window = Window(first, last, percent_to_sigma(start, _SIGMA_LIST), percent_to_sigma(end, _SIGMA_LIST))
-        return [k for k, sigma in enumerate(body["evaluations"], 1) if window.active(sigma, schedule_list)]
-
-    body["recipe_freeu"] = [_recipe_freeu(f, steps_of(f.first_step, f.last_step)) for f in plan.freeu]
-    if windows:
-        body["freeu"] = []
-        for first, last, start, end in windows:
-            entry = {"first_step": first, "last_step": last, "start_percent": start, "end_percent": end,
-                     "steps": steps_of(first, last, start, end)}
-            warning = NO_FREEU_ON_FLOW if shift is not None else empty_window_message(first, last, nfe)
-            if warning:
-                entry["warning"] = warning if shift is not None else f"Timed FreeU: {warning}"
-            body["freeu"].append(entry)
-    if shift is not None:
-        for entry in body["recipe_freeu"]:
-            entry["warning"] = NO_FREEU_ON_FLOW
-    return 200, body
-
-
-def _recipe_freeu(freeu: FreeUWindow, steps: list[int]) -> dict:
-    """One of the FreeU windows Few-Step KSampler applies with ``freeu = recipe``, as the reply lists it."""
-    return {"b1": freeu.b1, "b2": freeu.b2, "s1": freeu.s1, "s2": freeu.s2, "first_step": freeu.first_step,
-            "last_step": freeu.last_step, "steps": steps}
-
-
-def _evaluations(solver: str | None, sigmas, timesteps, options: Solver, table=STANDARD_TABLE,
-                 noise_form: str = NOISE_FORM_EPS) -> dict:
-    """``evaluations`` and, for UniPC, ``unipc`` and ``afs_midpoint`` on ``table`` (see the module docstring)."""
-    values = sigmas.tolist()
-    nfe = len(values) - 1
-    if solver not in UNIPC_SOLVERS:
-        return {"evaluations": values[:-1]}
-    afs = solver == "unipc_afs"
-    found = {"unipc": {"solver": solver, "order": resolve_order(options.order, nfe), "variant": options.variant,
-                       "afs": afs}}
-    if not afs:
-        return {**found, "evaluations": values[:-1]}
-    # the sampler inserts the midpoint in the schedule's dtype (fewstep.unipc.afs_schedule)
-    middle = sigmas.new_tensor(afs_midpoint(values[0], values[1], table, noise_form)).item()
-    t0, t1 = continuous_timestep(sigmas[:2].to(table.dtype), table).tolist()
-    found["afs_midpoint"] = {"sigma": middle, "timestep": round((t0 + t1) / 2.0, 3)}
-    return {**found, "evaluations": [middle, *values[1:-1]]}
+    axis = SD_AXIS if shift is None else {"kind": AXIS_FLOW, "shift": shift}
+    return 200, schedule_body(plan, table, axis, windows)
 
 
 def widget_inputs() -> dict[str, tuple]:

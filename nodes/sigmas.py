@@ -6,7 +6,8 @@ from ..fewstep import recipes
 from ..fewstep.params import ScheduleParams
 from ..fewstep.plan import Plan, PlanError, make_plan, plan_problem
 from ..fewstep.recipes import DEFAULT_CUSTOM, RECIPE_CHOICES
-from .comfy_api import model_sampling_of, model_sigma_table
+from .comfy_api import ModelTable
+from .schedule_graph import schedule_ui
 
 
 class FewStepSigmas:
@@ -18,7 +19,7 @@ class FewStepSigmas:
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS",)
     OUTPUT_TOOLTIPS = ("N+1 sigmas, descending, the last one above zero (no zero appended).",)
-    FUNCTION = "get_sigmas"
+    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -64,15 +65,26 @@ class FewStepSigmas:
         custom = ScheduleParams(steps, base_steps, base_rho, end_index, time_rho)
         return plan_problem(recipe, denoise, params, custom) or True
 
-    def get_sigmas(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
-        def table():
-            return model_sigma_table(model_sampling_of(model))[0]
+    def run(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
+        """What ComfyUI calls: the SIGMAS of ``get_sigmas``, and in ``ui`` the schedule they are (on the model's own
+        axis) for the graph on the node (js/fewstep_sigmas.js draws it after the run)."""
+        table = ModelTable(model)
+        plan = _model_plan(table, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params)
+        return {"ui": schedule_ui(plan, table(), table.axis()), "result": (plan.sigmas,)}
 
-        try:
-            plan = sigmas_plan(recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params, table)
-        except PlanError as error:
-            raise ValueError(f"Few-Step Sigmas: {error}") from None
+    def get_sigmas(self, model, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params=""):
+        """The N+1 sigmas on the model's own noise schedule, as a one-output tuple."""
+        plan = _model_plan(ModelTable(model), recipe, denoise, steps, base_steps, base_rho, end_index, time_rho,
+                           params)
         return (plan.sigmas,)
+
+
+def _model_plan(table: ModelTable, recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params) -> Plan:
+    """The node's plan on the model's table; a bad input raises the node's message."""
+    try:
+        return sigmas_plan(recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params, table)
+    except PlanError as error:
+        raise ValueError(f"Few-Step Sigmas: {error}") from None
 
 
 def sigmas_plan(recipe, denoise, steps, base_steps, base_rho, end_index, time_rho, params="",

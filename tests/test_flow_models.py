@@ -420,3 +420,51 @@ def test_route_flow_axis_is_few_step_sigmas_on_sd3(comfy, sd3):
     assert status == 200
     torch.testing.assert_close(torch.tensor(flow["sigmas"]), few_step_sigmas(comfy, sd3, "SD1.5 6-step"),
                                rtol=1e-6, atol=0)
+
+
+# --- after a run: the schedule the nodes sampled, on the model's own axis (their ui) ------------------------------
+
+def node_ui(comfy, node_id, *args):
+    """The one schedule in a node's ui (what ComfyUI sends to the page as it runs), and the node's result."""
+    returned = node(comfy, node_id).run(*args)
+    (payload,) = returned["ui"]["fewstep_schedule"]
+    return payload, returned["result"]
+
+
+def test_few_step_sigmas_ui_carries_the_flow_axis_and_the_sigmas_it_output(comfy, sd3, flux):
+    """On SD3 and Flux (plain, no shift node: what the page cannot see) the ui says flow with the model's shift (SD3:
+    3; Flux: e^1.15) and holds exactly the SIGMAS output; the AFS midpoint is in the const form, no FreeU step; the
+    route asked for that axis says the same."""
+    from fewstep.schedule import flow_sigma_table
+    from fewstep.unipc import afs_midpoint
+
+    for model, shift in ((sd3, SD3_SHIFT), (flux, math.exp(1.15))):
+        payload, (sigmas,) = node_ui(comfy, "FewStepSigmas", model, "SDXL 6-step UniPC", 1.0, 5, 8, 5.0, 6, 1.2, "")
+        assert payload["axis"]["kind"] == "flow" and payload["axis"]["shift"] == pytest.approx(shift, rel=1e-5)
+        assert payload["sigmas"] == sigmas.tolist() == few_step_sigmas(comfy, model, "SDXL 6-step UniPC").tolist()
+        assert payload["sigmas"][0] == 1.0 and payload["nfe"] == 6 and payload["solver"] == "unipc_afs"
+        s0, s1 = payload["sigmas"][:2]
+        midpoint = afs_midpoint(s0, s1, flow_sigma_table(shift), "const")
+        assert payload["afs_midpoint"]["sigma"] == pytest.approx(midpoint, rel=1e-5) == payload["evaluations"][0]
+        assert all(w["steps"] == [] and "DiT" in w["warning"] for w in payload["recipe_freeu"])
+        status, reply = schedule_route(comfy, flow_shift=str(payload["axis"]["shift"]))
+        assert status == 200 and reply["axis"] == payload["axis"]
+        torch.testing.assert_close(torch.tensor(payload["sigmas"]), torch.tensor(reply["sigmas"]), rtol=1e-5, atol=0)
+
+
+def test_few_step_ksampler_ui_on_sd3_is_what_it_sampled(comfy, sd3):
+    """Few-Step KSampler on SD3: its ui is on the flow axis and its sigmas are those the model was evaluated at."""
+    model, seen = recorded(sd3)
+    with torch.no_grad():
+        payload, (out, _) = node_ui(comfy, "FewStepKSampler", model, 3, 1.0, "SD1.5 5-step", "recipe", *dit_conds(),
+                                    {"samples": torch.zeros(LATENT)}, 1.0, "")
+    assert torch.isfinite(out["samples"]).all() and len(seen) == 5
+    assert payload["axis"] == {"kind": "flow", "shift": SD3_SHIFT}
+    assert payload["sigmas"] == few_step_sigmas(comfy, sd3).tolist() and payload["evaluations"] == payload["sigmas"][:5]
+    assert [w["steps"] for w in payload["recipe_freeu"]] == [[]]  # the recipe's FreeU passes a DiT through
+
+
+def test_few_step_sigmas_ui_on_edm_is_the_continuous_axis(comfy, edm):
+    payload, (sigmas,) = node_ui(comfy, "FewStepSigmas", edm, "SD1.5 5-step", 1.0, 5, 8, 5.0, 6, 1.2, "")
+    assert payload["axis"] == {"kind": "continuous", "sigma_min": pytest.approx(0.002), "sigma_max": 80.0}
+    assert payload["sigmas"] == sigmas.tolist() and payload["sigmas"][0] == pytest.approx(80.0, rel=1e-6)

@@ -253,6 +253,83 @@ def test_every_widget_of_the_node_reaches_its_schedule(comfy):
     assert widgets <= set(inspect.signature(sigmas.sigmas_plan).parameters)
 
 
+# ---- after a run: the schedule the node sampled, in its ui (in process) -----------------------------
+
+UI_KEY = "fewstep_schedule"
+
+
+def executed(comfy, node_id: str, inputs: dict) -> tuple[list, dict]:
+    """(outputs, ui) of a node as this ComfyUI's own executor collects them (``execution.get_output_data``: a plain
+    function in PINNED, a coroutine with the prompt and node ids in CURRENT)."""
+    import execution
+
+    node_class = comfy.nodes.NODE_CLASS_MAPPINGS[node_id]
+    data = {name: [value] for name, value in inputs.items()}
+    if "prompt_id" in inspect.signature(execution.get_output_data).parameters:
+        output, ui, *_ = comfy.run(execution.get_output_data("prompt", "7", node_class(), data))
+    else:
+        output, ui = execution.get_output_data(node_class(), data)
+    return output, ui
+
+
+def assert_same_reply(got, expected, rel: float = 1e-5, where: str = "reply") -> None:
+    """Equal JSON replies, floats to ``rel`` (a model's own float32 table against the standard float64 one) and
+    timesteps to 0.002."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), (where, sorted(got), sorted(expected))
+        for key in expected:
+            assert_same_reply(got[key], expected[key], rel, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), (where, got, expected)
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same_reply(a, b, rel, f"{where}[{i}]")
+    elif isinstance(expected, float) and not isinstance(got, bool):
+        tolerance = dict(abs=2e-3) if "timestep" in where else dict(rel=rel)
+        assert got == pytest.approx(expected, **tolerance), (where, got, expected)
+    else:
+        assert got == expected, (where, got, expected)
+
+
+@pytest.mark.parametrize("recipe, params", [("SD1.5 5-step", ""), ("SDXL 6-step UniPC", ""), (CUSTOM, ""),
+                                            (CUSTOM, "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 "
+                                                     "time_rho=1.2 solver=unipc_afs end=0")])
+def test_few_step_sigmas_ui_is_the_route_reply_on_an_sd_model(comfy, tiny_model, recipe, params):
+    """Run through ComfyUI's executor, Few-Step Sigmas returns its SIGMAS and, in its ui, the schedule it sampled:
+    on an SD1.5 model (the standard table) the route's reply for the same inputs, axis "sd"."""
+    routes = importlib.import_module(f"{comfy.pack.__name__}.nodes.routes")
+    custom = (7, 10, 6.0, 7, 1.3)
+    inputs = dict(zip(("recipe", "denoise", *CUSTOM_WIDGETS, "params"), (recipe, 0.8, *custom, params)))
+    output, ui = executed(comfy, "FewStepSigmas", {"model": tiny_model, **inputs})
+    (sigmas,) = output[0]
+    assert list(ui) == [UI_KEY] and len(ui[UI_KEY]) == 1
+    payload = ui[UI_KEY][0]
+    json.dumps(payload)  # what the server sends
+    status, reply = routes.schedule_reply({name: str(value) for name, value in inputs.items()})
+    assert status == 200, reply
+    assert_same_reply(payload, reply)
+    assert payload["axis"] == {"kind": "sd"} and payload["sigmas"] == sigmas.tolist()
+    assert torch.equal(sigmas, comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"]().get_sigmas(
+        tiny_model, *inputs.values())[0])  # the Python API keeps its tuple
+
+
+@pytest.mark.parametrize("freeu", ["recipe", "off"])
+def test_few_step_ksampler_ui_is_the_route_reply_on_an_sd_model(comfy, tiny_model, conds, freeu):
+    """Few-Step KSampler, run through ComfyUI's executor: its two latents, and in its ui the schedule it sampled (the
+    route's reply to the KSampler's query; recipe_freeu lists the FreeU it applied: none with freeu = off)."""
+    routes = importlib.import_module(f"{comfy.pack.__name__}.nodes.routes")
+    inputs = {"model": tiny_model, "seed": 3, "cfg": 5.5, "recipe": AFS_RECIPE, "freeu": freeu, "positive": conds[0],
+              "negative": conds[1], "latent_image": {"samples": torch.zeros(1, 4, 8, 8)}, "denoise": 1.0, "params": ""}
+    with torch.no_grad():
+        output, ui = executed(comfy, "FewStepKSampler", inputs)
+    assert [len(o) for o in output] == [1, 1] and output[0][0]["samples"].shape == (1, 4, 8, 8)
+    status, reply = routes.schedule_reply({"recipe": AFS_RECIPE, "denoise": "1.0", "params": ""})
+    assert status == 200, reply
+    if freeu == "off":
+        reply["recipe_freeu"] = []
+    assert_same_reply(ui[UI_KEY][0], reply)
+    assert ui[UI_KEY][0]["afs_midpoint"]["sigma"] == ui[UI_KEY][0]["evaluations"][0]
+
+
 # ---- the page, in every frontend and mode the ComfyUI under test can serve ------------------------
 
 NEEDS_CURRENT = "needs CURRENT ComfyUI (COMFYUI_PATH)"
