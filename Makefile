@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-fast demo bench bench-quality bench-speed bench-freeu bench-tuner train-proxies clean
+.PHONY: test test-fast demo bench bench-quality bench-flow bench-speed bench-freeu bench-tuner train-proxies clean
 
 $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
@@ -31,6 +31,12 @@ bench: bench-quality bench-speed
 
 bench-quality: $(VENV)/.installed
 	$(PY) benchmarks/quality.py $(QUALITY_ARGS)
+
+# The quality benchmark on flow-matching models (docs/quality_flow.md, docs/quality_flow.png): SD3- and Flux-form
+# analytic models and the trained photo_flow against every core pair on their own model sampling. Needs ComfyUI 0.3.64
+# or later (PINNED has no flow model sampling): COMFYUI_PATH=/path/to/ComfyUI make bench-flow. Not in `bench`.
+bench-flow: $(VENV)/.installed
+	$(PY) benchmarks/quality_flow.py $(FLOW_ARGS)
 
 bench-speed: $(VENV)/.installed
 	$(PY) benchmarks/speed.py $(SPEED_ARGS)

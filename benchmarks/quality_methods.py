@@ -134,6 +134,9 @@ class Config:
     trained_tune_probes: int = 16
     trained_tune_solvers: tuple[str, ...] = ("auto",)
     speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
+    sweep: tuple[str, str] = ("dpmpp_2m", "karras")  # the speed-up's yardstick (sampler, scheduler) ...
+    sweep_label: str = "DPM++2M Karras"  # ... and its name in the report
+    baseline: tuple[str, str, int] = BASELINE  # the reference row: sampler, scheduler, steps
     speedup_pairs: int = 3  # core pairs searched beside DPM++2M Karras at step counts outside the budgets
     trained_speedup_pairs: int = 1
 
@@ -297,16 +300,17 @@ class Harness:
 
         groups: dict[tuple, list[str]] = {}
         for name, r in RECIPES.items():
-            groups.setdefault((r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho, r.solver), []).append(name)
+            groups.setdefault((r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho, r.solver, r.ramp, r.end,
+                               r.variant, r.order), []).append(name)
         methods = []
         for names in groups.values():
             recipe = RECIPES[names[0]]
             label = "/".join(n.split()[0] for n in names) + " " + " ".join(names[0].split()[1:])
             sigmas = self.pack_sigmas(names[0])
-            for finish in ("last_sigma", "denoised"):
+            for finish in ("last_sigma", "denoised")[:1 if recipe.end == "0" else 2]:  # end 0: already at sigma 0
                 nfe = recipe.steps + (finish == "denoised")
                 methods.append(self._pack_method(f"FewStep {label}", recipe.solver, finish, recipe.steps, sigmas,
-                                                 nfe if nfe in budgets else None))
+                                                 nfe if nfe in budgets else None, recipe.variant, recipe.order))
         covered = {m.nfe for m in methods if m.budget is not None and m.family == "FewStep + denoised"}
         for budget in budgets:
             if budget not in covered and budget >= 2:
@@ -333,11 +337,11 @@ class Harness:
         work)`` runs ``work(denoiser, x_start)`` on the model (default: the analytic one)."""
         from quality_ceiling import SEARCH_VERSION, ceiling_search
 
-        from fewstep.tuner import compute_reference, denoiser_run, tune
+        from fewstep.tuner import compute_reference, tune
 
         with_denoiser = with_denoiser or self.analytic_denoiser
         probes = probes or config.tune_probes
-        table = self.ms.sigmas.double().cpu()
+        table = self.tuning_table()
         methods, tunings, found = [], [], []
         for budget in config.budgets:
             generator = torch.Generator().manual_seed(TUNE_SEED + budget)
@@ -348,7 +352,7 @@ class Harness:
             solvers = config.tune_solvers if config.tuned else ()
 
             def work(denoiser, x_start, budget=budget, cached=cached, wanted=wanted, solvers=solvers):
-                run = denoiser_run(denoiser, x_start, sigma_table=table)
+                run = self.tuning_run(denoiser, x_start, table)
                 reference = compute_reference(run, table)
                 results = [(solver, tune(run, table, budget, solver, time_budget=config.tune_seconds,
                                          max_candidates=config.tune_candidates, reference=reference))
@@ -383,6 +387,16 @@ class Harness:
                 methods.append(method)
                 found.append(ceiling)
         return methods, tunings, found
+
+    def tuning_table(self) -> torch.Tensor:
+        """The sigma table the tuner reads its schedules on: a discrete model's own."""
+        return self.ms.sigmas.double().cpu()
+
+    def tuning_run(self, denoiser, x_start: torch.Tensor, table: torch.Tensor):
+        """The tuner's run(sigmas, solver) from ``x_start`` on this model (``fewstep.tuner.denoiser_run``)."""
+        from fewstep.tuner import denoiser_run
+
+        return denoiser_run(denoiser, x_start, sigma_table=table)
 
     def params_method(self, label: str, text: str, budget: int) -> Method:
         """A params text through Few-Step Sigmas and the pack's sampler for its solver (variant and order too)."""
@@ -444,7 +458,7 @@ def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str]
                 else:
                     methods.append(method)
     methods += harness.pack_methods(config.budgets)
-    sampler, scheduler, steps = BASELINE
+    sampler, scheduler, steps = config.baseline
     sigmas = harness.ksampler_sigmas(sampler, scheduler, steps)
     make = partial(harness.comfy.samplers.sampler_object, sampler)
     methods.append(Method(f"{sampler} / {scheduler}, {steps} steps (baseline)", "baseline", sampler, scheduler,

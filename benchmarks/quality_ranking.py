@@ -232,10 +232,11 @@ def speedups(results: Results, scorer, harness: Harness, pairs: list[tuple[str, 
 
     def dpmpp(m: int) -> Row:
         if m not in results.sweep:
-            sigmas = harness.ksampler_sigmas("dpmpp_2m", "karras", m)
-            make = partial(harness.comfy.samplers.sampler_object, "dpmpp_2m")
-            method = Method(f"dpmpp_2m / karras, {m} steps", "sweep", "dpmpp_2m", "karras", m, sigmas, make,
-                            end_sigma("dpmpp_2m", sigmas), None, nfe=m)
+            sampler, scheduler = results.config.sweep
+            sigmas = harness.ksampler_sigmas(sampler, scheduler, m)
+            make = partial(harness.comfy.samplers.sampler_object, sampler)
+            method = Method(f"{sampler} / {scheduler}, {m} steps", "sweep", sampler, scheduler, m, sigmas, make,
+                            end_sigma(sampler, sigmas), None, nfe=m)
             results.sweep[m] = scorer.score(method)
         return results.sweep[m]
 

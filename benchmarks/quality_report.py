@@ -53,11 +53,12 @@ def _ratio(found: tuple, budget: int) -> str:
 
 def speedup_lines(suite: Suite, metric: str) -> list[str]:
     """The quality-equivalent speed-up table in one metric (markdown)."""
-    out = [f"| model | NFE N | best Few-Step row ({metric}) | DPM++2M Karras steps M to reach it (interpolated) | "
+    sweep = suite.config.sweep_label
+    out = [f"| model | NFE N | best Few-Step row ({metric}) | {sweep} steps M to reach it (interpolated) | "
            "M / N | best core pair at each step count: M | M / N |", "|---|---:|---|---|---:|---|---:|"]
     for results in suite.models:
         for s in (s for s in results.speedups if s.metric == metric):
-            below = "; below DPM++2M Karras at 40 steps" if s.dpmpp[0] is None and s.target < s.converged else ""
+            below = f"; below {sweep} at 40 steps" if s.dpmpp[0] is None and s.target < s.converged else ""
             out.append(f"| {results.model} | {s.budget} | {s.row} ({s.target:.3g}{below}) | {_steps(s.dpmpp)} | "
                        f"{_ratio(s.dpmpp, s.budget)} | {_steps(s.core)} | {_ratio(s.core, s.budget)} |")
     return out
@@ -123,7 +124,7 @@ def markdown_model(results: Results) -> list[str]:
     if f is not None:
         out += [f"| - | {f.method.name} (FD floor at this sample size) | - | - | 0 | {fmt(f.fd)} | - | - | - |"]
     if results.sweep:
-        out += ["", "DPM++2M Karras by steps (the speed-up search): "
+        out += ["", f"{c.sweep_label} by steps (the speed-up search): "
                 + ", ".join(f"{m}: {results.sweep[m].mean_fd:.3g}" for m in sorted(results.sweep))]
     return out + [""]
 
@@ -181,13 +182,14 @@ def markdown(suite: Suite) -> str:
             tied = first_or_tied(results, budget)
             out.append(f"| {results.model} | {budget} | {'yes' if met else '**no**'} | {tied} | {line} |")
     out += ["", "### Quality-equivalent speed-up", "",
-            "For each model and budget N: the DPM++2M Karras steps M (KSampler's schedule to sigma 0, searched up to "
-            "40) at which its distance first reaches the best Few-Step row's at N, in RMS at 0 to the same-noise "
+            f"For each model and budget N: the {c.sweep_label} steps M (KSampler's schedule to sigma 0, searched up "
+            "to 40) at which its distance first reaches the best Few-Step row's at N, in RMS at 0 to the same-noise "
             "reference (which keeps falling as a sampler converges) and in FD (which meets its finite-sample floor: "
-            "a Few-Step row below DPM++2M Karras at 40 steps has no finite M there), the first integer M and, in "
+            f"a Few-Step row below {c.sweep_label} at 40 steps has no finite M there), the first integer M and, in "
             "brackets, M interpolated in log distance from the step count before; then the same against the best "
-            "core pair at each step count (every ranked pair at the budgets; DPM++2M Karras and the best pairs of "
-            "the last ranked budget elsewhere: three on the analytic models, one on the trained ones).", ""]
+            f"core pair at each step count (every ranked pair at the budgets; {c.sweep_label} and the best pairs of "
+            f"the last ranked budget elsewhere: {c.speedup_pairs} on the analytic models, {c.trained_speedup_pairs} "
+            "on the trained ones).", ""]
     for metric in METRICS:
         out += ["", f"In {metric}:", ""] + speedup_lines(suite, metric)
     if any(results.ceilings for results in suite.models):
@@ -331,7 +333,7 @@ def families(results: Results) -> dict[str, dict[int, float]]:
                       "best core pair per NFE")
             if math.isfinite(row.mean_fd):
                 out[family][budget] = min(row.mean_fd, out[family].get(budget, math.inf))
-    out["DPM++2M Karras"] = {m: r.mean_fd for m, r in results.sweep.items() if math.isfinite(r.mean_fd)}
+    out[results.config.sweep_label] = {m: r.mean_fd for m, r in results.sweep.items() if math.isfinite(r.mean_fd)}
     return out
 
 
@@ -351,11 +353,11 @@ def plot(suite: Suite, path: Path) -> None:
         for family, points in families(results).items():
             if not points:
                 continue
-            color, marker = FAMILY_STYLE[family]
+            sweep = family == results.config.sweep_label
+            color, marker = FAMILY_STYLE["DPM++2M Karras" if sweep else family]
             xs = sorted(points)
             ax.plot(xs, [points[x] for x in xs], marker=marker, color=color, label=family,
-                    linewidth=1.0 if family == "DPM++2M Karras" else 1.8, markersize=4 if family == "DPM++2M Karras"
-                    else 6)
+                    linewidth=1.0 if sweep else 1.8, markersize=4 if sweep else 6)
         if results.floor is not None:
             ax.axhline(Row.stats(results.floor.fd)[0], color="gray", linestyle=":", label="exact samples (FD floor)")
         ax.set_xscale("log")

@@ -74,8 +74,8 @@ class ScheduleParams:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "ScheduleParams":
-        return cls(recipe.steps, recipe.base_steps, recipe.base_rho, recipe.end_index, recipe.time_rho,
-                   solver=recipe.solver)
+        return cls(recipe.steps, recipe.base_steps, recipe.base_rho, recipe.end_index, recipe.time_rho, recipe.ramp,
+                   recipe.solver, recipe.variant, recipe.order, recipe.end)
 
     def sigmas(self, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:
         """The N+1 sigmas of this schedule on a model's sigma table (see ``schedule.fewstep_sigmas``)."""

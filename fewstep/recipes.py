@@ -40,6 +40,13 @@ class Recipe:
     freeu: tuple[FreeUSetting, ...] = ()
     time_rho: float = 1.2
     resolution: int = 512
+    # A tuned recipe (the flow ones) also fixes what a params text can (params.py): the positions of the interior
+    # steps in the Karras spacing (None: even, the paper's), the end ("index": the paper's early stop; "0": the last
+    # step to sigma 0) and UniPC's variant and order (None: bh1, auto).
+    ramp: tuple[float, ...] | None = None
+    end: str = "index"
+    variant: str | None = None
+    order: str | None = None
 
 
 PAPER_FREEU = (1.1, 1.1, 0.9, 0.2)
@@ -69,6 +76,28 @@ RECIPES: dict[str, Recipe] = {
         Recipe("SD1.5 5-step UniPC", 5, 8, 5.0, 6, "unipc", (FreeUSetting(*UNIPC_FREEU, -2, -1),)),
         Recipe("SD1.5 6-step UniPC", 6, 8, 5.0, 6, "unipc", (FreeUSetting(*UNIPC_FREEU, -2, -1),)),
         Recipe("SD1.5 8-step UniPC", 8, 12, 7.0, 9, "unipc", (FreeUSetting(*UNIPC_FREEU, -2, -1),)),
+        # Flow-matching models (SD3 / SD3.5 at shift 3.0; Flux at 1024 x 1024, shift 1.15): the paper has none. Tuned
+        # on proxies (2026-12-05) with the pack's tuner (solver and end auto), one schedule per family and NFE for
+        # all the family's proxies at once (SD3.5: the three analytic models of the flow benchmark under
+        # ModelSamplingDiscreteFlow shift 3.0 and the trained photo_flow; Flux: the three under ModelSamplingFlux
+        # shift 1.15), with each proxy tuned alone beside it; of the schedules found, the one with the least mean
+        # distance relative to the recipe start over the family. Command, and its output in docs/flow_recipes.md:
+        #   COMFYUI_PATH=/path/to/ComfyUI-0.3.64 python benchmarks/flow_recipes.py
+        # No FreeU (these are DiTs); the timesteps map through the model's own time axis (model_sigma_table).
+        Recipe("SD3.5 5-step", 5, 8, 8.83339, 6, "unipc_afs", time_rho=1.1476, resolution=1024,
+               ramp=(0.200624, 0.439035, 0.820945, 0.830933), variant="bh2", order="2"),
+        Recipe("SD3.5 6-step", 6, 8, 7.72101, 6, "unipc_afs", time_rho=0.938277, resolution=1024,
+               ramp=(0.206226, 0.33431, 0.503296, 0.729689, 0.932375), variant="bh1", order="auto"),
+        Recipe("SD3.5 8-step", 8, 12, 4.33669, 10, "unipc_afs", time_rho=1.55779, resolution=1024,
+               ramp=(0.107869, 0.251654, 0.342755, 0.432806, 0.602738, 0.869568, 0.889331), variant="bh2",
+               order="auto"),
+        Recipe("Flux 5-step", 5, 8, 10.4611, 6, "unipc_afs", time_rho=2.94838, resolution=1024,
+               ramp=(0.126215, 0.27811, 0.62101, 0.634066), variant="bh2", order="2"),
+        Recipe("Flux 6-step", 6, 8, 12.0876, 6, "unipc_afs", time_rho=2.17808, resolution=1024,
+               ramp=(0.138249, 0.255504, 0.414609, 0.572169, 0.804129), variant="bh1", order="auto"),
+        Recipe("Flux 8-step", 8, 12, 5.07537, 10, "unipc_afs", time_rho=1.67423, resolution=1024,
+               ramp=(0.107877, 0.235325, 0.331209, 0.462915, 0.645787, 0.870069, 0.885865), variant="bh2",
+               order="auto"),
     )
 }
 

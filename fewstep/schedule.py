@@ -178,4 +178,4 @@ def schedule_problem(sigmas: torch.Tensor, final_zero: bool = False) -> str | No
 def recipe_sigmas(recipe: Recipe, sigma_table: torch.Tensor, denoise: float = 1.0) -> torch.Tensor:
     """The schedule of a named recipe (see ``recipes.RECIPES``) on a model's sigma table."""
     return fewstep_sigmas(sigma_table, recipe.steps, recipe.base_steps, recipe.base_rho,
-                          recipe.end_index, recipe.time_rho, denoise)
+                          recipe.end_index, recipe.time_rho, denoise, recipe.ramp, recipe.end == "0")
