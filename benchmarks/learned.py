@@ -67,7 +67,8 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
                 learned = learn(run, probe_reference, held_out_run, held_out_reference, table, tuned.params, mode,
                                 time_budget=args.learn_seconds)
                 fitted = learned.fitted
-                found.append((nfe, mode, fitted, tuned.model_evaluations + learned.evaluations,
+                label = f"{mode} ({'kept' if learned.learned else 'fitted, not kept'})"
+                found.append((nfe, label, fitted, tuned.model_evaluations + learned.evaluations,
                               seconds + learned.seconds, learned.reason))
                 log(f"  N={nfe} {mode}: probes {learned.tuning[0]:.4g} -> {learned.tuning[1]:.4g}, held out "
                     f"{learned.held_out[0]:.4g} -> {learned.held_out[1]:.4g} ({learned.runs} runs, "
@@ -75,11 +76,15 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
         return found
 
     found = target.with_denoiser(probes, work)
-    curve: dict[int, float] = {}
+    fd_curve: dict[int, float] = {}
+    rms_curve: dict[int, float] = {}
     sampler = comfy.samplers.sampler_object("dpmpp_2m")
+    karras: dict[int, torch.Tensor] = {}
 
-    def karras_fd(steps: int) -> float:
-        return moments.fd(target.sample(sampler, target.reference_sigmas(steps), evaluation)[0])
+    def karras_out(steps: int) -> torch.Tensor:
+        if steps not in karras:
+            karras[steps] = target.sample(sampler, target.reference_sigmas(steps), evaluation)[0]
+        return karras[steps]
 
     rows = []
     for nfe, label, params, evaluations, seconds, reason in found:
@@ -87,11 +92,13 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
             return denoiser_run(denoiser, x, table, preconditioning)(params.sigmas(table), params_solver(params))
 
         out = target.with_denoiser(evaluation, sample).cpu()
-        fd = moments.fd(out)
-        _, interpolated = speedup_steps(karras_fd, fd, curve=curve)
-        rows.append(dict(model=key, nfe=nfe, row=label, fd=fd, rms=rms(out, reference), steps=interpolated,
+        fd, distance = moments.fd(out), rms(out, reference)
+        _, steps = speedup_steps(lambda m: moments.fd(karras_out(m)), fd, curve=fd_curve)
+        _, rms_steps = speedup_steps(lambda m: rms(karras_out(m), reference), distance, curve=rms_curve)
+        rows.append(dict(model=key, nfe=nfe, row=label, fd=fd, rms=distance, steps=steps, rms_steps=rms_steps,
                          evaluations=evaluations, seconds=seconds, text=_text(params), reason=reason))
-        log(f"  N={nfe} {label}: FD {fd:.4g} RMS {rows[-1]['rms']:.4g} DPM++2M Karras steps {interpolated}")
+        log(f"  N={nfe} {label}: FD {fd:.4g} RMS {distance:.4g}, DPM++2M Karras steps with equal FD {steps}, RMS "
+            f"{rms_steps}")
     return rows
 
 
@@ -102,13 +109,16 @@ def _text(params) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | NFE | row | FD | RMS | DPM++2M Karras steps with equal FD | speed-up | tuning evaluations | "
-             "tuning s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | NFE | row | FD | RMS | DPM++2M Karras steps with equal FD (speed-up) | ... with equal RMS | "
+             "tuning evaluations | tuning s |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def steps(value, nfe) -> str:
+        return "> 40" if value is None else f"{value:.1f} ({value / nfe:.2f}x)"
+
     for r in rows:
-        steps = "> 40" if r["steps"] is None else f"{r['steps']:.1f}"
-        speed = "-" if r["steps"] is None else f"{r['steps'] / r['nfe']:.2f}x"
-        lines.append(f"| {r['model']} | {r['nfe']} | {r['row']} | {r['fd']:.4g} | {r['rms']:.4g} | {steps} | {speed} | "
-                     f"{r['evaluations']} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['model']} | {r['nfe']} | {r['row']} | {r['fd']:.4g} | {r['rms']:.4g} | "
+                     f"{steps(r['steps'], r['nfe'])} | {steps(r['rms_steps'], r['nfe'])} | {r['evaluations']} | "
+                     f"{r['seconds']:.0f} |")
     return "\n".join(lines)
 
 

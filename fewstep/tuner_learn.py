@@ -10,7 +10,7 @@ MODEL_TIME_LIMIT) and taken only if the mean per-probe distance falls. The fitte
 text form and then judged on held-out noises (as many as the probes, or more) against the schedule alone: the
 learned text is returned only if it is closer to the reference there, else the schedule with a one-line reason.
 
-A UniPC schedule is fitted with DPM++2M's weights as the start (weights are offsets from a DPM++ solver's).
+A UniPC schedule is fitted from the better of DPM++1S and DPM++2M on it (weights are offsets from a DPM++ solver's).
 Derivative-free on purpose: ComfyUI hands the network an integer timestep, so the objective is flat in a model
 time below one timestep and autograd sees no slope there, and a node may run under torch's inference mode.
 """
@@ -97,8 +97,6 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     reference, held_out_reference = measured(reference), measured(held_out_reference)
     sigmas = params.sigmas(sigma_table)
     schedule = rounded(replace(params, weights=None, model_time=None))
-    base = rounded(replace(schedule, solver=schedule.solver if schedule.solver in SOLVERS else SOLVERS[1],
-                           variant=None, order=None))
     model_time = mode == LEARN_MODEL_TIME
     count = [0, 0]  # runs, evaluations
 
@@ -116,6 +114,11 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         return (value if math.isfinite(value) else math.inf), r
 
     start_value = distance(solve(run, schedule), reference)
+    if schedule.solver in SOLVERS:
+        base = schedule
+    else:  # UniPC takes no weights: start from the better DPM++ solver on the same schedule
+        bases = [rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS]
+        base = min(bases, key=lambda candidate: distance(solve(run, candidate), reference))
     limits = _limits(params.steps, model_time)
     steps = [WEIGHT_STEP] * parameter_count(params.steps, False) + ([TIME_STEP] * params.steps if model_time else [])
     theta = [0.0] * len(limits)
