@@ -26,6 +26,12 @@ from fewstep.unipc import auto_order  # noqa: E402
 WORKFLOWS = REPO / "workflows"
 SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"
+# The all-in-one checkpoints ComfyUI's own SD3.5 and Flux examples load with CheckpointLoaderSimple (model, text
+# encoders and VAE in one file); a user with separate files swaps the loader for UNETLoader + the CLIP loaders.
+SD35_CHECKPOINT = "sd3.5_large_fp8_scaled.safetensors"
+FLUX_CHECKPOINT = "flux1-dev-fp8.safetensors"
+SD35_CFG = 4.5  # ComfyUI's SD3.5 large example
+FLUX_GUIDANCE = 3.5  # Flux dev: distilled guidance through FluxGuidance, cfg 1 (one evaluation per step)
 POSITIVE = ("a cozy wooden cabin in a snowy pine forest at dusk, warm light in the windows, "
             "photograph, highly detailed")
 NEGATIVE = "blurry, low quality, deformed, watermark, text"
@@ -52,6 +58,8 @@ SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), t
     "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
     "FewStepScheduleTuner": (320, 300, 300),
     "FewStepKSampler": (320, 450, 490),  # widgets + the schedule graph; Nodes 2.0: 482 measured in 1.58.1
+    "EmptySD3LatentImage": (320, 110, 120), "FluxGuidance": (320, 60, 80),
+    "ModelSamplingSD3": (320, 60, 80), "ModelSamplingFlux": (320, 130, 150),
 }
 
 
@@ -146,13 +154,14 @@ def prompts(g: Graph, checkpoint: str):
     return loader, positive, negative
 
 
-def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix: str, note: str):
+def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix: str, note: str,
+                  latent_kind: str = "EmptyLatentImage"):
     """Loader, prompts, empty latent, VAE decode and save: the frame every recipe workflow shares.
 
     Returns (loader, positive, negative, latent, decode) for the caller to wire a sampler into.
     """
     loader, positive, negative = prompts(g, checkpoint)
-    latent = g.node("EmptyLatentImage", (COLUMNS["B"], g.below(negative)),
+    latent = g.node(latent_kind, (COLUMNS["B"], g.below(negative)),
                     {"width": resolution, "height": resolution, "batch_size": 1})
     decode = g.node("VAEDecode", DECODE_POS)
     save = g.node("SaveImage", (COLUMNS["E"], 40), {"filename_prefix": prefix})
@@ -292,6 +301,55 @@ def ksampler_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float
     return g.to_json()
 
 
+def flow_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float, flux_guidance: float | None) -> dict:
+    """Few-Step KSampler with a flow-model recipe (SD3.5, Flux): loader, prompts (Flux: FluxGuidance on the
+    positive, cfg 1), EmptySD3LatentImage (16 channels), decode, save. Needs a ComfyUI with these models (0.3.x)."""
+    from fewstep.recipes import RECIPES
+
+    r = RECIPES[recipe_name]
+    family = recipe_name.split()[0]
+    guidance = (f"Flux dev is guidance-distilled: FluxGuidance {flux_guidance:g} on the prompt and cfg 1 (one model "
+                "evaluation per step; a cfg above 1 doubles the evaluations)" if flux_guidance is not None
+                else f"Guidance (cfg) {cfg:g}, as ComfyUI's SD3.5 example")
+    note = (f"Few-Step KSampler with the {recipe_name} recipe, for the ORIGINAL {family} checkpoint at "
+            f"{r.resolution}x{r.resolution}: {r.steps} model evaluations with UniPC ({r.variant or 'bh1'}, order "
+            f"{r.order or 'auto'}) and the analytical first step on an early-stopping schedule. The paper has no "
+            f"recipe for flow-matching models: this one was tuned by the pack's tuner on small proxies of the "
+            f"{family} time axis (docs/flow_recipes.md), not on {family} itself, so treat it as a starting point "
+            "and tune your own with the Few-Step Schedule Tuner for a model you use often. The schedule is read on "
+            f"the model's own time axis ({'ModelSamplingFlux: shift 1.15 at 1024x1024' if family == 'Flux' else 'ModelSamplingSD3: shift 3.0'}"
+            ", the model's default; change it there and the schedule moves as ComfyUI's schedulers do). No FreeU "
+            f"(a DiT has no UNet). {guidance}.\n"
+            "Pick your checkpoint in the loader (the all-in-one file with text encoders and VAE) and press Queue.")
+    g = Graph(definitions)
+    prefix = "fewstep_ksampler_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+    loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note,
+                                                               latent_kind="EmptySD3LatentImage")
+    decode["pos"] = [COLUMNS["D"], 40]
+    # The model's time axis in the graph, spelled out: SD3.5's shift 3.0 and Flux's shift for 1024 x 1024 are the
+    # models' own defaults, so these nodes change nothing; they show the user where the shift lives, and the
+    # schedule graph reads its flow axis from them before the first run.
+    if flux_guidance is None:
+        shift = g.node("ModelSamplingSD3", (COLUMNS["C"], 40), {"shift": 3.0})
+    else:
+        shift = g.node("ModelSamplingFlux", (COLUMNS["C"], 40), {"max_shift": 1.15, "base_shift": 0.5,
+                                                                 "width": r.resolution, "height": r.resolution})
+    g.connect(loader, "MODEL", shift, "model")
+    conditioning = positive
+    y = g.below(shift)
+    if flux_guidance is not None:
+        conditioning = g.node("FluxGuidance", (COLUMNS["C"], y), {"guidance": flux_guidance})
+        g.connect(positive, "CONDITIONING", conditioning, "conditioning")
+        y = g.below(conditioning)
+    sampler = g.node("FewStepKSampler", (COLUMNS["C"], y), {"seed": SEED, "cfg": cfg, "recipe": recipe_name,
+                                                            "freeu": "off", "denoise": 1.0}, colors=GREEN)
+    for source, output, name in ((shift, "MODEL", "model"), (conditioning, "CONDITIONING", "positive"),
+                                 (negative, "CONDITIONING", "negative"), (latent, "LATENT", "latent_image")):
+        g.connect(source, output, sampler, name)
+    g.connect(sampler, "output", decode, "samples")
+    return g.to_json()
+
+
 def comparison_workflow(definitions) -> dict:
     """SD1.5 5-step next to ComfyUI's default 20-step DPM++2M Karras, same seed and prompt."""
     note = ("Side by side, same checkpoint, prompt and seed (42; change it in BOTH samplers): top, the SD1.5 "
@@ -375,7 +433,7 @@ def tuner_workflow(definitions, nfe: int = 5, solver: str = "dpmpp_2m", tuning_s
 
 # file name -> builder; the names are public (users and the template browser see them)
 def all_workflows(definitions) -> dict[str, dict]:
-    return {
+    workflows = {
         "fewstep_sd15_5step_ksampler": ksampler_workflow(definitions, "SD1.5 5-step", SD15_CHECKPOINT, SD15_CFG),
         "fewstep_sdxl_6step_unipc_ksampler": ksampler_workflow(definitions, "SDXL 6-step UniPC", SDXL_CHECKPOINT,
                                                                SDXL_CFG),
@@ -391,6 +449,12 @@ def all_workflows(definitions) -> dict[str, dict]:
         "fewstep_sd15_img2img": img2img_workflow(definitions),
         "fewstep_sd15_tune_5step": tuner_workflow(definitions),
     }
+    if "EmptySD3LatentImage" in definitions:  # flow models: a ComfyUI with SD3 / Flux (PINNED, March 2024, has none)
+        workflows["fewstep_sd35_8step_ksampler"] = flow_workflow(definitions, "SD3.5 8-step", SD35_CHECKPOINT,
+                                                                 SD35_CFG, None)
+        workflows["fewstep_flux_6step_ksampler"] = flow_workflow(definitions, "Flux 6-step", FLUX_CHECKPOINT, 1.0,
+                                                                 FLUX_GUIDANCE)
+    return workflows
 
 
 def definitions_from_server() -> dict:

@@ -19,11 +19,16 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED = {"fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step", "fewstep_sdxl_6step",
             "fewstep_sdxl_8step", "fewstep_sd15_5step_vs_20step", "fewstep_sd15_img2img", "fewstep_sd15_tune_5step",
             "fewstep_sdxl_6step_unipc", "fewstep_sdxl_8step_unipc", "fewstep_sd15_6step_unipc",
-            "fewstep_sd15_5step_ksampler", "fewstep_sdxl_6step_unipc_ksampler"}
+            "fewstep_sd15_5step_ksampler", "fewstep_sdxl_6step_unipc_ksampler",
+            "fewstep_sd35_8step_ksampler", "fewstep_flux_6step_ksampler"}
+# Flow-model workflows: their nodes (EmptySD3LatentImage, FluxGuidance, ModelSamplingSD3 / Flux) are in ComfyUI from
+# mid-2024, not in PINNED
+FLOW = {"fewstep_sd35_8step_ksampler": ("SD3.5 8-step", 4.5, None), "fewstep_flux_6step_ksampler": ("Flux 6-step", 1.0, 3.5)}
 TEST_CHECKPOINT = "fewstep-test-model.safetensors"
 TEST_IMAGE = "fewstep-test-image.png"
 FILE_WIDGETS = {
-    ("CheckpointLoaderSimple", "ckpt_name"): ("v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors"),
+    ("CheckpointLoaderSimple", "ckpt_name"): ("v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
+                                              "sd3.5_large_fp8_scaled.safetensors", "flux1-dev-fp8.safetensors"),
     ("LoadImage", "image"): ("example.png",),
 }
 
@@ -45,6 +50,11 @@ def core(comfy, tmp_path_factory):
     extras = Path(comfy.path) / "comfy_extras" / "nodes_custom_sampler.py"
     if "SamplerCustom" not in nodes.NODE_CLASS_MAPPINGS:
         assert comfy.run(nodes.load_custom_node(str(extras), set(nodes.NODE_CLASS_MAPPINGS))) is not False, extras
+    for module, node in (("nodes_sd3.py", "EmptySD3LatentImage"), ("nodes_flux.py", "FluxGuidance"),
+                         ("nodes_model_advanced.py", "ModelSamplingSD3")):
+        path = Path(comfy.path) / "comfy_extras" / module  # the flow workflows' nodes, where this ComfyUI has them
+        if path.exists() and node not in nodes.NODE_CLASS_MAPPINGS:
+            assert comfy.run(nodes.load_custom_node(str(path), set(nodes.NODE_CLASS_MAPPINGS))) is not False, path
     models = tmp_path_factory.mktemp("models")
     (models / TEST_CHECKPOINT).write_bytes(b"")  # validate_prompt checks the name, it does not load it
     folder_paths.add_model_folder_path("checkpoints", str(models))
@@ -77,8 +87,14 @@ def test_every_workflow_is_bundled():
     assert {p.stem for p in WORKFLOWS} == EXPECTED
 
 
+def skip_flow_on_pinned(comfy, path: Path) -> None:
+    if path.stem in FLOW and not comfy.current:
+        pytest.skip("PINNED ComfyUI (March 2024) has no SD3 / Flux nodes (EmptySD3LatentImage, FluxGuidance)")
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_passes_comfyui_validation(comfy, core, path):
+    skip_flow_on_pinned(comfy, path)
     nodes, info = core
     workflow = json.loads(path.read_text())
     for node in workflow["nodes"]:  # every node type exists (Note is the frontend's own)
@@ -90,8 +106,9 @@ def test_workflow_passes_comfyui_validation(comfy, core, path):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_widget_values_match_the_node_definitions(core, path):
+def test_widget_values_match_the_node_definitions(comfy, core, path):
     """Each widget value has the declared type and lies in the declared range / choices."""
+    skip_flow_on_pinned(comfy, path)
     _, info = core
     workflow = json.loads(path.read_text())
     notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
@@ -178,6 +195,45 @@ def test_ksampler_workflows_are_the_minimal_graph(core, name, recipe_name, cfg):
     (note,) = [n for n in workflow["nodes"] if n["type"] == "Note"]
     text = note["widgets_values"][0]
     assert "Few-Step KSampler" in text and name.removesuffix("_ksampler") in text
+
+
+@pytest.mark.parametrize("name", sorted(FLOW))
+def test_flow_workflows_run_the_flow_recipe_in_few_step_ksampler(comfy, core, name):
+    """SD3.5 / Flux: loader, the model's shift node at its default, prompts, EmptySD3LatentImage at the recipe's
+    resolution, Few-Step KSampler with the flow recipe, no FreeU (a DiT), the model's guidance (Flux dev: FluxGuidance
+    on the positive prompt and cfg 1)."""
+    from fewstep.recipes import RECIPES
+
+    skip_flow_on_pinned(comfy, REPO / "workflows" / f"{name}.json")
+    _, info = core
+    recipe_name, cfg, flux_guidance = FLOW[name]
+    workflow = load(name)
+    shift_node = "ModelSamplingFlux" if flux_guidance else "ModelSamplingSD3"
+    expected = ["CheckpointLoaderSimple", "CLIPTextEncode", "CLIPTextEncode", "EmptySD3LatentImage", shift_node,
+                "FewStepKSampler", "VAEDecode", "SaveImage", "Note", *(["FluxGuidance"] if flux_guidance else [])]
+    assert sorted(n["type"] for n in workflow["nodes"]) == sorted(expected)
+    prompt = to_api(workflow, info)
+    (key, sampler), = [(k, n) for k, n in prompt.items() if n["class_type"] == "FewStepKSampler"]
+    inputs = sampler["inputs"]
+    assert {k: inputs[k] for k in ("recipe", "freeu", "denoise", "cfg")} == {
+        "recipe": recipe_name, "freeu": "off", "denoise": 1.0, "cfg": cfg}
+    assert not RECIPES[recipe_name].freeu
+    # the model through its shift node at the model's own default (what the recipe was tuned on)
+    shift = prompt[inputs["model"][0]]
+    assert shift["class_type"] == shift_node
+    assert prompt[shift["inputs"]["model"][0]]["class_type"] == "CheckpointLoaderSimple"
+    assert ({k: v for k, v in shift["inputs"].items() if k != "model"} ==
+            ({"max_shift": 1.15, "base_shift": 0.5, "width": 1024, "height": 1024} if flux_guidance else {"shift": 3.0}))
+    positive = prompt[inputs["positive"][0]]
+    if flux_guidance is None:
+        assert positive["class_type"] == "CLIPTextEncode"
+    else:
+        assert positive["class_type"] == "FluxGuidance" and positive["inputs"]["guidance"] == flux_guidance
+        assert prompt[positive["inputs"]["conditioning"][0]]["class_type"] == "CLIPTextEncode"
+    (latent,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "EmptySD3LatentImage"]
+    assert latent["width"] == latent["height"] == RECIPES[recipe_name].resolution
+    (note,) = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    assert recipe_name in note["widgets_values"][0] and "docs/flow_recipes.md" in note["widgets_values"][0]
 
 
 # ---- the converter --------------------------------------------------------------------------------
