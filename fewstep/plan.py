@@ -256,14 +256,14 @@ def plan_problem(recipe: str, denoise: float = 1.0, params: str | None = "", cus
     return None
 
 
-def steps_plan(steps: int, sigma_table: torch.Tensor) -> Plan:
-    """The plan of the ``fewstep`` KSampler scheduler, which knows only a step count: the recipe family of
+def steps_plan(steps: int, sigma_table: torch.Tensor, family: str = "sd") -> Plan:
+    """The plan of the ``fewstep`` KSampler scheduler, which knows only a step count: the recipe ``family`` of
     ``recipes.recipe_for_step_count`` on the model's table (any count; PlanError naming ``steps`` if its
     schedule cannot be sampled)."""
-    recipe: Recipe = recipe_for_step_count(steps)
+    recipe: Recipe = recipe_for_step_count(steps, family)
     schedule = ScheduleParams.from_recipe(recipe)
     sigmas = schedule.sigmas(sigma_table)
-    problem = schedule_problem(sigmas)
+    problem = schedule_problem(sigmas, final_zero=schedule.end_zero)
     if problem:
         raise PlanError(problem, "steps")
     return Plan(recipe.name, schedule, 1.0, sigmas, solver_named(recipe.solver), ())

@@ -115,15 +115,31 @@ DENOISE_RANGE = (0.01, 1.0)
 DEFAULT_CUSTOM = RECIPES["SD1.5 5-step"]
 
 
-def recipe_for_step_count(steps: int) -> Recipe:
+# The ``fewstep`` scheduler's recipe families: SD (SD1.x / SDXL / v / EDM models), and the flow recipes of SD3
+# (DiscreteFlow models: SD3 / SD3.5, AuraFlow, Wan ...) and of Flux (ModelSamplingFlux).
+SCHEDULER_FAMILIES = {"sd": "SD1.5", "sd3": "SD3.5", "flux": "Flux"}
+
+
+def recipe_for_step_count(steps: int, family: str = "sd") -> Recipe:
     """The recipe family used by the ``fewstep`` KSampler scheduler, which only knows a step count.
 
-    Up to 7 steps: the 5/6-step family (n=8, rho=5, k=6); from 8 steps: the SD1.5 8-step family
-    (n=12, rho=7, k=9). The SDXL 8-step recipe (rho=12, k=10) is available through FewStepSigmas.
+    SD models: up to 7 steps the 5/6-step family (n=8, rho=5, k=6); from 8 steps the SD1.5 8-step family
+    (n=12, rho=7, k=9); the SDXL 8-step recipe (rho=12, k=10) is available through FewStepSigmas. Flow models
+    (``family`` "sd3" or "flux"): the family's recipe at 5, 6 and 8 steps, exactly (its tuned step positions
+    included); at other counts the numbers of its 6-step (below 8) or 8-step recipe with even step positions.
     """
-    family = RECIPES["SD1.5 6-step"] if steps < 8 else RECIPES["SD1.5 8-step"]
-    return Recipe(f"fewstep {steps}-step", steps, family.base_steps, family.base_rho,
-                  family.end_index, family.solver, time_rho=family.time_rho)
+    if family not in SCHEDULER_FAMILIES:
+        raise ValueError(f"family = {family!r} is not one of {list(SCHEDULER_FAMILIES)}")
+    prefix = SCHEDULER_FAMILIES[family]
+    if family != "sd" and f"{prefix} {steps}-step" in RECIPES:
+        tuned = RECIPES[f"{prefix} {steps}-step"]
+        return Recipe(f"fewstep {steps}-step", steps, tuned.base_steps, tuned.base_rho, tuned.end_index, tuned.solver,
+                      time_rho=tuned.time_rho, ramp=tuned.ramp, end=tuned.end, variant=tuned.variant,
+                      order=tuned.order)
+    family_recipe = RECIPES[f"{prefix} 6-step"] if steps < 8 else RECIPES[f"{prefix} 8-step"]
+    return Recipe(f"fewstep {steps}-step", steps, family_recipe.base_steps, family_recipe.base_rho,
+                  family_recipe.end_index, family_recipe.solver, time_rho=family_recipe.time_rho,
+                  end=family_recipe.end, variant=family_recipe.variant, order=family_recipe.order)
 
 
 def check_custom_parameters(steps: int, base_steps: int, base_rho: float, end_index: int,

@@ -366,11 +366,22 @@ def check_interrupted() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
 
 
+def scheduler_family(model_sampling, noise_form: str) -> str:
+    """The ``fewstep`` scheduler's recipe family for a model (``recipes.SCHEDULER_FAMILIES``): ``flux`` for
+    ModelSamplingFlux, ``sd3`` for the other flow models (DiscreteFlow: SD3 / SD3.5, AuraFlow, Wan ...), ``sd``
+    for the rest (SD1.x, SDXL, v, EDM)."""
+    flux = getattr(comfy.model_sampling, "ModelSamplingFlux", None)  # PINNED (March 2024) has no Flux
+    if flux is not None and isinstance(model_sampling, flux):
+        return "flux"
+    return "sd3" if noise_form == NOISE_FORM_CONST else "sd"
+
+
 def fewstep_scheduler(model_sampling, steps: int) -> torch.Tensor:
-    """The ``fewstep`` KSampler scheduler: the recipe family chosen by step count (``plan.steps_plan``)."""
-    table = model_sigma_table(model_sampling)[0]
+    """The ``fewstep`` KSampler scheduler: the recipe family of the model's kind, chosen by step count
+    (``plan.steps_plan``)."""
+    table, noise_form = model_sigma_table(model_sampling)
     try:
-        return steps_plan(steps, table).sigmas
+        return steps_plan(steps, table, scheduler_family(model_sampling, noise_form)).sigmas
     except PlanError as error:  # only at absurd counts: KSampler asks for steps / denoise steps (e.g. 10000 / 0.01)
         raise ValueError(f"fewstep scheduler: {steps} steps (KSampler's steps / denoise) give a schedule that cannot "
                          f"be sampled: {error}. Use fewer steps or a larger denoise.") from None

@@ -16,7 +16,7 @@ import torch
 from conftest import build_tiny_sd15
 
 from fewstep.noise_forms import half_log_snr, noise_form_problem
-from fewstep.recipes import RECIPES, recipe_for_step_count
+from fewstep.recipes import RECIPES, Recipe, recipe_for_step_count
 from fewstep.schedule import fewstep_timesteps, schedule_problem
 
 LATENT = (1, 16, 8, 8)  # SD3 / Flux latents have 16 channels
@@ -24,6 +24,7 @@ LATENT = (1, 16, 8, 8)  # SD3 / Flux latents have 16 channels
 # on a flow table that is within 3e-4 of the model's sigma(t) at the SD1.5 recipes' end (t = 0.019; 0.4 % at the SDXL
 # recipes' t = 0.004, where entries are 25 % apart), on the EDM table within 3e-5 (docs/noise_forms.md)
 FLOW_RTOL = 5e-4
+FLOW_END_RTOL = 4e-3  # near t = 0.004 (the SDXL recipes' and the 8-step flow families' last steps)
 SD3_SHIFT = 3.0  # ComfyUI's SD3 sampling_settings
 
 
@@ -174,10 +175,17 @@ def test_few_step_sigmas_and_scheduler_on_flux(comfy, flux):
                                 dtype=torch.float64)
         torch.testing.assert_close(ours.double(), expected, rtol=FLOW_RTOL, atol=0)
         assert float(ours[0]) == 1.0 and schedule_problem(ours) is None
-        scheduler = api(comfy).fewstep_scheduler(model_sampling(comfy, model), 8)
-        t = recipe_times(recipe_for_step_count(8))
-        torch.testing.assert_close(scheduler.double(), torch.tensor([flux_sigma(expected_mu, float(v)) for v in t],
-                                                                    dtype=torch.float64), rtol=FLOW_RTOL, atol=0)
+        # the scheduler on Flux: the Flux recipe of its step count (Few-Step Sigmas' on the same model) at 5, 6, 8
+        for steps in (5, 6, 8):
+            torch.testing.assert_close(api(comfy).fewstep_scheduler(model_sampling(comfy, model), steps),
+                                       few_step_sigmas(comfy, model, f"Flux {steps}-step"), rtol=0, atol=0)
+        # at other counts the Flux 8-step numbers (8 and up) with even step positions: sigma(t) at those timesteps
+        flux8 = RECIPES["Flux 8-step"]
+        t = recipe_times(Recipe("even", 10, flux8.base_steps, flux8.base_rho, flux8.end_index, flux8.solver,
+                                time_rho=flux8.time_rho))
+        torch.testing.assert_close(api(comfy).fewstep_scheduler(model_sampling(comfy, model), 10).double(),
+                                   torch.tensor([flux_sigma(expected_mu, float(v)) for v in t], dtype=torch.float64),
+                                   rtol=FLOW_END_RTOL, atol=0)
 
 
 def test_edm_model_table_and_sigmas(comfy, edm):
@@ -337,6 +345,12 @@ def ksampler_names_sample(comfy, model, conds, shape):
 
 def test_ksampler_names_and_fewstep_scheduler_on_sd3(comfy, sd3):
     ksampler_names_sample(comfy, sd3, dit_conds(), LATENT)
+    # the scheduler on a DiscreteFlow model: the SD3.5 recipes (tuned on its axis), not the SD1.5 ones
+    for steps in (5, 6, 8):
+        torch.testing.assert_close(api(comfy).fewstep_scheduler(model_sampling(comfy, sd3), steps),
+                                   few_step_sigmas(comfy, sd3, f"SD3.5 {steps}-step"), rtol=0, atol=0)
+    sd_family = few_step_sigmas(comfy, sd3, "SD1.5 6-step")
+    assert not torch.allclose(api(comfy).fewstep_scheduler(model_sampling(comfy, sd3), 6), sd_family)
 
 
 def test_ksampler_names_and_fewstep_scheduler_on_edm(comfy, edm, conds):
