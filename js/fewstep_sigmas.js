@@ -15,6 +15,12 @@
 // A named recipe writes its own values into the custom widgets and disables them; `custom` makes
 // them editable again (starting from the last recipe's values).
 //
+// After a run the node shows what it sampled: both nodes return the schedule in their ui (the route's reply,
+// made by the same Python builder on the model's own table: nodes/schedule_graph.py), which ComfyUI sends to the
+// page ("executed"); onExecuted keeps it and the graph draws it, labelled "as sampled: <axis>" (a plain SD3 / Flux /
+// EDM checkpoint loader included, which the preview cannot see), until one of the node's schedule widgets or its
+// model link changes (or the shift node up that link): then the route's preview again.
+//
 // The graph is a canvas widget (draw + computeSize). The classic LiteGraph canvas (the old page, and
 // the current frontend's classic mode) calls its draw() on every frame, with node coordinates; Nodes
 // 2.0 (the current frontend's Vue nodes, LiteGraph.vueNodesMode) draws it into a canvas of its own
@@ -25,8 +31,11 @@
 // For tests and other scripts (read-only):
 //   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, evaluations, unipc,
 //                           afs_midpoint, freeu, axis, error, plotted: [{step, sigma, x, y, kind, evaluation}],
-//                           surface, notes, legend}
-//     axis: {kind: "sd"} or {kind: "flow", shift} (a ModelSamplingSD3 / AuraFlow / Flux node up the model input).
+//                           surface, notes, legend, sampled, label, caption}
+//     axis: {kind: "sd"} or {kind: "flow", shift} (a ModelSamplingSD3 / AuraFlow / Flux node up the model input);
+//     after a run {kind: "continuous", sigma_min, sigma_max} too (EDM), and the flow shift of the model itself.
+//     sampled: true when it is the schedule of the node's last run (its ui), else absent (the route's preview);
+//     label: "as sampled: flow, shift 3.00" and the like; caption: the label as drawn (null for the preview).
 //     plotted: the drawn points; x, y in node coordinates when surface is "node" (classic canvas),
 //     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0). kind: "evaluated"
 //     (a filled dot), "end" (the last sigma, no evaluation), and with the analytical first step (UniPC
@@ -69,6 +78,7 @@ const queryWidgets = {
 };
 const RECIPE_WIDGETS = ["steps", "base_steps", "base_rho", "end_index", "time_rho"]; // fixed by a named recipe
 const PLOT_WIDGET = "fewstep_schedule";
+const UI_KEY = "fewstep_schedule"; // the nodes' ui: {fewstep_schedule: [the schedule they sampled]}
 const PLOT_HEIGHT = 180;
 const MIN_WIDTH = 320;
 const DEBOUNCE_MS = 150;
@@ -77,8 +87,10 @@ const MODE_MUTED = 2;
 const MODE_BYPASSED = 4;
 const CURVE = "#6cf"; // the schedule and the evaluated points
 const INSERTED = "#f7c"; // the AFS midpoint
+const SAMPLED = "#c9f"; // the "as sampled" label
+const SAMPLED_TEXT = "as sampled:";
 
-const states = new Map(); // node -> {key, timer, sequence, inFlight, labels, drawn, vue}
+const states = new Map(); // node -> {key, timer, sequence, inFlight, labels, drawn, vue, preview, sampled}
 
 function widget(node, name) {
   return node.widgets?.find((w) => w.name === name);
@@ -158,7 +170,8 @@ function queryOf(node) {
 function stateOf(node) {
   let state = states.get(node);
   if (!state) {
-    state = { key: null, timer: null, sequence: 0, inFlight: false, labels: {}, drawn: null, vue: null };
+    state = { key: null, timer: null, sequence: 0, inFlight: false, labels: {}, drawn: null, vue: null,
+      preview: null, sampled: null };
     states.set(node, state);
   }
   return state;
@@ -168,6 +181,10 @@ function stateOf(node) {
 function refresh(node) {
   if (!node.graph) return; // removed from the graph
   const state = stateOf(node);
+  if (state.sampled && state.sampled.key !== runKeyOf(node)) {
+    state.sampled = null; // an input of the run changed: the preview again
+    show(node);
+  }
   const { query, key } = queryOf(node);
   if (key === state.key) return;
   state.key = key;
@@ -193,13 +210,61 @@ async function fetchSchedule(node, state, query, key) {
     if (sequence === state.sequence) state.inFlight = false;
   }
   if (sequence !== state.sequence) return; // a newer request is on its way
-  node.fewstepSchedule = { query: key, plotted: [], surface: null, ...schedule };
+  state.preview = { query: key, plotted: [], surface: null, ...schedule };
   if (isKSampler(node) && !schedule.error) { // the FreeU this node applies itself
     const on = new URLSearchParams(key).get(`${KSAMPLER_TYPE}.${KSAMPLER_FREEU}`) === "recipe";
-    node.fewstepSchedule.freeu = on ? schedule.recipe_freeu ?? [] : [];
+    state.preview.freeu = on ? schedule.recipe_freeu ?? [] : [];
   }
   lockRecipeWidgets(node, schedule.error ? null : schedule);
+  show(node);
+}
+
+// What identifies the node's run for its graph: the widgets that make its schedule, its model link and the flow
+// shift up that link (not the Timed FreeU nodes elsewhere: their band follows the graph, as on the preview).
+function runKeyOf(node) {
+  const key = new URLSearchParams(queryOf(node).key);
+  key.delete("freeu");
+  const model = (node.inputs ?? []).find((input) => input.type === "MODEL");
+  key.set("model_link", String(model?.link ?? ""));
+  return key.toString();
+}
+
+// onExecuted: the schedule the node sampled (its ui), drawn until runKeyOf changes.
+function showSampled(node, payload) {
+  stateOf(node).sampled = { payload, key: runKeyOf(node) };
+  show(node);
+}
+
+// node.fewstepSchedule: the last run's schedule while its inputs stand, else the route's preview; drawn again.
+function show(node) {
+  const state = stateOf(node);
+  node.fewstepSchedule = state.sampled ? sampledSchedule(node, state.sampled.payload, state.preview)
+    : state.preview ?? undefined;
   repaint(node);
+}
+
+// The run's schedule as the graph draws it: the FreeU band of Few-Step KSampler is its own (its ui's recipe_freeu,
+// or none with freeu = off); on Few-Step Sigmas that of the graph's Timed FreeU nodes (the preview's steps: the same
+// N steps), off on a flow model (a DiT).
+function sampledSchedule(node, payload, preview) {
+  const schedule = { ...payload, query: preview?.query ?? stateOf(node).key, plotted: [], surface: null,
+    sampled: true, label: `${SAMPLED_TEXT} ${axisText(payload.axis)}` };
+  if (isKSampler(node)) {
+    schedule.freeu = widget(node, KSAMPLER_FREEU)?.value === "recipe" ? payload.recipe_freeu ?? [] : [];
+  } else {
+    const windows = preview && !preview.error ? preview.freeu ?? [] : [];
+    schedule.freeu = payload.axis?.kind !== "flow" ? windows
+      : windows.map((w) => ({ ...w, steps: [], warning: w.warning ?? "Timed FreeU passes a flow model through" }));
+  }
+  return schedule;
+}
+
+// The model's axis in words: "flow, shift 3", "continuous, σ 0.002 to 120", "SD (discrete)".
+function axisText(axis) {
+  const short = (value) => Number(Number(value).toPrecision(3));
+  if (axis?.kind === "flow") return Number.isFinite(axis.shift) ? `flow, shift ${short(axis.shift)}` : "flow";
+  if (axis?.kind === "continuous") return `continuous, \u03c3 ${short(axis.sigma_min)} to ${short(axis.sigma_max)}`;
+  return "SD (discrete)";
 }
 
 // Nodes 2.0 switched on or off (a setting, no reload): the labels of the recipe's widgets follow.
@@ -319,33 +384,51 @@ function drawSchedule(ctx, node, width, top) {
     ctx.fillStyle = "rgba(110, 200, 120, 0.18)";
     for (const [from, to] of bands) ctx.fillRect(from, plot.top, to - from, plot.bottom - plot.top);
   }
-  // The analytical first step (UniPC recipes with AFS): what the two special markers mean, top right.
+  // Lines of text (the "as sampled" caption, the AFS legend, Timed FreeU notes, the end=0 label) go top right, where
+  // a descending curve is low; when the curve stays high into the last steps (a flow schedule), under it, left.
+  const probe = points[Math.min(points.length - 1, Math.ceil(points.length * 0.6))];
+  const underCurve = probe.y < (plot.top + plot.bottom) / 2;
+  const textLine = (i) => underCurve ? { x: plot.left + 6, y: (plot.top + plot.bottom) / 2 + 12 * i, align: "left" }
+    : { x: plot.right - 4, y: plot.top + 11 + 12 * i, align: "right" };
+  const writeLine = (i, words) => {
+    const at = textLine(i);
+    ctx.textAlign = at.align;
+    ctx.fillText(words, at.x, at.y);
+    return at;
+  };
+  // After a run: what was sampled, on which axis, in two lines (clear of the first sigma's label, top left).
+  const caption = schedule.sampled ? schedule.label : null;
+  const captionLines = caption ? [SAMPLED_TEXT, caption.slice(SAMPLED_TEXT.length + 1)] : [];
+  const lead = captionLines.length; // lines above the legend and notes
+  ctx.font = "11px Arial";
+  ctx.fillStyle = SAMPLED;
+  captionLines.forEach((line, i) => writeLine(i, line));
+  // The analytical first step (UniPC recipes with AFS): what the two special markers mean.
   const legend = [];
   ctx.font = "10px Arial";
-  ctx.textAlign = "right";
   if (schedule.afs_midpoint) {
     legend.push({ kind: "analytic", text: "\u03c3\u2080: analytic, no model evaluation" },
                 { kind: "inserted", text: "AFS midpoint (inserted): evaluation 1" });
     legend.forEach((entry, i) => {
-      const y = plot.top + 11 + 12 * i;
       ctx.fillStyle = secondary;
-      ctx.fillText(entry.text, plot.right - 4, y);
-      marker(ctx, entry.kind, plot.right - 12 - ctx.measureText(entry.text).width, y - 3.5, 0.8);
+      const at = textLine(lead + i);
+      const right = at.align === "right";
+      ctx.textAlign = at.align;
+      ctx.fillText(entry.text, right ? at.x : at.x + 12, at.y); // the marker before the text
+      marker(ctx, entry.kind, right ? at.x - 8 - ctx.measureText(entry.text).width : at.x + 4, at.y - 3.5, 0.8);
     });
   }
-  // A Timed FreeU whose step window selects no step of this schedule (the route says so): named, top right,
-  // where the descending curve is low.
+  // A Timed FreeU whose step window selects no step of this schedule (the route says so), or any on a flow model.
   const flow = schedule.axis?.kind === "flow";
   const notes = (schedule.freeu ?? []).filter((w) => w.warning)
     .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: ${flow ? "off on a flow model" : `no step of ${nfe}`}`);
   ctx.fillStyle = "#fb4";
-  ctx.textAlign = "right";
-  notes.forEach((note, i) => ctx.fillText(note, plot.right - 4, plot.top + 11 + 12 * (legend.length + i)));
+  notes.forEach((note, i) => writeLine(lead + legend.length + i, note));
   if (bands.length) {
     // "FreeU" at the band's left: at the bottom where the curve is high (the band starts in the left half),
     // else at the top under the legend and notes (the curve is low there; the end label is at the bottom)
     const from = Math.min(...bands.map(([x]) => x));
-    const lines = legend.length + notes.length;
+    const lines = lead + legend.length + notes.length;
     ctx.fillStyle = "rgba(140, 220, 150, 0.9)";
     ctx.textAlign = "left";
     ctx.font = "12px Arial";
@@ -371,7 +454,9 @@ function drawSchedule(ctx, node, width, top) {
   ctx.translate(left + 9, (plot.top + plot.bottom) / 2);
   ctx.rotate(-Math.PI / 2);
   ctx.textAlign = "center";
-  ctx.fillText(flow ? `sigma (log), flow shift ${Number(schedule.axis.shift.toPrecision(3))}` : "sigma (log)", 0, 0);
+  const shift = schedule.axis?.shift;
+  ctx.fillText(flow && Number.isFinite(shift) ? `sigma (log), flow shift ${Number(shift.toPrecision(3))}` : "sigma (log)",
+    0, 0);
   ctx.restore();
 
   // Step numbers under the points.
@@ -396,18 +481,20 @@ function drawSchedule(ctx, node, width, top) {
   ctx.fill();
   ctx.font = "11px Arial";
   ctx.textAlign = "right";
-  // end=0: the curve falls to the bottom edge at the right, so the label goes top right, under any legend/notes
-  const labelY = end.sigma > 0 ? Math.min(end.y - 7, plot.bottom - 4)
-    : plot.top + 11 + 12 * (legend.length + notes.length);
-  ctx.fillText(endLabel, end.sigma > 0 ? end.x - 8 : plot.right - 4, labelY);
+  // end=0: the curve falls to the bottom edge at the right, so the label goes with the other lines, under them
+  if (end.sigma > 0) ctx.fillText(endLabel, end.x - 8, Math.min(end.y - 7, plot.bottom - 4));
+  else writeLine(lead + legend.length + notes.length, endLabel);
   ctx.fillStyle = text;
   ctx.textAlign = "left";
-  ctx.fillText(`\u03c3 = ${formatSigma(points[0].sigma)}`, points[0].x + 7, points[0].y + 4);
+  // the first sigma's value beside its point, or under the curve where it starts flat (a flow schedule)
+  const flat = points.length > 1 && points[1].y - points[0].y < 12;
+  ctx.fillText(`\u03c3 = ${formatSigma(points[0].sigma)}`, points[0].x + 7, points[0].y + (flat ? 16 : 4));
   ctx.restore();
 
   node.fewstepSchedule.plotted = points;
   node.fewstepSchedule.notes = notes;
   node.fewstepSchedule.legend = legend.map((entry) => entry.text);
+  node.fewstepSchedule.caption = caption;
   node.fewstepSchedule.surface = surface;
 }
 
@@ -517,6 +604,15 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function (...args) {
       const result = onNodeCreated?.apply(this, args);
       setUp(this);
+      return result;
+    };
+
+    // After a run: the ui of the node (ComfyUI's "executed" message), the schedule it sampled.
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output, ...args) {
+      const result = onExecuted?.apply(this, [output, ...args]);
+      const payload = output?.[UI_KEY]?.at?.(-1);
+      if (payload?.sigmas) showSampled(this, payload);
       return result;
     };
 

@@ -158,13 +158,14 @@ def model_axis(model_sampling, table: torch.Tensor, noise_form: str) -> dict:
     """The time axis a model's schedule is read on (``model_sigma_table``'s ``table`` and ``noise_form``), as the
     graph on the nodes names it: ``{"kind": "sd"}`` (a discrete SD-family table: SD1.x, SD2.x, SDXL, v, zsnr),
     ``{"kind": "flow", "shift": s}`` (SD3's s, Flux's e^mu; s is None for a flow table of another form) or
-    ``{"kind": "continuous", "sigma_min", "sigma_max"}`` (EDM / V: log-linear in t)."""
+    ``{"kind": "continuous", "sigma_min", "sigma_max"}`` (EDM / V: log-linear in t; 6 significant digits, as the
+    float32 settings were typed)."""
     if isinstance(model_sampling, comfy.model_sampling.ModelSamplingDiscrete):
         return {"kind": AXIS_SD}
     if noise_form == NOISE_FORM_CONST:
         return {"kind": AXIS_FLOW, "shift": flow_shift(table)}
     low, high = getattr(model_sampling, "sigma_min", table[0]), getattr(model_sampling, "sigma_max", table[-1])
-    return {"kind": AXIS_CONTINUOUS, "sigma_min": float(low), "sigma_max": float(high)}
+    return {"kind": AXIS_CONTINUOUS, "sigma_min": float(f"{float(low):.6g}"), "sigma_max": float(f"{float(high):.6g}")}
 
 
 class ModelTable:

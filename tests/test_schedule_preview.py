@@ -14,6 +14,7 @@ import inspect
 import json
 import math
 import sys
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from e2e_support import server_with_checkpoint
 from workflow_api import to_api
 
 from fewstep.recipes import CUSTOM, RECIPES
-from fewstep.schedule import fewstep_sigmas, recipe_sigmas, standard_sigma_table
+from fewstep.schedule import fewstep_sigmas, fewstep_timesteps, recipe_sigmas, standard_sigma_table
 from fewstep.solvers import UNIPC_SOLVERS
 
 WORKFLOW = REPO / "workflows" / "fewstep_sd15_5step.json"
@@ -1029,6 +1030,95 @@ def test_few_step_ksampler_custom_draws_the_params_schedule(ksampler_page, artif
     assert all(math.isfinite(y) for y in ys) and all(b > a for a, b in zip(ys, ys[1:]))
     image = page.screenshot(artifacts / "fewstep_ksampler_custom_params_end_zero.png")
     assert_drawn(page, image, zero)
+    assert page.errors_from_extension() == []
+
+
+QUEUE_FROM_PAGE = """async (prompt) => { const { api } = await import("/scripts/api.js");
+    const response = await api.fetchApi("/prompt", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                      body: JSON.stringify({ prompt, client_id: api.clientId }) });
+    return (await response.json()).prompt_id; }"""
+
+
+def run_from_page(page, prompt: dict, node_id: str) -> dict:
+    """Queue ``prompt`` with the page's client id, wait for its history entry, and return the schedule in Few-Step
+    Sigmas' ui once the page draws it (``sampled``)."""
+    start = time.perf_counter()
+    entry = page.server.wait(page.js(QUEUE_FROM_PAGE, prompt), timeout=180)
+    print(f"{page.mode.name}: the prompt ran in {time.perf_counter() - start:.1f} s")
+    (payload,) = entry["outputs"][node_id]["fewstep_schedule"]  # the node's ui, in the history too
+    page.page.wait_for_function("(first) => { const s = window.app.graph.findNodesByType('FewStepSigmas', [])[0]"
+                                ".fewstepSchedule; return s?.sampled === true && s.sigmas[0] === first; }",
+                                arg=payload["sigmas"][0], timeout=20000)
+    return payload
+
+
+def test_after_a_run_the_graph_draws_the_schedule_as_sampled(graph_page, artifacts):
+    """A real run, queued with the page's client id (ComfyUI's "executed" message reaches the page): Few-Step Sigmas
+    fed by a ModelSamplingContinuousEDM node that the page's graph does not show (as a plain loader of an EDM
+    checkpoint: the preview stays on the SD axis) draws the schedule it sampled, on the EDM axis, labelled so, with
+    the graph's Timed FreeU band; with ModelSamplingSD3 instead (CURRENT), on the flow axis with its shift and no
+    FreeU band; a widget change brings the route's preview back, for good."""
+    page = graph_page
+    page.load(json.loads(WORKFLOW.read_text()))
+    preview = page.settled()
+    assert "sampled" not in preview and preview["sigmas"] == python_schedule("SD1.5 5-step")
+    prompt = page.js("async () => (await window.app.graphToPrompt()).output")  # what Queue would send
+    sigma_max = 120.0 + MODES.index(page.mode)  # a prompt of its own: ComfyUI serves an identical one from its cache
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = page.server.checkpoint_name
+        elif node["class_type"] == "EmptyLatentImage":
+            inputs["width"] = inputs["height"] = 64
+        elif "noise_seed" in inputs:
+            inputs["noise_seed"] = 9100 + MODES.index(page.mode)
+    (node_id,) = [key for key, node in prompt.items() if node["class_type"] == "FewStepSigmas"]
+    assert str(page.node("n => n.id")) == node_id  # the page's node: the message names it
+    prompt["900"] = {"class_type": "ModelSamplingContinuousEDM", "inputs": {
+        "model": prompt[node_id]["inputs"]["model"], "sampling": "edm_playground_v2.5", "sigma_max": sigma_max,
+        "sigma_min": 0.002}}
+    loader = prompt[node_id]["inputs"]["model"][0]
+    prompt[node_id]["inputs"]["model"] = ["900", 0]
+    if page.mode.current:  # only the schedule's branch, into a PreviewAny (PINNED has no output node for SIGMAS)
+        prompt = {key: prompt[key] for key in (loader, "900", node_id)}
+        prompt["901"] = {"class_type": "PreviewAny", "inputs": {"source": [node_id, 0]}}
+    payload = run_from_page(page, prompt, node_id)
+    schedule = page.settled()
+    t = (fewstep_timesteps(5, 8, 5.0, 6, 1.2) + 1.0) / 1000.0  # the recipe's timesteps on the EDM axis
+    expected = torch.exp(math.log(0.002) + t * math.log(sigma_max / 0.002))
+    assert schedule["axis"] == {"kind": "continuous", "sigma_min": 0.002, "sigma_max": sigma_max}
+    assert [p["sigma"] for p in schedule["plotted"]] == payload["sigmas"] == schedule["sigmas"]
+    torch.testing.assert_close(torch.tensor(payload["sigmas"], dtype=torch.float64), expected, rtol=5e-5, atol=0)
+    assert schedule["caption"] == schedule["label"] == f"as sampled: continuous, \u03c3 0.002 to {sigma_max:g}"
+    assert [w["steps"] for w in schedule["freeu"]] == [[1, 2, 3, 4, 5]]  # the workflow's Timed FreeU: every step
+    image = page.screenshot(artifacts / "fewstep_sigmas_as_sampled_edm.png")
+    assert_drawn(page, image, schedule)
+
+    if page.mode.current:  # a flow model (SD3's sampling on the same UNet): the next run's schedule replaces it
+        from fewstep.schedule import flow_sigma_table
+
+        shift = 2.0 + MODES.index(page.mode)
+        prompt["900"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": [loader, 0], "shift": shift}}
+        payload = run_from_page(page, prompt, node_id)
+        schedule = page.settled()
+        expected = recipe_sigmas(RECIPES["SD1.5 5-step"], flow_sigma_table(shift)).tolist()
+        assert schedule["axis"] == {"kind": "flow", "shift": shift}
+        assert [p["sigma"] for p in schedule["plotted"]] == payload["sigmas"] == pytest.approx(expected, rel=1e-6)
+        assert schedule["caption"] == f"as sampled: flow, shift {shift:g}"
+        assert [w["steps"] for w in schedule["freeu"]] == [[]]  # FreeU passes a flow model (a DiT) through
+        assert schedule["notes"] == ["Timed FreeU 1..-1: off on a flow model"]
+        image = page.screenshot(artifacts / "fewstep_sigmas_as_sampled_flow.png")
+        assert_drawn(page, image, schedule)
+
+    page.set_widget("denoise", 0.9)  # an input of the run changed: the preview again, on the SD axis
+    schedule = page.settled()
+    assert "sampled" not in schedule and schedule["caption"] is None
+    assert [p["sigma"] for p in schedule["plotted"]] == python_schedule("SD1.5 5-step", denoise=0.9)
+    page.set_widget("denoise", 1.0)  # and for good: the run's values again do not bring the run back
+    schedule = page.settled()
+    assert "sampled" not in schedule and schedule["sigmas"] == python_schedule("SD1.5 5-step")
+    image = page.screenshot(artifacts / "fewstep_sigmas_preview_after_a_run.png")
+    assert_drawn(page, image, schedule)
     assert page.errors_from_extension() == []
 
 
