@@ -46,6 +46,7 @@ from .comfy_api import (
     progress_text,
     sample_custom_with,
     sample_with_schedule,
+    scheduler_family,
 )
 
 log = logging.getLogger("ComfyUI-FewStep")
@@ -196,11 +197,12 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         return cached
 
     try:
-        table, noise_form = model_sigma_table(model_sampling_of(model))  # the model's own time axis and noise form
+        model_sampling = model_sampling_of(model)
+        table, noise_form = model_sigma_table(model_sampling)  # the model's own time axis and noise form
     except PlanError as error:
         raise ValueError(f"Few-Step Schedule Tuner: {error}") from None
-    try:
-        start = steps_plan(steps, table)  # the search starts from the ``fewstep`` scheduler's recipe family
+    try:  # the search starts from the ``fewstep`` scheduler's recipe family for this kind of model
+        start = steps_plan(steps, table, scheduler_family(model_sampling, noise_form))
     except PlanError as error:
         raise ValueError(f"Few-Step Schedule Tuner: nfe = {steps} gives a starting schedule that cannot be sampled on "
                          f"this model: {error}") from None
