@@ -52,6 +52,11 @@ form), the reply has ``"axis": {"kind": "flow", "shift": s}`` (else ``{"kind": "
 step (``recipe_freeu`` and ``freeu`` list their windows with ``steps: []`` and a ``warning``): flow models are DiTs,
 which Timed FreeU passes through unchanged.
 
+The reply is made by ``nodes/schedule_graph.py``, which also makes the ``ui`` Few-Step Sigmas and Few-Step KSampler
+return when they run: the same reply for the schedule they sampled, on the model's own table and axis (``"sd"``,
+``"flow"`` with the model's shift, ``"continuous"`` with its sigma_min and sigma_max), which the graph draws after a
+run.
+
 A schedule that cannot be sampled (not strictly descending in float32, see
 ``fewstep.schedule.schedule_problem``) is refused by the plan like any bad input. A bad, missing or
 unknown parameter gets HTTP
