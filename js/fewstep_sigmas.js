@@ -386,9 +386,19 @@ function drawSchedule(ctx, node, width, top) {
   }
   // Lines of text (the "as sampled" caption, the AFS legend, Timed FreeU notes, the end=0 label) go top right, where
   // a descending curve is low; when the curve stays high into the last steps (a flow schedule), under it, left.
+  // Under the curve they end above the early stop's label, bottom right.
+  const caption = schedule.sampled ? schedule.label : null;
+  const flow = schedule.axis?.kind === "flow";
+  const notes = (schedule.freeu ?? []).filter((w) => w.warning)
+    .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: ${flow ? "off on a flow model" : `no step of ${nfe}`}`);
+  const last = points[points.length - 1];
+  const endLabelY = Math.min(last.y - 7, plot.bottom - 4);
+  const lineCount = (caption ? 2 : 0) + (schedule.afs_midpoint ? 2 : 0) + notes.length + (last.sigma > 0 ? 0 : 1);
   const probe = points[Math.min(points.length - 1, Math.ceil(points.length * 0.6))];
   const underCurve = probe.y < (plot.top + plot.bottom) / 2;
-  const textLine = (i) => underCurve ? { x: plot.left + 6, y: (plot.top + plot.bottom) / 2 + 12 * i, align: "left" }
+  const lowest = last.sigma > 0 ? endLabelY - 13 : plot.bottom - 4;
+  const firstUnder = Math.max(plot.top + 34, lowest - 12 * (lineCount - 1));
+  const textLine = (i) => underCurve ? { x: plot.left + 6, y: firstUnder + 12 * i, align: "left" }
     : { x: plot.right - 4, y: plot.top + 11 + 12 * i, align: "right" };
   const writeLine = (i, words) => {
     const at = textLine(i);
@@ -397,7 +407,6 @@ function drawSchedule(ctx, node, width, top) {
     return at;
   };
   // After a run: what was sampled, on which axis, in two lines (clear of the first sigma's label, top left).
-  const caption = schedule.sampled ? schedule.label : null;
   const captionLines = caption ? [SAMPLED_TEXT, caption.slice(SAMPLED_TEXT.length + 1)] : [];
   const lead = captionLines.length; // lines above the legend and notes
   ctx.font = "11px Arial";
@@ -419,9 +428,6 @@ function drawSchedule(ctx, node, width, top) {
     });
   }
   // A Timed FreeU whose step window selects no step of this schedule (the route says so), or any on a flow model.
-  const flow = schedule.axis?.kind === "flow";
-  const notes = (schedule.freeu ?? []).filter((w) => w.warning)
-    .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: ${flow ? "off on a flow model" : `no step of ${nfe}`}`);
   ctx.fillStyle = "#fb4";
   notes.forEach((note, i) => writeLine(lead + legend.length + i, note));
   if (bands.length) {
@@ -482,7 +488,7 @@ function drawSchedule(ctx, node, width, top) {
   ctx.font = "11px Arial";
   ctx.textAlign = "right";
   // end=0: the curve falls to the bottom edge at the right, so the label goes with the other lines, under them
-  if (end.sigma > 0) ctx.fillText(endLabel, end.x - 8, Math.min(end.y - 7, plot.bottom - 4));
+  if (end.sigma > 0) ctx.fillText(endLabel, end.x - 8, endLabelY);
   else writeLine(lead + legend.length + notes.length, endLabel);
   ctx.fillStyle = text;
   ctx.textAlign = "left";

@@ -1122,6 +1122,33 @@ def test_after_a_run_the_graph_draws_the_schedule_as_sampled(graph_page, artifac
     assert page.errors_from_extension() == []
 
 
+def test_few_step_ksampler_draws_its_ui_after_a_run(ksampler_page, artifacts):
+    """Few-Step KSampler's executed message (its ui: here the route's reply on SD3's flow axis, as the node gives it
+    on SD3): the AFS schedule it sampled, its own FreeU off on the DiT, the label; its freeu widget changed, the
+    preview again."""
+    page = ksampler_page
+    page.set_widget("recipe", AFS_RECIPE)
+    preview = page.settled()
+    status, payload = get(page.server, f"{ROUTE}?{ksampler_query(AFS_RECIPE)}&flow_shift=3")
+    assert status == 200 and payload["sigmas"] != preview["sigmas"]
+    page.node("(n, payload) => n.onExecuted({fewstep_schedule: [payload]})", payload)
+    schedule = page.settled()
+    sigmas = payload["sigmas"]
+    assert schedule["sampled"] is True and schedule["caption"] == "as sampled: flow, shift 3"
+    assert [p["sigma"] for p in schedule["plotted"]] == [sigmas[0], payload["afs_midpoint"]["sigma"], *sigmas[1:]]
+    assert [p["kind"] for p in schedule["plotted"]] == ["analytic", "inserted", *["evaluated"] * 5, "end"]
+    assert schedule["freeu"] == payload["recipe_freeu"]  # the FreeU it applies itself: off on a DiT
+    assert schedule["notes"] == ["Timed FreeU -3..-1: off on a flow model"]
+    image = page.screenshot(artifacts / "fewstep_ksampler_as_sampled_flow.png")
+    points = page.plotted_on_page()
+    assert colour_near(image, *points[1], INSERTED) and colour_near(image, *points[-1], END)
+    page.set_widget("freeu", "off")  # a widget of the run: the preview again
+    schedule = page.settled()
+    assert "sampled" not in schedule and schedule["sigmas"] == preview["sigmas"]
+    page.set_widget("freeu", "recipe")
+    assert page.errors_from_extension() == []
+
+
 def settled_rects(graph_page, reads: int = 3, every_ms: int = 150, timeout_ms: int = 10000) -> list:
     """NODE_RECTS once ``reads`` reads ``every_ms`` apart agree (the canvas redraws, and Nodes 2.0 lays its nodes out,
     over a few frames after a load or a move)."""
