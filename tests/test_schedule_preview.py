@@ -859,6 +859,7 @@ def test_a_flow_shift_node_up_the_model_input_puts_the_graph_on_the_flow_axis(gr
     from fewstep.schedule import flow_sigma_table
 
     graph_page.set_widget("recipe", "SD1.5 5-step")
+    graph_page.set_widget("denoise", 1.0)  # an earlier test may have left another
     graph_page.settled()
     graph_page.node("""n => { const slot = n.inputs.findIndex(i => i.type === "MODEL");
         const link = n.graph.links[n.inputs[slot].link]; const origin = n.graph.getNodeById(link.origin_id);
