@@ -45,9 +45,9 @@ bench-speed: $(VENV)/.installed
 bench-tuner: $(VENV)/.installed
 	$(PY) benchmarks/tuner_search.py --no-trained $(TUNER_ARGS)
 
-# The learned solver weights and model times (issue 24) on the trained proxy photo_eps, NFE 5 / 6 / 8, against the schedule
-# alone: FD / RMS on 1024 noises used by no tuning and the DPM++2M Karras steps with equal FD (docs/learned.md;
-# about 2 min of tuning per NFE and 8-12 min in all on 2 shared cores). Not in `bench`.
+# The learned solver weights and model times (issue 24) on the trained proxies photo_eps and digits_cond (cfg 5), NFE
+# 5 / 6 / 8, against the schedule alone: FD / RMS on 1024 noises used by no tuning and the DPM++2M Karras steps with
+# equal FD / RMS (docs/learned.md; 2 min of tuning per model and NFE, about 23 min in all on 2 shared cores). Not in `bench`.
 bench-learned: $(VENV)/.installed
 	$(PY) benchmarks/learned.py $(LEARNED_ARGS)
 

@@ -7,7 +7,7 @@ noises), each within the time given. Every row is then measured on ``--eval`` no
 Frechet distance (FD) to the proxy's own ``--reference-steps``-step DPM++2M Karras samples from the same noises and
 the RMS to them, and the DPM++2M Karras step count with equal FD (``quality_yardsticks.speedup_steps``).
 
-    python benchmarks/learned.py                          # photo_eps, NFE 5 6 8 (make bench-learned)
+    python benchmarks/learned.py                          # photo_eps, digits_cond_cfg5, NFE 5 6 8 (make bench-learned)
     python benchmarks/learned.py --models photo_eps digits_cond_cfg5 --nfe 5
 """
 
@@ -124,7 +124,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["photo_eps"])
+    parser.add_argument("--models", nargs="+", default=["photo_eps", "digits_cond_cfg5"],
+                        help="benchmark models (quality_trained.trained_models keys)")
     parser.add_argument("--nfe", nargs="+", type=int, default=[5, 6, 8])
     parser.add_argument("--probes", type=int, default=32, help="tuning noises (and as many held-out for the check)")
     parser.add_argument("--eval", type=int, default=1024, help="noises the rows are measured on (used by none)")
