@@ -35,7 +35,7 @@
 //     axis: {kind: "sd"} or {kind: "flow", shift} (a ModelSamplingSD3 / AuraFlow / Flux node up the model input);
 //     after a run {kind: "continuous", sigma_min, sigma_max} too (EDM), and the flow shift of the model itself.
 //     sampled: true when it is the schedule of the node's last run (its ui), else absent (the route's preview);
-//     label: "as sampled: flow, shift 3.00" and the like; caption: the label as drawn (null for the preview).
+//     label: "as sampled: flow, shift 3" and the like; caption: the label as drawn (null for the preview).
 //     plotted: the drawn points; x, y in node coordinates when surface is "node" (classic canvas),
 //     in CSS pixels of the widget's own canvas when surface is "widget" (Nodes 2.0). kind: "evaluated"
 //     (a filled dot), "end" (the last sigma, no evaluation), and with the analytical first step (UniPC
