@@ -1,8 +1,10 @@
 """The tuner's second stage, ``learn``: fit a tuned schedule's solver weights (and model times) to the reference.
 
 From the best schedule the search found (``tuner.tune``), the offsets of the weighted DPM++ solver
-(``learned.py``: per step, on the current and up to two earlier data predictions) and, with ``model time``, the
-per-evaluation model times are fitted to the same many-step reference on the same probe noises: a
+(``learned.py``: per step, on the current and up to two earlier data predictions), with ``model time`` the
+per-evaluation model times, and with both the positions of the schedule's interior steps (shifts of the N-1 softmax
+logits of its ramp, the schedule search's own coordinates; its ends stay) are fitted to the same many-step reference
+on the same probe noises: a
 Levenberg-Marquardt search with a forward-difference Jacobian (one solver run per parameter), its least squares
 re-weighted per probe by the inverse of each probe's residual norm (so it minimises the tuner's mean per-probe
 distance, not a pooled one), every trial step kept inside the fit's box (|offset| <= FIT_WEIGHT_LIMIT, |delta| <=
@@ -28,7 +30,7 @@ from .learned import HISTORY, MODEL_TIME_LIMIT
 from .params import ScheduleParams, format_params, rounded
 from .plan import params_solver
 from .solver_names import SOLVERS
-from .tuner_objective import Measure, Run, distance
+from .tuner_objective import Measure, Run, distance, logits_from_ramp, ramp_from_logits, valid_schedule
 
 LEARN_SCHEDULE = "schedule"
 LEARN_WEIGHTS = "schedule+weights"
@@ -36,7 +38,9 @@ LEARN_MODEL_TIME = "schedule+weights+model time"
 LEARN_CHOICES = (LEARN_SCHEDULE, LEARN_WEIGHTS, LEARN_MODEL_TIME)  # the tuner node's ``learn`` values
 FIT_WEIGHT_LIMIT = 1.0  # the fit keeps each offset within this (the text allows 2): bounded steps on any noise
 WEIGHT_STEP = 0.02  # forward-difference steps: offsets ...
-TIME_STEP = 0.04  # ... and model times (a few of the SD table's timesteps: ComfyUI rounds the timestep)
+TIME_STEP = 0.04  # ... model times (a few of the SD table's timesteps: ComfyUI rounds the timestep) ...
+RAMP_STEP = 0.05  # ... and the ramp's logits
+RAMP_LIMIT = 1.5  # the fit moves each of the ramp's logits by at most this
 MAX_ITERATIONS = 12
 TOLERANCE = 1e-3  # an accepted step that lowers the distance by less (relative) ends the fit
 DAMPING = 1e-3  # initial Levenberg-Marquardt damping, relative to the diagonal of J^T J
@@ -58,24 +62,25 @@ class LearnResult:
     seconds: float
 
 
-def parameter_count(steps: int, model_time: bool) -> int:
-    """Offsets (1, 2, then 3 per step) plus, with ``model_time``, one delta per evaluation."""
-    return sum(min(i + 1, HISTORY) for i in range(steps)) + (steps if model_time else 0)
-
-
-def _with(params: ScheduleParams, theta: list[float], model_time: bool) -> ScheduleParams:
-    """``params`` with the offsets (and model times) of the flat vector ``theta``."""
+def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: list[float]) -> ScheduleParams:
+    """``params`` with the offsets, model times and ramp logits (``logits`` shifted) of the flat vector ``theta``."""
     groups, k = [], 0
     for i in range(params.steps):
         size = min(i + 1, HISTORY)
         groups.append(tuple(theta[k:k + size]))
         k += size
     times = tuple(theta[k:k + params.steps]) if model_time else None
-    return replace(params, weights=tuple(groups), model_time=times)
+    k += params.steps if model_time else 0
+    ramp = ramp_from_logits([a + b for a, b in zip(logits, theta[k:])]) if logits else params.ramp
+    return replace(params, weights=tuple(groups), model_time=times, ramp=ramp)
 
 
-def _limits(steps: int, model_time: bool) -> list[float]:
-    return [FIT_WEIGHT_LIMIT] * parameter_count(steps, False) + ([MODEL_TIME_LIMIT] * steps if model_time else [])
+def _box(steps: int, model_time: bool) -> tuple[list[float], list[float]]:
+    """(limit, finite-difference step) of each coordinate: the offsets (1, 2, then 3 per step), with ``model_time``
+    one delta per evaluation, and the N-1 shifts of the ramp's logits."""
+    offsets, times = sum(min(i + 1, HISTORY) for i in range(steps)), steps if model_time else 0
+    return ([FIT_WEIGHT_LIMIT] * offsets + [MODEL_TIME_LIMIT] * times + [RAMP_LIMIT] * (steps - 1),
+            [WEIGHT_STEP] * offsets + [TIME_STEP] * times + [RAMP_STEP] * (steps - 1))
 
 
 def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_reference: torch.Tensor,
@@ -95,7 +100,6 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     began = clock()
     measured = (lambda x: x) if measure is None else measure
     reference, held_out_reference = measured(reference), measured(held_out_reference)
-    sigmas = params.sigmas(sigma_table)
     schedule = rounded(replace(params, weights=None, model_time=None))
     model_time = mode == LEARN_MODEL_TIME
     count = [0, 0]  # runs, evaluations
@@ -105,10 +109,13 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             check_interrupt()
         count[0] += 1
         count[1] += candidate.steps
-        return measured(which(sigmas, params_solver(candidate)))
+        return measured(which(candidate.sigmas(sigma_table), params_solver(candidate)))
 
-    def residuals(theta: list[float]) -> tuple[float, torch.Tensor]:
-        x = solve(run, _with(base, theta, model_time))
+    def residuals(theta: list[float]) -> tuple[float, torch.Tensor | None]:
+        candidate = _with(base, theta, model_time, logits)
+        if not valid_schedule(candidate.sigmas(sigma_table), candidate.steps, candidate.end_zero):
+            return math.inf, None
+        x = solve(run, candidate)
         value = distance(x, reference)
         r = (x.detach().to("cpu", torch.float64) - reference.detach().to("cpu", torch.float64)).reshape(x.shape[0], -1)
         return (value if math.isfinite(value) else math.inf), r
@@ -119,8 +126,8 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     else:  # UniPC takes no weights: start from the better DPM++ solver on the same schedule
         bases = [rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS]
         base = min(bases, key=lambda candidate: distance(solve(run, candidate), reference))
-    limits = _limits(params.steps, model_time)
-    steps = [WEIGHT_STEP] * parameter_count(params.steps, False) + ([TIME_STEP] * params.steps if model_time else [])
+    limits, steps = _box(params.steps, model_time)
+    logits = list(logits_from_ramp(base.ramp)) if base.ramp else [0.0] * (params.steps - 1)
     theta = [0.0] * len(limits)
     value, r = residuals(theta)
     damping = DAMPING
@@ -134,10 +141,15 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             if clock() - began > time_budget:
                 complete = False  # out of time within a Jacobian: the best so far stands
                 break
-            step = step if theta[j] + step <= limit else -step
-            moved = list(theta)
-            moved[j] += step
-            jacobian[:, j] = ((residuals(moved)[1] - r) * weights).reshape(-1) / step
+            column = None
+            for trial_step in ((step, -step) if theta[j] + step <= limit else (-step,)):
+                moved = list(theta)
+                moved[j] += trial_step
+                moved_r = residuals(moved)[1]
+                if moved_r is not None:  # an invalid schedule (steps merging): try the other side
+                    column = ((moved_r - r) * weights).reshape(-1) / trial_step
+                    break
+            jacobian[:, j] = 0.0 if column is None else column
         if not complete:
             break
         rw = (r * weights).reshape(-1)
@@ -156,7 +168,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             damping *= 10.0
         if not improved or gain < TOLERANCE:
             break
-    fitted = rounded(_with(base, theta, model_time))
+    fitted = rounded(_with(base, theta, model_time, logits))
     tuning = (start_value, distance(solve(run, fitted), reference))
     held_out = (distance(solve(held_out_run, schedule), held_out_reference),
                 distance(solve(held_out_run, fitted), held_out_reference))
