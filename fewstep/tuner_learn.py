@@ -2,13 +2,13 @@
 
 From the best schedule the search found (``tuner.tune``), the offsets of the weighted DPM++ solver
 (``learned.py``: per step, on the current and up to two earlier data predictions), with ``model time`` the
-per-evaluation model times, and with both the positions of the schedule's interior steps (shifts of the N-1 softmax
-logits of its ramp, the schedule search's own coordinates; its ends stay) are fitted to the same many-step reference
-on the same probe noises: a
-Levenberg-Marquardt search with a forward-difference Jacobian (one solver run per parameter), its least squares
-re-weighted per probe by the inverse of each probe's residual norm (so it minimises the tuner's mean per-probe
-distance, not a pooled one), every trial step kept inside the fit's box (|offset| <= FIT_WEIGHT_LIMIT, |delta| <=
-MODEL_TIME_LIMIT) and taken only if the mean per-probe distance falls. The fitted numbers are rounded to their
+per-evaluation model times, and in either mode the positions of the schedule's interior steps (shifts of the N-1
+softmax logits of its ramp, the schedule search's own coordinates; its ends stay) are fitted to the same many-step
+reference on the same probe noises: a Levenberg-Marquardt search with a forward-difference Jacobian (one solver run
+per parameter), its least squares re-weighted per probe by the inverse of each probe's residual norm (so it
+minimises the tuner's mean per-probe distance, not a pooled one), every trial step kept inside the fit's box
+(|offset| <= FIT_WEIGHT_LIMIT, |delta| <= MODEL_TIME_LIMIT, logit shifts within RAMP_LIMIT) and taken only if the
+mean per-probe distance falls. The fitted numbers are rounded to their
 text form and then judged on held-out noises (as many as the probes, or more) against the schedule alone: the
 learned text is returned only if it is closer to the reference there, else the schedule with a one-line reason.
 
