@@ -654,6 +654,7 @@ globalThis.__fewstep = {
     for (const [node, state] of states) {
       if (!node.graph) continue;
       if (state.timer !== null || state.inFlight || queryOf(node).key !== state.key) return false;
+      if (state.sampled && state.sampled.key !== runKeyOf(node)) return false; // a run's schedule, inputs since changed
       if (!node.fewstepSchedule || node.fewstepSchedule.query !== state.key) return false;
     }
     return true;

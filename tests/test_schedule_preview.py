@@ -1125,8 +1125,8 @@ def test_after_a_run_the_graph_draws_the_schedule_as_sampled(graph_page, artifac
 
 def test_few_step_ksampler_draws_its_ui_after_a_run(ksampler_page, artifacts):
     """Few-Step KSampler's executed message (its ui: here the route's reply on SD3's flow axis, as the node gives it
-    on SD3): the AFS schedule it sampled, its own FreeU off on the DiT, the label; its freeu widget changed, the
-    preview again."""
+    on SD3): the AFS schedule it sampled, its own FreeU off on the DiT, the label; its model connected again, or its
+    freeu widget changed, the preview again."""
     page = ksampler_page
     page.set_widget("recipe", AFS_RECIPE)
     preview = page.settled()
@@ -1143,6 +1143,13 @@ def test_few_step_ksampler_draws_its_ui_after_a_run(ksampler_page, artifacts):
     image = page.screenshot(artifacts / "fewstep_ksampler_as_sampled_flow.png")
     points = page.plotted_on_page()
     assert colour_near(image, *points[1], INSERTED) and colour_near(image, *points[-1], END)
+    page.node("""n => { const slot = n.inputs.findIndex(i => i.type === "MODEL");  // the model connected again
+        const link = n.graph.links[n.inputs[slot].link] ?? n.graph.links.get?.(n.inputs[slot].link);
+        n.graph.getNodeById(link.origin_id).connect(link.origin_slot, n, slot); }""")
+    schedule = page.settled()
+    assert "sampled" not in schedule and schedule["sigmas"] == preview["sigmas"]
+    page.node("(n, payload) => n.onExecuted({fewstep_schedule: [payload]})", payload)
+    assert page.settled()["sampled"] is True
     page.set_widget("freeu", "off")  # a widget of the run: the preview again
     schedule = page.settled()
     assert "sampled" not in schedule and schedule["sigmas"] == preview["sigmas"]
