@@ -329,3 +329,29 @@ def test_the_five_node_graph_reproduces_few_step_ksampler_with_learned_numbers(c
     with pytest.raises(ValueError, match="weights has 5 steps but the SIGMAS have 8"):
         comfy.custom_sampler.SamplerCustom().sample(tiny_model, True, SEED, CFG, conditioning(1), conditioning(2),
                                                     sampler, eight, latent(8))
+
+
+def test_the_preconditioning_is_read_off_each_model_sampling_kind(comfy):
+    """comfy_api.preconditioning_of through ComfyUI's own calculate_input / calculate_denoised equals the closed forms
+    (docs/learned_solver.md) for EPS, V_PREDICTION, EDM (sigma_data 0.5) and, where ComfyUI has it, CONST."""
+    import comfy.model_sampling as ms
+
+    from fewstep.learned import Preconditioning
+
+    def edm(d):
+        return Preconditioning(lambda s: 1 / math.sqrt(s * s + d * d), lambda s: d * d / (s * s + d * d),
+                               lambda s: s * d / math.sqrt(s * s + d * d))
+
+    kinds = [(ms.ModelSamplingDiscrete, ms.EPS, PRECONDITIONINGS["eps"]),
+             (ms.ModelSamplingDiscrete, ms.V_PREDICTION, PRECONDITIONINGS["v"]),
+             (ms.ModelSamplingContinuousEDM, ms.EDM, edm(0.5))]
+    if hasattr(ms, "CONST"):
+        kinds.append((ms.ModelSamplingDiscreteFlow, ms.CONST, PRECONDITIONINGS["const"]))
+    for sampling, kind, expected in kinds:
+        model_sampling = type("Sampling", (sampling, kind), {})()
+        if kind is ms.EDM:
+            model_sampling.set_parameters(0.002, 120.0, 0.5)
+        got = comfy.pack.nodes.comfy_api.preconditioning_of(model_sampling)
+        for s in (0.03, 0.5, 0.9, 3.0, 14.6):
+            for name in ("c_in", "c_skip", "c_out"):
+                assert getattr(got, name)(s) == pytest.approx(getattr(expected, name)(s), rel=1e-12), (kind, name, s)
