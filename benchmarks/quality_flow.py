@@ -230,7 +230,11 @@ def main(argv=None) -> Suite:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--samples", type=int)
     parser.add_argument("--trained-samples", type=int)
+    parser.add_argument("--mixture-seed", type=int, help="draw the analytic models with another seed (held out)")
+    parser.add_argument("--samplers", help="comma-separated core samplers (default: every deterministic one)")
+    parser.add_argument("--schedulers", help="comma-separated core schedulers (default: every one)")
     parser.add_argument("--no-tuned", action="store_true")
+    parser.add_argument("--no-speedup", action="store_true", help="leave out the speed-up search")
     parser.add_argument("--no-docs", action="store_true")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -241,11 +245,15 @@ def main(argv=None) -> Suite:
             parser.error(f"--models: {unknown} not in {FLOW_MODELS}")
         config = replace(config, models=tuple(options.models.split(",")))
     for key, value in (("seeds", options.seeds), ("samples", options.samples),
-                       ("trained_samples", options.trained_samples)):
-        if value:
+                       ("trained_samples", options.trained_samples), ("mixture_seed", options.mixture_seed),
+                       ("samplers", options.samplers and tuple(options.samplers.split(","))),
+                       ("schedulers", options.schedulers and tuple(options.schedulers.split(",")))):
+        if value is not None:
             config = replace(config, **{key: value})
     if options.no_tuned:
         config = replace(config, tuned=False)
+    if options.no_speedup:
+        config = replace(config, speedup=False)
     suite = run_flow(config)
     print_tables(suite)
     if not (options.quick or options.no_docs):
