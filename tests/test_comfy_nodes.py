@@ -91,7 +91,8 @@ def test_nodes_load_through_comfyui_loader(comfy):
     inputs = comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"].INPUT_TYPES()["required"]
     assert inputs["recipe"][0] == ["SD1.5 5-step", "SD1.5 6-step", "SD1.5 8-step", "SDXL 6-step", "SDXL 8-step",
                                    "SDXL 6-step UniPC", "SDXL 8-step UniPC", "SD1.5 5-step UniPC",
-                                   "SD1.5 6-step UniPC", "SD1.5 8-step UniPC", "custom"]
+                                   "SD1.5 6-step UniPC", "SD1.5 8-step UniPC", "SD3.5 5-step", "SD3.5 6-step",
+                                   "SD3.5 8-step", "Flux 5-step", "Flux 6-step", "Flux 8-step", "custom"]
     assert comfy.nodes.NODE_CLASS_MAPPINGS["FewStepSigmas"].CATEGORY == "sampling/custom_sampling/schedulers"
     assert comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"].CATEGORY == "sampling/custom_sampling/samplers"
     assert comfy.nodes.NODE_CLASS_MAPPINGS["FewStepUniPCSampler"].CATEGORY == "sampling/custom_sampling/samplers"

@@ -23,11 +23,13 @@ def five_node_graph(comfy, model, recipe, freeu=True, denoise=1.0, params="", so
     sigmas = node(comfy, "FewStepSigmas").get_sigmas(model, recipe, denoise, c.steps, c.base_steps, c.base_rho,
                                                      c.end_index, c.time_rho, params=params)[0]
     solver = solver or RECIPES[recipe].solver
+    named = RECIPES.get(recipe)  # a tuned recipe (the flow ones) names its UniPC variant and order
+    variant, order = (named.variant, named.order) if named is not None else (None, None)
     if solver in ("dpmpp_1s", "dpmpp_2m"):
         sampler = node(comfy, "FewStepDPMPPSampler").get_sampler(solver, "last_sigma")[0]
     else:
-        sampler = node(comfy, "FewStepUniPCSampler").get_sampler("auto", "bh1", solver == "unipc_afs",
-                                                                 "last_sigma", "noise")[0]
+        sampler = node(comfy, "FewStepUniPCSampler").get_sampler(order or "auto", variant or "bh1",
+                                                                 solver == "unipc_afs", "last_sigma", "noise")[0]
     patched = model
     settings = RECIPES[recipe].freeu if freeu_settings is None else freeu_settings
     for s in settings if freeu else ():

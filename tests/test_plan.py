@@ -38,8 +38,9 @@ def test_a_named_recipe_plans_its_own_sigmas_solver_and_freeu(name):
     plan = make_plan(name, custom=ScheduleParams(3, 4, 1.0, 2, 1.0))  # named recipes ignore the custom widgets
     assert torch.equal(plan.sigmas, recipe_sigmas(recipe, standard_sigma_table()))
     assert plan.nfe == recipe.steps and plan.schedule == ScheduleParams.from_recipe(recipe)
-    expected = {"dpmpp_1s": Solver("dpmpp_1s"), "dpmpp_2m": Solver("dpmpp_2m"), "unipc": Solver("unipc"),
-                "unipc_afs": Solver("unipc", afs=True)}[recipe.solver]
+    unipc = {"variant": recipe.variant or "bh1", "order": recipe.order or "auto"}  # a tuned (flow) recipe names them
+    expected = {"dpmpp_1s": Solver("dpmpp_1s"), "dpmpp_2m": Solver("dpmpp_2m"), "unipc": Solver("unipc", **unipc),
+                "unipc_afs": Solver("unipc", afs=True, **unipc)}[recipe.solver]
     assert plan.solver == expected and plan.solver.schedule_solver == recipe.solver
     assert [(f.b1, f.b2, f.s1, f.s2, f.first_step, f.last_step) for f in plan.freeu] == \
         [(f.b1, f.b2, f.s1, f.s2, f.first_step, f.last_step) for f in recipe.freeu]

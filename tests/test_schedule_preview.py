@@ -108,10 +108,12 @@ def test_route_unipc_recipes_say_where_the_model_is_evaluated(server, recipe):
     table = standard_sigma_table().tolist()
     sigmas = python_schedule(recipe)
     afs = r.solver == "unipc_afs"
-    assert recipe.startswith("SDXL") == afs  # the SDXL UniPC recipes use the analytical first step
+    # the SDXL UniPC recipes use the analytical first step, and so do the flow ones (SD3.5, Flux)
+    assert recipe.startswith(("SDXL", "SD3.5", "Flux")) == afs
     assert reply["sigmas"] == sigmas and reply["nfe"] == r.steps
-    # order auto: 1 up to 6 evaluations, 2 from 7 (RECIPES.md)
-    assert reply["unipc"] == {"solver": r.solver, "order": 1 if r.steps <= 6 else 2, "variant": "bh1", "afs": afs}
+    # order auto: 1 up to 6 evaluations, 2 from 7 (RECIPES.md); a tuned (flow) recipe may name its order and variant
+    order = (1 if r.steps <= 6 else 2) if (r.order or "auto") == "auto" else int(r.order)
+    assert reply["unipc"] == {"solver": r.solver, "order": order, "variant": r.variant or "bh1", "afs": afs}
     assert reply["evaluations"] == pytest.approx(evaluated_sigmas(sigmas, afs, table), rel=1e-6)
     assert len(reply["evaluations"]) == r.steps and sigmas[-1] not in reply["evaluations"]
     if afs:
@@ -121,11 +123,12 @@ def test_route_unipc_recipes_say_where_the_model_is_evaluated(server, recipe):
         assert sigmas[1] < sigma < sigmas[0] and reply["evaluations"][0] == reply["afs_midpoint"]["sigma"]
     else:
         assert "afs_midpoint" not in reply and reply["evaluations"] == sigmas[:-1]
-    last = 3 if recipe.startswith("SDXL") else 2  # FreeU on the last 3 (SDXL) or 2 (SD1.5) evaluations
-    assert reply["freeu"][0]["steps"] == list(range(r.steps - last + 1, r.steps + 1))
+    if r.freeu:  # FreeU on the last 3 (SDXL) or 2 (SD1.5) evaluations; the flow recipes have none (DiTs)
+        last = 3 if recipe.startswith("SDXL") else 2
+        assert reply["freeu"][0]["steps"] == list(range(r.steps - last + 1, r.steps + 1))
     # start_percent 0.05 is sigma ~11 (t ~949): below sigma_0, above the AFS midpoint (t ~902-928). With AFS
     # step 1 is evaluated at the midpoint, so the window holds there, as Timed FreeU decides it per evaluation.
-    assert reply["freeu"][1]["steps"] == list(range(1 if afs else 2, r.steps + 1))
+    assert reply["freeu"][len(r.freeu)]["steps"] == list(range(1 if afs else 2, r.steps + 1))
 
 
 def test_route_dpmpp_recipes_evaluate_every_sigma_but_the_last(server):
