@@ -54,9 +54,10 @@ SIZES = {  # kind: (width, height in the classic canvas, height in Nodes 2.0), t
     "EmptyLatentImage": (320, 110, 120), "VAEDecode": (230, 50, 60), "VAEEncode": (230, 50, 60),
     "SaveImage": (420, 460, 460), "LoadImage": (320, 320, 360), "ImageScale": (320, 130, 150),
     "TimedFreeU": (300, 280, 310), "FewStepSigmas": (320, 410, 480),  # 410: widgets + the schedule graph
-    "FewStepDPMPPSampler": (300, 90, 120), "FewStepUniPCSampler": (300, 180, 260),
+    "FewStepDPMPPSampler": (300, 114, 150),  # + the optional params widget (Nodes 2.0: 180 with the title, 1.58.1)
+    "FewStepUniPCSampler": (300, 180, 260),
     "SamplerCustom": (320, 230, 230), "KSampler": (320, 270, 270),
-    "FewStepScheduleTuner": (320, 300, 300),
+    "FewStepScheduleTuner": (320, 324, 340),  # + learn (Nodes 2.0: 364 with the title, 1.58.1)
     "FewStepKSampler": (320, 450, 490),  # widgets + the schedule graph; Nodes 2.0: 482 measured in 1.58.1
     "EmptySD3LatentImage": (320, 110, 120), "FluxGuidance": (320, 60, 80),
     "ModelSamplingSD3": (320, 60, 80), "ModelSamplingFlux": (320, 130, 150),
