@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test test-fast demo bench bench-quality bench-flow bench-speed bench-freeu bench-tuner train-proxies clean
+.PHONY: test test-fast demo bench bench-quality bench-flow bench-learned bench-speed bench-freeu bench-tuner train-proxies clean
 
 $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
