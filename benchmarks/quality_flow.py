@@ -188,7 +188,7 @@ def _run(config: Config, comfy: SimpleNamespace) -> Suite:
         if name in TRAINED:
             target = FlowTrainedTarget(comfy, trained[name])
             sampling, mixture = TRAINED[name], FlowMixture(MODELS["anisotropic"][1](config.mixture_seed))
-            description = f"{trained[name].description.replace('-prediction', '')}; {SAMPLINGS[sampling]}"
+            description = f"trained proxy: rectified flow (v = eps - x0), cfg 1; {SAMPLINGS[sampling]}"
         else:
             base, sampling = name.rsplit("_", 1)
             mixture = FlowMixture(MODELS[base][1](config.mixture_seed))

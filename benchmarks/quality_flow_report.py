@@ -25,9 +25,9 @@ kind, x = (1 - s) x0 + s eps, s = sigma in (0, 1], on a shifted time axis:
   FD to the exact data, RMS to an RK4 solution of the same ODE (dx/dlog s = x - D in this form too);
 - `photo_flow`: the trained rectified-flow proxy (benchmarks/proxies: the photo patches and network of
   photo_eps, trained on x_t = (1 - t) x0 + t eps, t uniform, regressing v = eps - x0), loaded as a ComfyUI model
-  with SD3's ModelSamplingDiscreteFlow (shift 3.0); FD to its own reference samples (DPM++2M, 100 Karras steps to
-  0, checked against 200), fewer samples than the analytic models (a batch of the network costs about a hundred
-  analytic evaluations).
+  with SD3's ModelSamplingDiscreteFlow (shift 3.0); FD to its own reference samples (ComfyUI's DPM++2M, 100 steps
+  to 0 on the tuner's flow reference schedule: from sigma 1, then evenly in the half-log-SNR; checked against 200),
+  fewer samples than the analytic models (a batch of the network costs about a hundred analytic evaluations).
 
 Ranked at 5, 6 and 8 evaluations against every deterministic core sampler x scheduler pair of ComfyUI on the same
 model sampling (AYS and GITS are left out: their sigma lists are eps-form ones, up to 14.6), 10 and 12 for the
@@ -70,13 +70,19 @@ def target_summary(suite: Suite) -> list[str]:
     return out + [""]
 
 
+# quality_report's wording for the eps models' trained reference, and what it is on a flow model
+REFERENCE_WORDS = ("ComfyUI's dpmpp_2m on KSampler's Karras schedule",
+                   "ComfyUI's dpmpp_2m on the tuner's flow reference schedule (from sigma 1, then evenly in the "
+                   "half-log-SNR)")
+
+
 def write_flow_docs(suite: Suite, argv=None) -> None:
     """Write this run's section of docs/quality_flow.md and the plot docs/quality_flow.png."""
     sys.path.insert(0, str(REPO / "scripts"))
     from comfyui_runtime import write_version_section
 
     command = "python benchmarks/quality_flow.py" + ("".join(f" {a}" for a in argv) if argv else "")
-    text = markdown(suite)
+    text = markdown(suite).replace(*REFERENCE_WORDS)
     head, rest = text.split("\n", 1)
     body = "\n".join([head, "", f"Command: `{command}`.", *target_summary(suite), rest])
     write_version_section(DOCS / "quality_flow.md", INTRO, "quality_flow", suite.label, body)
