@@ -254,7 +254,13 @@ def main(argv=None) -> Suite:
         config = replace(config, tuned=False)
     if options.no_speedup:
         config = replace(config, speedup=False)
-    suite = run_flow(config)
+    comfy = load_comfyui()
+    import comfy.model_sampling as model_sampling
+
+    if not hasattr(model_sampling, "CONST"):
+        parser.exit(2, f"quality_flow: {comfy.label} has no flow model sampling (CONST): run it on ComfyUI 0.3.64 or "
+                       "later (COMFYUI_PATH=/path/to/ComfyUI)\n")
+    suite = run_flow(config, comfy)
     print_tables(suite)
     if not (options.quick or options.no_docs):
         write_flow_docs(suite, argv)
