@@ -25,14 +25,16 @@ PATCHES = [("eps", False), ("eps", True), ("v_prediction", False), ("v_predictio
 LCM_TIMESTEPS = list(range(19, 1000, 20))  # the 50 timesteps an LCM model knows (ComfyUI: skip 20, offset 19)
 
 
-def reference_timesteps(N, n, rho, k, time_rho=1.2, denoise=1.0):
-    """RECIPES.md, steps 1-3, on the standard training schedule (numpy, not the pack's code)."""
+def reference_timesteps(N, n, rho, k, time_rho=1.2, denoise=1.0, ramp=None):
+    """RECIPES.md, steps 1-3, on the standard training schedule (numpy, not the pack's code); ``ramp``, a tuned
+    recipe's interior positions in the Karras spacing (params.py), replaces the even j / N."""
     smin, smax = STANDARD[0], STANDARD[-1]
     base = [(smax ** (1 / rho) + i / (n - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for i in range(n)]
     t_end = np.interp(np.log(base[k]), np.log(STANDARD), np.arange(1000.0))
     t_start = t_end + denoise * (999.0 - t_end)
-    return np.array([(t_start ** (1 / time_rho) + j / N * (t_end ** (1 / time_rho) - t_start ** (1 / time_rho)))
-                     ** time_rho for j in range(N + 1)])
+    u = [j / N for j in range(N + 1)] if ramp is None else [0.0, *ramp, 1.0]
+    return np.array([(t_start ** (1 / time_rho) + uj * (t_end ** (1 / time_rho) - t_start ** (1 / time_rho)))
+                     ** time_rho for uj in u])
 
 
 def sigma_of_timesteps(timesteps, model_sampling):
@@ -78,7 +80,7 @@ def test_recipes_end_at_the_standard_timestep_and_start_at_the_model_first_sigma
         assert sigma_max > 4000  # zero-terminal SNR: 4518.8
     for name, r in RECIPES.items():
         ours = fewstep_sigmas_node(comfy, model, name)
-        timesteps = reference_timesteps(r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho)
+        timesteps = reference_timesteps(r.steps, r.base_steps, r.base_rho, r.end_index, r.time_rho, ramp=r.ramp)
         assert len(ours) == r.steps + 1 and torch.isfinite(ours).all() and bool((ours[1:] < ours[:-1]).all())
         assert float(ours[0]) == pytest.approx(sigma_max, rel=1e-6)  # t = 999: the model's own first sigma
         np.testing.assert_allclose(ours.double().numpy(), sigma_of_timesteps(timesteps, ms), rtol=2e-6)
