@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import torch
 from quality_methods import Config, Harness, load_comfyui, plan
 from quality_models import MODELS
-from quality_ranking import AnalyticScorer, Results, Suite, TrainedScorer, score_model
+from quality_ranking import AnalyticScorer, Results, Suite, TrainedScorer, machine_description, score_model
 from quality_trained import TrainedTarget, trained_models
 
 log = logging.getLogger("quality")
@@ -172,14 +172,10 @@ def run_flow(config: Config = FLOW, comfy: SimpleNamespace | None = None) -> Sui
 
 
 def _run(config: Config, comfy: SimpleNamespace) -> Suite:
-    import platform
-
     began = time.perf_counter()
     flow_comfy = SimpleNamespace(**{**vars(comfy), "extras": {}})  # no AYS / GITS: eps-form sigma lists
     trained = trained_models()
-    machine = (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-               f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, "
-               f"torch {torch.__version__}")
+    machine = machine_description()
     plans: dict[str, tuple[FlowHarness, tuple]] = {}
     models = []
     for name in config.models:

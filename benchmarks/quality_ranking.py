@@ -152,12 +152,16 @@ def run(config: Config = Config(), comfy: SimpleNamespace | None = None, ceiling
         torch.set_num_threads(threads)
 
 
+def machine_description() -> str:
+    """The machine a report was measured on: platform, processor, torch threads, Python and torch versions."""
+    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, torch {torch.__version__}")
+
+
 def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Suite:
     began = time.perf_counter()
     trained = trained_models() if any(name not in MODELS for name in config.models) else {}
-    machine = (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-               f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, "
-               f"torch {torch.__version__}")
+    machine = machine_description()
     plans: dict[tuple, tuple[Harness, tuple]] = {}
     models = []
     for name in config.models:
