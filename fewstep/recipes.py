@@ -131,15 +131,11 @@ def recipe_for_step_count(steps: int, family: str = "sd") -> Recipe:
     if family not in SCHEDULER_FAMILIES:
         raise ValueError(f"family = {family!r} is not one of {list(SCHEDULER_FAMILIES)}")
     prefix = SCHEDULER_FAMILIES[family]
-    if family != "sd" and f"{prefix} {steps}-step" in RECIPES:
-        tuned = RECIPES[f"{prefix} {steps}-step"]
-        return Recipe(f"fewstep {steps}-step", steps, tuned.base_steps, tuned.base_rho, tuned.end_index, tuned.solver,
-                      time_rho=tuned.time_rho, ramp=tuned.ramp, end=tuned.end, variant=tuned.variant,
-                      order=tuned.order)
-    family_recipe = RECIPES[f"{prefix} 6-step"] if steps < 8 else RECIPES[f"{prefix} 8-step"]
-    return Recipe(f"fewstep {steps}-step", steps, family_recipe.base_steps, family_recipe.base_rho,
-                  family_recipe.end_index, family_recipe.solver, time_rho=family_recipe.time_rho,
-                  end=family_recipe.end, variant=family_recipe.variant, order=family_recipe.order)
+    tuned = RECIPES.get(f"{prefix} {steps}-step") if family != "sd" else None
+    source = tuned or (RECIPES[f"{prefix} 6-step"] if steps < 8 else RECIPES[f"{prefix} 8-step"])
+    return Recipe(f"fewstep {steps}-step", steps, source.base_steps, source.base_rho, source.end_index, source.solver,
+                  time_rho=source.time_rho, ramp=tuned.ramp if tuned else None, end=source.end,
+                  variant=source.variant, order=source.order)
 
 
 def check_custom_parameters(steps: int, base_steps: int, base_rho: float, end_index: int,

@@ -155,6 +155,11 @@ def prompts(g: Graph, checkpoint: str):
     return loader, positive, negative
 
 
+def image_prefix(start: str, recipe_name: str) -> str:
+    """SaveImage's filename_prefix for a recipe: ``start`` + the name without dots, spaces or dashes."""
+    return start + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+
+
 def text_to_image(g: Graph, checkpoint: str, resolution: int, cfg: float, prefix: str, note: str,
                   latent_kind: str = "EmptyLatentImage"):
     """Loader, prompts, empty latent, VAE decode and save: the frame every recipe workflow shares.
@@ -252,7 +257,7 @@ def recipe_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float) 
     else:
         note = recipe_note(recipe_name, cfg)
     g = Graph(definitions)
-    prefix = "fewstep_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+    prefix = image_prefix("fewstep_", recipe_name)
     loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note)
     custom = fewstep_sampling(g, recipe_name, loader, positive, negative, latent, cfg)
     g.connect(custom, "output", decode, "samples")
@@ -289,7 +294,7 @@ def ksampler_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float
             "one to change a single part.\n"
             f"Pick your checkpoint in the loader and press Queue. Guidance {cfg:g}.")
     g = Graph(definitions)
-    prefix = "fewstep_ksampler_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+    prefix = image_prefix("fewstep_ksampler_", recipe_name)
     loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note)
     decode["pos"] = [COLUMNS["D"], 40]
     sampler = g.node("FewStepKSampler", (COLUMNS["C"], 40), {"seed": SEED, "cfg": cfg, "recipe": recipe_name,
@@ -323,7 +328,7 @@ def flow_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float, fl
             f"(a DiT has no UNet). {guidance}.\n"
             "Pick your checkpoint in the loader (the all-in-one file with text encoders and VAE) and press Queue.")
     g = Graph(definitions)
-    prefix = "fewstep_ksampler_" + recipe_name.replace(".", "").replace(" ", "_").replace("-", "").lower()
+    prefix = image_prefix("fewstep_ksampler_", recipe_name)
     loader, positive, negative, latent, decode = text_to_image(g, checkpoint, r.resolution, cfg, prefix, note,
                                                                latent_kind="EmptySD3LatentImage")
     decode["pos"] = [COLUMNS["D"], 40]
