@@ -53,7 +53,8 @@ def tune_family(comfy, family: str, budget: int, candidates: int, seconds: float
         if name in TRAINED:
             continue
         harness.use(FlowMixture(MODELS[name.rsplit("_", 1)[0]][1](0)))
-        noise = torch.randn((PROBES["analytic"], *LATENT_SHAPE), generator=torch.Generator().manual_seed(TUNE_SEED + budget))
+        generator = torch.Generator().manual_seed(TUNE_SEED + budget)
+        noise = torch.randn((PROBES["analytic"], *LATENT_SHAPE), generator=generator)
         harness.analytic_denoiser(noise, lambda d, x, name=name: add(name, harness.tuning_run(d, x, table)))
 
     def joint(extra=()):
@@ -89,7 +90,8 @@ def tune_family(comfy, family: str, budget: int, candidates: int, seconds: float
     if not trained:
         return joint()
     target = FlowTrainedTarget(comfy, trained_models()[trained[0]])
-    noise = torch.randn((PROBES["trained"], *target.latent_shape), generator=torch.Generator().manual_seed(TUNE_SEED + budget))
+    generator = torch.Generator().manual_seed(TUNE_SEED + budget)
+    noise = torch.randn((PROBES["trained"], *target.latent_shape), generator=generator)
 
     def work(denoiser, x_start):
         run = harness.tuning_run(denoiser, x_start, table)

@@ -20,11 +20,13 @@ For each budget of model evaluations (NFE) every method reports
 With tuning on (the default), the schedule tuner (fewstep/tuner.py) first tunes a schedule per model,
 budget and solver (DPM++2M, DPM++1S, UniPC, UniPC + AFS) on probe noises disjoint from the evaluation
 noises; the tuned schedules then run through Few-Step Sigmas' `params` input and the pack's sampler
-for that solver like every other method.
+for that solver like every other method; at 5, 6 and 8 the tuner's ``learn`` (solver weights, with and without
+model times) then starts from the best tuned schedule, and each fit its held-out check keeps is a row too.
 
     python benchmarks/quality.py            # full run, writes docs/quality.md and docs/quality.png
     python benchmarks/quality.py --quick    # a few methods, one seed, no docs (the smoke test)
-    python benchmarks/quality.py --no-tuned # without the tuned rows
+    python benchmarks/quality.py --no-tuned # without the tuned rows (and without the learned ones)
+    python benchmarks/quality.py --no-learned   # without the learned solver weights and model times
     python benchmarks/quality.py --models spheres --seeds 2   # one model, fewer seeds
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/quality.py   # another ComfyUI than PINNED
 
@@ -67,6 +69,8 @@ def main(argv=None) -> Suite:
                         help=f"run the ceiling searches again instead of reading them from {CEILINGS.name}")
     parser.add_argument("--no-ceiling", action="store_true", help="leave out the ceiling rows")
     parser.add_argument("--trained-samples", type=int, help="samples per seed on the trained models")
+    parser.add_argument("--learn-seconds", type=float, help="time budget of each learned fit (weights, model times)")
+    parser.add_argument("--no-learned", action="store_true", help="leave out the learned rows (no learned fits)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = QUICK if options.quick else Config()
@@ -86,6 +90,10 @@ def main(argv=None) -> Suite:
         config = replace(config, tune_seconds=options.tune_seconds)
     if options.no_ceiling:
         config = replace(config, ceiling_evaluations=0)
+    if options.learn_seconds:
+        config = replace(config, learn_seconds=options.learn_seconds)
+    if options.no_learned:
+        config = replace(config, learn_budgets=())
     if options.trained_samples:
         config = replace(config, trained_samples=options.trained_samples)
     suite = run(config, ceilings=CeilingCache(CEILINGS, refresh=options.ceiling))

@@ -55,7 +55,7 @@ ONE = 1.0 - 1e-7  # s above this is read as 1 (x / (1 - s) overflows the eps for
 FLOW = Config(
     models=tuple(FLOW_MODELS), seeds=3, samples=512, tune_solvers=("auto",), ceiling_evaluations=0,
     sweep=("euler", "simple"), sweep_label="Euler simple", baseline=("euler", "simple", 20),
-    trained_seeds=2, trained_samples=256,
+    trained_seeds=2, trained_samples=256, learn_budgets=(),  # learned rows: not measured on flow models yet
 )
 QUICK = replace(FLOW, budgets=(5, 6, 8), seeds=1, samples=256, models=("anisotropic_sd3", "clustered_flux"),
                 samplers=("euler", "heun", "dpmpp_2m"), schedulers=("simple", "beta", "karras"), tune_probes=32,
@@ -197,10 +197,10 @@ def _run(config: Config, comfy: SimpleNamespace) -> Suite:
         harness, (methods, skipped, unfit) = plans[sampling]
         harness.use(mixture)
         if target is None:
-            tuned_rows, tunings, _ = harness.tuned_methods(config, name)
+            tuned_rows, tunings, _, _ = harness.tuned_methods(config, name)
             scorer = FlowScorer(harness, config)
         else:
-            tuned_rows, tunings, _ = harness.tuned_methods(
+            tuned_rows, tunings, _, _ = harness.tuned_methods(
                 replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
                 config.trained_tune_probes)
             model_config = replace(config, trend_core=config.trained_trend_core,

@@ -21,6 +21,7 @@ from quality_models import LATENT_SHAPE, AnalyticDenoiser
 
 if TYPE_CHECKING:  # imported at run time inside the harness, once ComfyUI and the pack are on sys.path
     from fewstep.tuner import TuneResult
+    from fewstep.tuner_learn import LearnResult
 
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("quality")
@@ -122,6 +123,12 @@ class Config:
     tune_candidates: int | None = 300  # cap on schedules per tuning run, the tuner node's (None: until converged)
     ceiling_budgets: tuple[int, ...] = (5, 6, 8)
     ceiling_evaluations: int = 1000  # distinct schedules of the ceiling search (0: no ceiling rows)
+    # The tuner's `learn` (fewstep/tuner_learn.py) from the best tuned schedule of each of these budgets, one row per
+    # mode the held-out check keeps; fitted on the tuning probes (trained models: trained_learn_probes), judged on as
+    # many other noises (seed HELD_OUT_SEED + budget), then measured on the evaluation noises like every row.
+    learn_budgets: tuple[int, ...] = (5, 6, 8)
+    learn_modes: tuple[str, ...] = ("schedule+weights", "schedule+weights+model time")
+    learn_seconds: float = 30.0  # the fit's time budget per mode (the schedule search before it has tune_seconds)
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
     # pairs on a small batch (the best trained_keep per budget by RMS to the reference are ranked in full), and
     # fewer probes for tuning and the ceiling (the tuner node's default is 4).
@@ -133,6 +140,7 @@ class Config:
     trained_trend_core: int = 3
     trained_tune_probes: int = 16
     trained_tune_solvers: tuple[str, ...] = ("auto",)
+    trained_learn_probes: int = 32  # 16 probes are too few for 16-40 fitted numbers
     speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
     sweep: tuple[str, str] = ("dpmpp_2m", "karras")  # the speed-up's yardstick (sampler, scheduler) ...
     sweep_label: str = "DPM++2M Karras"  # ... and its name in the report
@@ -142,11 +150,13 @@ class Config:
 
 
 TUNE_SEED = 7000  # probe noises for tuning; the evaluation uses seeds 1000 + i
+LEARN_SEED = 7500  # the learned fit's probes beyond the tuning probes (trained models)
+HELD_OUT_SEED = 7700  # the learned fit's held-out check
 SCREEN_SEED = 900  # the trained models' screen of the core pairs
 
 QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80, tune_solvers=("dpmpp_2m", "unipc_afs"),
                tune_probes=32, tune_candidates=40, models=("anisotropic", "clustered", "spheres"),
-               ceiling_evaluations=0, speedup=False,
+               ceiling_evaluations=0, speedup=False, learn_budgets=(5,), learn_seconds=5.0,
                samplers=("euler", "heun", "dpmpp_2m"), schedulers=("karras", "normal"))
 
 
@@ -211,17 +221,18 @@ class Harness:
         return node_output(node.get_sigmas(self.fake_patcher, recipe, 1.0, steps, base_steps, base_rho,
                                            end_index, time_rho, params=params)).float()
 
-    def pack_sampler(self, solver: str, finish: str, variant: str | None = None, order: str | None = None):
+    def pack_sampler(self, solver: str, finish: str, variant: str | None = None, order: str | None = None,
+                     params: str = ""):
         """The pack's sampler as a user wires it: UniPC through Few-Step UniPC Sampler (order auto, bh1, noise
         form, afs on for "unipc_afs", as the UniPC recipes say), DPM++ by its KSampler name or, with
-        finish = denoised, through Few-Step DPM++ Sampler."""
+        finish = denoised or learned ``params`` (weights, model times), through Few-Step DPM++ Sampler."""
         if solver in ("unipc", "unipc_afs"):
             node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepUniPCSampler"]()
             return node_output(node.get_sampler(order or "auto", variant or "bh1", solver == "unipc_afs", finish))
-        if finish == "last_sigma":  # the registered KSampler names
+        if finish == "last_sigma" and not params:  # the registered KSampler names
             return self.comfy.samplers.sampler_object(f"fewstep_{solver}")
         node = self.comfy.nodes.NODE_CLASS_MAPPINGS["FewStepDPMPPSampler"]()
-        return node_output(node.get_sampler(solver, finish))
+        return node_output(node.get_sampler(solver, finish, params=params))
 
     # ---- method lists ------------------------------------------------------------------------
     def core_samplers(self, wanted) -> tuple[list[str], dict[str, str]]:
@@ -329,20 +340,24 @@ class Harness:
         return work(self.model, x_start)
 
     def tuned_methods(self, config: "Config", model_key: str, with_denoiser=None, probes: int | None = None,
-                      ceilings=None) -> tuple[list[Method], list["Tuning"], list]:
+                      ceilings=None, learn_probes: int | None = None
+                      ) -> tuple[list[Method], list["Tuning"], list["Learning"], list]:
         """Tune a schedule per budget and solver on probe noises (not the evaluation noises), then make each a
-        method whose sigmas come from Few-Step Sigmas' `params` input, as a user would paste them; and, at the
-        ceiling budgets, the long generic search's schedule (``quality_ceiling``) on the same probes and
-        reference, read from ``ceilings`` (a CeilingCache) when it holds this search. ``with_denoiser(noise,
-        work)`` runs ``work(denoiser, x_start)`` on the model (default: the analytic one)."""
+        method whose sigmas come from Few-Step Sigmas' `params` input, as a user would paste them; at the learn
+        budgets, the tuner's `learn` from the best of them (``learned_fits``; a row per mode its held-out check
+        keeps, through Few-Step DPM++ Sampler's `params`); and, at the ceiling budgets, the long generic search's
+        schedule (``quality_ceiling``) on the same probes and reference, read from ``ceilings`` (a CeilingCache)
+        when it holds this search. ``with_denoiser(noise, work)`` runs ``work(denoiser, x_start)`` on the model
+        (default: the analytic one). Returns (methods, tunings, learned fits, ceilings)."""
         from quality_ceiling import SEARCH_VERSION, ceiling_search
 
         from fewstep.tuner import compute_reference, tune
 
         with_denoiser = with_denoiser or self.analytic_denoiser
         probes = probes or config.tune_probes
+        learn_probes = max(learn_probes or probes, probes)
         table = self.tuning_table()
-        methods, tunings, found = [], [], []
+        methods, tunings, learnings, found = [], [], [], []
         for budget in config.budgets:
             generator = torch.Generator().manual_seed(TUNE_SEED + budget)
             noise = torch.randn((probes, *LATENT_SHAPE), generator=generator)
@@ -350,9 +365,15 @@ class Harness:
             wanted = budget in config.ceiling_budgets and config.ceiling_evaluations > 0
             cached = ceilings.get(key) if (wanted and ceilings is not None) else None
             solvers = config.tune_solvers if config.tuned else ()
+            learning = config.tuned and budget in config.learn_budgets and bool(config.learn_modes)
+            if learning:  # the fit's extra probes, then its held-out noises, after the tuning probes
+                more = [torch.randn((count, *LATENT_SHAPE), generator=torch.Generator().manual_seed(seed + budget))
+                        for count, seed in ((learn_probes - probes, LEARN_SEED), (learn_probes, HELD_OUT_SEED))]
+                noise = torch.cat([noise, *more])
 
-            def work(denoiser, x_start, budget=budget, cached=cached, wanted=wanted, solvers=solvers):
-                run = self.tuning_run(denoiser, x_start, table)
+            def work(denoiser, x_start, budget=budget, cached=cached, wanted=wanted, solvers=solvers,
+                     learning=learning):
+                run = self.tuning_run(denoiser, x_start[:probes], table)
                 reference = compute_reference(run, table)
                 results = [(solver, tune(run, table, budget, solver, time_budget=config.tune_seconds,
                                          max_candidates=config.tune_candidates, reference=reference))
@@ -360,11 +381,16 @@ class Harness:
                 ceiling = cached
                 if wanted and ceiling is None:
                     ceiling = ceiling_search(run, table, budget, reference, config.ceiling_evaluations)
-                return results, ceiling
+                fits = []
+                if learning and results:
+                    start = min(results, key=lambda found: found[1].objective)
+                    fits = self.learned_fits(config, denoiser, x_start[:learn_probes], x_start[learn_probes:], table,
+                                             start)
+                return results, ceiling, fits
 
             if not solvers and not wanted:
                 continue
-            results, ceiling = with_denoiser(noise, work)
+            results, ceiling, fits = with_denoiser(noise, work)
             for solver, result in results:
                 sigmas = self.pack_sigmas("custom", params=result.text)
                 if not torch.equal(sigmas, result.sigmas.float()):
@@ -376,6 +402,17 @@ class Harness:
                 method = self.params_method(f"FewStep tuned ({solver})", result.text, budget)
                 method.family = f"FewStep tuned ({solver})"
                 methods.append(method)
+            for fit in fits:
+                learnings.append(Learning(budget, fit.mode, fit.start, learn_probes, fit.result))
+                r = fit.result
+                log.info("%s: learned NFE %d %s from %s: probes %.4f -> %.4f, held out %.4f -> %.4f (%d runs, %.0f s)"
+                         " %s", model_key, budget, fit.mode, fit.start, *r.tuning, *r.held_out, r.runs, r.seconds,
+                         "kept" if r.learned else "not kept")
+                if r.learned:
+                    what = fit.mode.split("+", 1)[1]
+                    method = self.params_method(f"FewStep learned ({what})", r.text, budget)
+                    method.family = f"FewStep learned ({what})"
+                    methods.append(method)
             if ceiling is not None:
                 if ceilings is not None and cached is None:
                     ceilings.put(key, ceiling)
@@ -386,17 +423,38 @@ class Harness:
                 method.family, method.pack = "ceiling", False
                 methods.append(method)
                 found.append(ceiling)
-        return methods, tunings, found
+        return methods, tunings, learnings, found
+
+    def learned_fits(self, config: "Config", denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor,
+                     table: torch.Tensor, start: tuple) -> list[SimpleNamespace]:
+        """``fewstep.tuner_learn.learn`` in each of config.learn_modes from ``start`` = (solver, TuneResult) on
+        ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference): SimpleNamespace(mode,
+        start, result) per mode."""
+        from fewstep.tuner import compute_reference
+        from fewstep.tuner_learn import learn
+
+        fit_run = self.tuning_run(denoiser, x_fit, table, learned=True)
+        held_out_run = self.tuning_run(denoiser, x_held_out, table, learned=True)
+        fit_reference, held_out_reference = compute_reference(fit_run, table), compute_reference(held_out_run, table)
+        solver, tuned = start
+        return [SimpleNamespace(mode=mode, start=solver,
+                                result=learn(fit_run, fit_reference, held_out_run, held_out_reference, table,
+                                             tuned.params, mode, time_budget=config.learn_seconds))
+                for mode in config.learn_modes]
 
     def tuning_table(self) -> torch.Tensor:
         """The sigma table the tuner reads its schedules on: a discrete model's own."""
         return self.ms.sigmas.double().cpu()
 
-    def tuning_run(self, denoiser, x_start: torch.Tensor, table: torch.Tensor):
-        """The tuner's run(sigmas, solver) from ``x_start`` on this model (``fewstep.tuner.denoiser_run``)."""
+    def tuning_run(self, denoiser, x_start: torch.Tensor, table: torch.Tensor, learned: bool = False):
+        """The tuner's run(sigmas, solver) from ``x_start`` on this model (``fewstep.tuner.denoiser_run``); with
+        ``learned`` it realises a model time with this model's own preconditioning (eps or v)."""
+        from fewstep.learned import PRECONDITIONINGS
         from fewstep.tuner import denoiser_run
 
-        return denoiser_run(denoiser, x_start, sigma_table=table)
+        kinds = {cls.__name__ for cls in type(self.ms).__mro__}
+        preconditioning = PRECONDITIONINGS["v" if "V_PREDICTION" in kinds else "eps"] if learned else None
+        return denoiser_run(denoiser, x_start, sigma_table=table, preconditioning=preconditioning)
 
     def params_method(self, label: str, text: str, budget: int) -> Method:
         """A params text through Few-Step Sigmas and the pack's sampler for its solver (variant and order too)."""
@@ -404,16 +462,18 @@ class Harness:
 
         params = parse_params(text)
         sigmas = self.pack_sigmas("custom", params=text)
+        learned = params.weights is not None or params.model_time is not None
         return self._pack_method(label, params.solver, "last_sigma", budget, sigmas, budget,
-                                 variant=params.variant, order=params.order)
+                                 variant=params.variant, order=params.order, params=text if learned else "")
 
-    def _pack_method(self, label, solver, finish, steps, sigmas, budget, variant=None, order=None) -> Method:
+    def _pack_method(self, label, solver, finish, steps, sigmas, budget, variant=None, order=None,
+                     params="") -> Method:
         denoised = finish == "denoised"
         unipc = " UniPC" if solver.startswith("unipc") else ""
         method = Method(label + (" + denoised" if denoised else ""),
                         f"FewStep{unipc} + denoised" if denoised else f"FewStep{unipc} (last sigma)",
                         f"fewstep_{solver}" + (" +denoised" if denoised else ""), "FewStep recipe", steps, sigmas,
-                        lambda: self.pack_sampler(solver, finish, variant, order),
+                        lambda: self.pack_sampler(solver, finish, variant, order, params),
                         0.0 if denoised else float(sigmas[-1]),
                         budget, pack=True, solver=solver)
         method.nfe = self.probe_nfe(method.make_sampler, sigmas)
@@ -442,6 +502,17 @@ class Tuning:
     budget: int
     solver: str
     result: TuneResult  # its output string, objectives and cost
+
+
+@dataclass
+class Learning:
+    """One fit of the tuner's ``learn`` from a tuned schedule (objective: the same, on its probes and held out)."""
+
+    budget: int
+    mode: str  # fewstep.tuner_learn.LEARN_WEIGHTS or LEARN_MODEL_TIME
+    start: str  # the tuning run (its solver input) whose schedule the fit started from
+    probes: int  # fitted on this many noises, judged on as many others
+    result: "LearnResult"
 
 
 def plan(harness: Harness, config: Config) -> tuple[list[Method], dict[str, str], dict[str, str]]:

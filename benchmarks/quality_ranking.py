@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import torch
 from quality_ceiling import CeilingCache
-from quality_methods import SCREEN_SEED, Config, Harness, Method, Tuning, end_sigma, load_comfyui, plan, short
+from quality_methods import SCREEN_SEED, Config, Harness, Learning, Method, Tuning, end_sigma, load_comfyui, plan, short
 from quality_models import LATENT_SHAPE, MODELS, frechet_distance, reference_solution
 from quality_trained import TrainedTarget, trained_models
 from quality_yardsticks import Moments, ReferenceShift, rms, speedup_steps
@@ -101,6 +101,7 @@ class Results:
     shift: ReferenceShift | None = None  # trained: the reference against twice as many steps
     screened: dict[int, int] = field(default_factory=dict)  # trained: budget -> core pairs screened
     ceilings: list = field(default_factory=list)  # quality_ceiling.Ceiling per ceiling budget
+    learnings: list[Learning] = field(default_factory=list)  # the tuner's learn from the best tuned schedule
     sweep: dict[int, Row] = field(default_factory=dict)  # DPM++2M Karras by step count
     envelope: dict[tuple[str, int], tuple[float, str]] = field(default_factory=dict)  # (metric, steps) -> best core
     speedups: list[SpeedUp] = field(default_factory=list)
@@ -182,18 +183,18 @@ def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Su
         harness, (methods, skipped, unfit) = plans[table_key]
         harness.use(mixture)
         if target is None:
-            tuned_rows, tunings, found = harness.tuned_methods(config, name, ceilings=ceilings)
+            tuned_rows, tunings, learnings, found = harness.tuned_methods(config, name, ceilings=ceilings)
             scorer = AnalyticScorer(harness, config)
         else:
-            tuned_rows, tunings, found = harness.tuned_methods(
+            tuned_rows, tunings, learnings, found = harness.tuned_methods(
                 replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
-                config.trained_tune_probes, ceilings)
+                config.trained_tune_probes, ceilings, config.trained_learn_probes)
             model_config = replace(config, trend_core=config.trained_trend_core,
                                    speedup_pairs=config.trained_speedup_pairs)
             scorer = TrainedScorer(target, harness, config)
         results = Results(model_config, comfy.label, [], skipped, unfit, getattr(scorer, "floor", None), math.nan, 0.0,
                           machine, tunings, name, description, target is not None, scorer.seeds, scorer.samples,
-                          ceilings=found)
+                          ceilings=found, learnings=learnings)
         score_model(results, scorer, harness, methods + tuned_rows)
         results.seconds = time.perf_counter() - model_began
         log.info("%s done (%.0f s)", name, results.seconds)
@@ -434,6 +435,11 @@ def tuned(method: Method) -> bool:
     return method.family.startswith("FewStep tuned")
 
 
+def learned(method: Method) -> bool:
+    """Whether a method is the tuner's learn (solver weights, model times) from a tuned schedule."""
+    return method.family.startswith("FewStep learned")
+
+
 def runner_up(table: list[Row]) -> str:
     """'#2 name FD, #2 − #1 paired' for a budget's table."""
     if len(table) < 2:
@@ -448,9 +454,9 @@ def contest(results: Results, budget: int) -> list[Row]:
 
 
 def target(results: Results, budget: int) -> tuple[bool, str]:
-    """Whether a Few-Step method (recipe or tuned schedule) is first at ``budget`` among the pack's rows and the core
-    pairs, and the line that says so: with the paired interval to the runner-up, or the best Few-Step row's paired
-    gap to the winner."""
+    """Whether a Few-Step method (recipe, tuned schedule or learned) is first at ``budget`` among the pack's rows and
+    the core pairs, and the line that says so: with the paired interval to the runner-up, or the best Few-Step row's
+    paired gap to the winner."""
     table = contest(results, budget)
     winner = table[0]
     if winner.method.pack:
@@ -494,7 +500,8 @@ def headline(results: Results) -> list[str]:
         table = results.table(budget)
         winner = table[0]
         lines.append(f"NFE {budget}: " + target(results, budget)[1])
-        for kind, wanted in (("recipe", lambda m: m.pack and not tuned(m)), ("tuned", tuned)):
+        for kind, wanted in (("recipe", lambda m: m.pack and not tuned(m) and not learned(m)), ("tuned", tuned),
+                             ("learned", learned)):
             ours = [(i + 1, r) for i, r in enumerate(table) if wanted(r.method)]
             if ours:
                 rank, best = ours[0]

@@ -8,7 +8,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from quality_methods import REPO, TUNE_SEED
+from quality_methods import HELD_OUT_SEED, REPO, TUNE_SEED
 from quality_models import LATENT_SHAPE
 from quality_ranking import (
     METRICS,
@@ -118,6 +118,24 @@ def markdown_model(results: Results) -> list[str]:
             r = t.result
             out.append(f"| {t.budget} | {t.solver} | {r.start_objective:.4f} -> {r.objective:.4f} | {r.candidates} | "
                        f"{r.model_evaluations} | {r.seconds:.1f} | {r.stopped_by} | `{r.text}` |")
+    if results.learnings:
+        from fewstep.params import format_params
+
+        probes = results.learnings[0].probes
+        out += ["", f"#### {results.model}, learned solver weights and model times", "",
+                f"The tuner's `learn` (`fewstep/tuner_learn.py`, {c.learn_seconds:.0f} s per fit) from the best tuned "
+                f"schedule of each budget, fitted on {probes} probe noises and judged on {probes} others (seed "
+                f"{HELD_OUT_SEED} + budget) against their 40-step DPM++2M solutions (mean per-probe RMS); a fit the "
+                "held-out check keeps is a \"FewStep learned\" row above, its text pasted into Few-Step Sigmas' and "
+                "Few-Step DPM++ Sampler's `params`.", "",
+                "| NFE | learn | from | probes: schedule -> learned | held out: schedule -> learned | kept | runs "
+                "| model evaluations | seconds | params |",
+                "|---:|---|---|---|---|---|---:|---:|---:|---|"]
+        for fit in results.learnings:
+            r = fit.result
+            out.append(f"| {fit.budget} | {fit.mode} | {fit.start} | {r.tuning[0]:.4f} -> {r.tuning[1]:.4f} | "
+                       f"{r.held_out[0]:.4f} -> {r.held_out[1]:.4f} | {'yes' if r.learned else 'no'} | {r.runs} | "
+                       f"{r.evaluations} | {r.seconds:.0f} | `{format_params(r.fitted)}` |")
     out += ["", f"#### {results.model}, reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
     out += [row_line("-", r) for r in results.off_budget()]
     f = results.floor
@@ -169,8 +187,9 @@ def markdown(suite: Suite) -> str:
            f"Run {datetime.date.today().isoformat()} on {suite.machine}; {suite.seconds:.0f} s in all. "
            f"{c.seeds} seeds x {c.samples} samples per model, latents {LATENT_SHAPE}; models: "
            + ", ".join(r.model for r in suite.models) + ".", "",
-           "Target: a Few-Step method (recipe or tuned schedule) first at every budget on every model, or second "
-           "within the paired 95 % interval of first (\"tied\"), among the pack's rows and ComfyUI's core pairs (the "
+           "Target: a Few-Step method (recipe, tuned schedule or learned) first at every budget on every model, or "
+           "second within the paired 95 % interval of first (\"tied\"), among the pack's rows and ComfyUI's core "
+           "pairs (the "
            "ceiling row, a yardstick for the tuner, is not a contender: ranks here leave it out). FD is to the exact "
            "model on the analytic models and to the network's own reference samples on the trained ones.", "",
            "| model | NFE | Few-Step first? | first, or tied? | #1, and #2 with the paired difference #2 − #1 "
@@ -250,7 +269,11 @@ last step to sigma 0 is a single Euler evaluation). The recipes run without Free
 6-step then coincide. "+ denoised" adds one evaluation at the last sigma (finish = denoised) and competes at
 N+1. "FewStep tuned (solver)" is a schedule the pack's tuner found for that model, budget and solver on probe
 noises disjoint from the evaluation noises, pasted into Few-Step Sigmas' `params` and sampled with the pack's
-sampler for that solver. "FewStep ceiling (Powell)" is a long generic search in the tuner's design space
+sampler for that solver. "FewStep learned (weights)" / "(weights+model time)" is the tuner's `learn` from the
+best tuned schedule at 5, 6 and 8 (its solver weights, with the model times too), kept only where its held-out
+check on other noises finds it closer to the reference (a table per model below); it runs through Few-Step
+Sigmas and Few-Step DPM++ Sampler with the same `params` text.
+"FewStep ceiling (Powell)" is a long generic search in the tuner's design space
 (below); it is not a Few-Step row for the target (no user gets it without that search).
 
 Budgets 5, 6 and 8 are ranked against every deterministic core scheduler x sampler pair; 10 and 12 show
@@ -317,6 +340,7 @@ def write_docs(suite: Suite) -> None:
 
 
 FAMILY_STYLE = {"Few-Step recipe (best)": ("crimson", "o"), "Few-Step tuned (best)": ("darkgreen", "s"),
+                "Few-Step learned (best)": ("purple", "v"),
                 "ceiling (Powell)": ("black", "^"), "best core pair per NFE": ("royalblue", "D"),
                 "DPM++2M Karras": ("darkorange", ".")}
 
@@ -329,7 +353,8 @@ def families(results: Results) -> dict[str, dict[int, float]]:
         for row in results.table(budget):
             m = row.method
             family = ("ceiling (Powell)" if m.family == "ceiling" else "Few-Step tuned (best)" if
-                      m.family.startswith("FewStep tuned") else "Few-Step recipe (best)" if m.pack else
+                      m.family.startswith("FewStep tuned") else "Few-Step learned (best)" if
+                      m.family.startswith("FewStep learned") else "Few-Step recipe (best)" if m.pack else
                       "best core pair per NFE")
             if math.isfinite(row.mean_fd):
                 out[family][budget] = min(row.mean_fd, out[family].get(budget, math.inf))

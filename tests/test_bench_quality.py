@@ -131,8 +131,11 @@ def test_quick_run_ranks_every_model_separately(suite):
     for results in suite.models:
         assert f"### Model: {results.model}" in text
         # the same methods, planned once, on every model; tuned rows are the model's own
-        assert ({r.method.name for r in results.rows if not quality_ranking.tuned(r.method)}
-                == {r.method.name for r in suite.models[0].rows if not quality_ranking.tuned(r.method)})
+        def shared(rows):
+            return {r.method.name for r in rows if not (quality_ranking.tuned(r.method)
+                                                        or quality_ranking.learned(r.method))}
+
+        assert shared(results.rows) == shared(suite.models[0].rows)
         assert all(r.method.nfe == r.method.budget for r in results.rows if quality_ranking.tuned(r.method))
         fds = {r.method.name: quality_ranking.Row.stats(r.fd)[0] for r in results.table(5)}
         assert all(math.isfinite(v) for v in fds.values()), results.model
@@ -305,3 +308,42 @@ def test_ceiling_search_beats_the_recipe_within_its_budget(comfy):
     params = parse_params(ceiling.text)
     assert params.steps == 5
     assert torch.equal(harness.pack_sigmas("custom", params=ceiling.text), params.sigmas(table).float())
+
+
+def test_quick_run_learns_from_the_best_tuned_schedule_and_samples_what_it_learned(suite):
+    """At the learn budget each model gets both fits from its best tuned schedule; a fit the held-out check keeps is
+    a row, sampled through Few-Step Sigmas + Few-Step DPM++ Sampler with its params text, and that row's samples are
+    the fitted solver's own (``fewstep`` straight, eps preconditioning for the model time) on the same noise."""
+    from fewstep.params import parse_params
+    from fewstep.plan import params_solver
+
+    kept_somewhere = False
+    for results in suite.models:
+        assert [(f.budget, f.mode) for f in results.learnings] == [
+            (5, mode) for mode in suite.config.learn_modes], results.model
+        best = min((t for t in results.tunings if t.budget == 5), key=lambda t: t.result.objective)
+        rows = {r.method.family: r for r in results.table(5) if quality_ranking.learned(r.method)}
+        text = "\n".join(quality_report.markdown_model(results))
+        assert f"#### {results.model}, learned solver weights and model times" in text
+        for fit in results.learnings:
+            r = fit.result
+            assert fit.start == best.solver and r.tuning[1] <= r.tuning[0]
+            assert r.learned == (r.held_out[1] < r.held_out[0]), results.model
+            family = f"FewStep learned ({fit.mode.split('+', 1)[1]})"
+            assert (family in rows) == r.learned, (results.model, family)
+            if not r.learned:
+                continue
+            kept_somewhere = True
+            method = rows[family].method
+            assert method.nfe == 5 and method.pack and parse_params(r.text).weights is not None
+            mixture = quality_models.MODELS[results.model][1](0)
+            harness = quality_methods.Harness(quality_methods.load_comfyui(), mixture)
+            noise = torch.randn((8, *quality_models.LATENT_SHAPE), generator=torch.Generator().manual_seed(3))
+            sampled, evaluations = harness.sample(method.make_sampler(), method.sigmas, noise)
+            params = parse_params(r.text)
+            expected = harness.analytic_denoiser(noise, lambda denoiser, x: harness.tuning_run(
+                denoiser, x, harness.tuning_table(), learned=True)(params.sigmas(harness.tuning_table()),
+                                                                    params_solver(params)))
+            assert evaluations == 5
+            torch.testing.assert_close(sampled.double(), expected.double(), rtol=1e-4, atol=1e-4)
+    assert kept_somewhere  # the analytic models' fits beat their tuned schedules on held-out noises
