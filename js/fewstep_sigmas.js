@@ -30,7 +30,8 @@
 //
 // For tests and other scripts (read-only):
 //   node.fewstepSchedule = {query, recipe, params, solver, sigmas, timesteps, nfe, evaluations, unipc,
-//                           afs_midpoint, freeu, axis, error, plotted: [{step, sigma, x, y, kind, evaluation}],
+//                           afs_midpoint, freeu, axis, learned, model_time, error,
+//                           plotted: [{step, sigma, x, y, kind, evaluation}], toldPlotted: [{evaluation, sigma, x, y}],
 //                           surface, notes, legend, sampled, label, caption}
 //     axis: {kind: "sd"} or {kind: "flow", shift} (a ModelSamplingSD3 / AuraFlow / Flux node up the model input);
 //     after a run {kind: "continuous", sigma_min, sigma_max} too (EDM), and the flow shift of the model itself.
@@ -87,6 +88,7 @@ const MODE_MUTED = 2;
 const MODE_BYPASSED = 4;
 const CURVE = "#6cf"; // the schedule and the evaluated points
 const INSERTED = "#f7c"; // the AFS midpoint
+const TOLD = "#f96"; // a learned model time: the sigma the network is told
 const SAMPLED = "#c9f"; // the "as sampled" label
 const SAMPLED_TEXT = "as sampled:";
 
@@ -356,7 +358,8 @@ function drawSchedule(ctx, node, width, top) {
   ctx.fillText(count, left + 8, top + 15);
   ctx.fillStyle = secondary;
   ctx.textAlign = "right";
-  const title = schedule.solver ? `${schedule.recipe} \u00b7 ${schedule.solver}` : schedule.recipe;
+  const learnedTitle = schedule.learned?.length ? " \u00b7 learned" : ""; // weights and / or model times
+  const title = (schedule.solver ? `${schedule.recipe} \u00b7 ${schedule.solver}` : schedule.recipe) + learnedTitle;
   const room = right - left - 24 - ctx.measureText(count).width;
   for (let size = 12; size > 8 && ctx.measureText(title).width > room; size--) ctx.font = `${size - 1}px Arial`;
   ctx.fillText(title, right - 8, top + 15);
@@ -364,7 +367,8 @@ function drawSchedule(ctx, node, width, top) {
 
   const plot = { left: left + 38, right: right - 14, top: top + 26, bottom: bottom - 20 };
   // A schedule with end=0 reaches sigma 0: the log scale holds the positive sigmas, 0 is drawn on the bottom edge.
-  const logs = sigmas.filter((s) => s > 0).map((s) => Math.log10(s));
+  const told = schedule.model_time ?? []; // learned model times: {evaluation, sigma, told, delta}
+  const logs = [...sigmas, ...told.map((t) => t.told)].filter((s) => s > 0).map((s) => Math.log10(s));
   const low = Math.min(...logs) - 0.15;
   const high = Math.max(...logs) + 0.15;
   const xOf = (step) => plot.left + (step / Math.max(nfe, 1)) * (plot.right - plot.left);
@@ -393,7 +397,9 @@ function drawSchedule(ctx, node, width, top) {
     .map((w) => `Timed FreeU ${w.first_step}..${w.last_step}: ${flow ? "off on a flow model" : `no step of ${nfe}`}`);
   const last = points[points.length - 1];
   const endLabelY = Math.min(last.y - 7, plot.bottom - 4);
-  const lineCount = (caption ? 2 : 0) + (schedule.afs_midpoint ? 2 : 0) + notes.length + (last.sigma > 0 ? 0 : 1);
+  const learnedText = learnedLegend(schedule);
+  const lineCount = (caption ? 2 : 0) + (schedule.afs_midpoint ? 2 : 0) + (learnedText ? 1 : 0) + notes.length
+    + (last.sigma > 0 ? 0 : 1);
   const probe = points[Math.min(points.length - 1, Math.ceil(points.length * 0.6))];
   const underCurve = probe.y < (plot.top + plot.bottom) / 2;
   const lowest = last.sigma > 0 ? endLabelY - 13 : plot.bottom - 4;
@@ -418,15 +424,17 @@ function drawSchedule(ctx, node, width, top) {
   if (schedule.afs_midpoint) {
     legend.push({ kind: "analytic", text: "\u03c3\u2080: analytic, no model evaluation" },
                 { kind: "inserted", text: "AFS midpoint (inserted): evaluation 1" });
-    legend.forEach((entry, i) => {
-      ctx.fillStyle = secondary;
-      const at = textLine(lead + i);
-      const right = at.align === "right";
-      ctx.textAlign = at.align;
-      ctx.fillText(entry.text, right ? at.x : at.x + 12, at.y); // the marker before the text
-      marker(ctx, entry.kind, right ? at.x - 8 - ctx.measureText(entry.text).width : at.x + 4, at.y - 3.5, 0.8);
-    });
   }
+  // A learned model time (the tuner's learn): the sigma each evaluation's network is told, where it is not its own.
+  if (learnedText) legend.push({ kind: "told", text: learnedText });
+  legend.forEach((entry, i) => {
+    ctx.fillStyle = secondary;
+    const at = textLine(lead + i);
+    const right = at.align === "right";
+    ctx.textAlign = at.align;
+    ctx.fillText(entry.text, right ? at.x : at.x + 12, at.y); // the marker before the text
+    marker(ctx, entry.kind, right ? at.x - 8 - ctx.measureText(entry.text).width : at.x + 4, at.y - 3.5, 0.8);
+  });
   // A Timed FreeU whose step window selects no step of this schedule (the route says so), or any on a flow model.
   ctx.fillStyle = "#fb4";
   notes.forEach((note, i) => writeLine(lead + legend.length + i, note));
@@ -477,6 +485,24 @@ function drawSchedule(ctx, node, width, top) {
   points.forEach((p, i) => (i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y)));
   ctx.stroke();
   for (const p of points.slice(0, -1)) marker(ctx, p.kind, p.x, p.y, 1);
+  // A learned model time: a dashed line from the evaluation's point to the sigma its network is told.
+  const toldPlotted = [];
+  for (const t of told) {
+    const p = points.find((q) => q.evaluation === t.evaluation);
+    if (!p) continue;
+    const y = yOf(t.told);
+    ctx.save();
+    ctx.strokeStyle = TOLD;
+    ctx.lineWidth = 1;
+    ctx.setLineDash([2, 2]);
+    ctx.beginPath();
+    ctx.moveTo(p.x, p.y);
+    ctx.lineTo(p.x, y);
+    ctx.stroke();
+    ctx.restore();
+    marker(ctx, "told", p.x, y, 1);
+    toldPlotted.push({ evaluation: t.evaluation, sigma: t.told, x: p.x, y });
+  }
 
   // The early stop: the last sigma is not zero (or, with end=0, the last step goes to 0).
   const end = points[points.length - 1];
@@ -498,10 +524,17 @@ function drawSchedule(ctx, node, width, top) {
   ctx.restore();
 
   node.fewstepSchedule.plotted = points;
+  node.fewstepSchedule.toldPlotted = toldPlotted;
   node.fewstepSchedule.notes = notes;
   node.fewstepSchedule.legend = legend.map((entry) => entry.text);
   node.fewstepSchedule.caption = caption;
   node.fewstepSchedule.surface = surface;
+}
+
+// The legend line for a learned model time (the title says "learned" for weights too): what the triangles mark.
+function learnedLegend(schedule) {
+  const moved = (schedule.model_time ?? []).length;
+  return moved ? `\u03c3 the network is told (${moved} of ${schedule.nfe})` : null;
 }
 
 // The points to draw, at fractional steps: sigma_k at step k; with the analytical first step the inserted
@@ -529,6 +562,14 @@ function marker(ctx, kind, x, y, scale) {
     ctx.fillStyle = colour("WIDGET_BGCOLOR", "#222"); // covers the curve: hollow
     ctx.fill();
     ctx.strokeStyle = CURVE;
+    ctx.stroke();
+  } else if (kind === "told") {
+    const r = 4 * scale; // a hollow triangle pointing down
+    ctx.moveTo(x - r, y - r * 0.8);
+    ctx.lineTo(x + r, y - r * 0.8);
+    ctx.lineTo(x, y + r);
+    ctx.closePath();
+    ctx.strokeStyle = TOLD;
     ctx.stroke();
   } else if (kind === "inserted") {
     const r = 5 * scale;

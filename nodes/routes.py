@@ -33,6 +33,12 @@ Steps are numbered by model evaluation (step k = the k-th evaluation, as Timed F
 ``nodes/comfy_api.py``), so ``freeu[].steps`` keeps its meaning; a window's percents are checked at each
 step's evaluated sigma (with AFS the midpoint for step 1), as Timed FreeU does.
 
+A ``params`` text with learned numbers (the tuner's ``learn``: ``weights=``, ``model_time=``) adds ``"learned":
+["weights", "model time"]`` (those it carries) and, with ``model_time``, ``"model_time": [{evaluation, sigma, told,
+delta}]`` for every evaluation whose model time moves the sigma the network is told: at the evaluation's own sigma it
+is told ``told`` (sigma e^delta; in the const form the odds sigma / (1 - sigma) times e^delta, and sigma 1 stays 1:
+``fewstep.learned.model_sigma``).
+
 Few-Step KSampler (js/fewstep_sigmas.js draws the graph on it too) has the same ``recipe``, ``denoise`` and
 ``params`` but no custom widgets (steps, base_steps, base_rho, end_index, time_rho): it sends only those three.
 The custom widgets are therefore required only for ``recipe=custom`` without a ``params`` string; otherwise a

@@ -7,6 +7,7 @@ preview before a run, on the standard SD table or a flow axis) and the ``ui`` th
 
 from __future__ import annotations
 
+from ..fewstep.learned import model_sigma
 from ..fewstep.noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS
 from ..fewstep.plan import FreeUWindow, Plan, Solver
 from ..fewstep.schedule import STANDARD_TABLE, continuous_timestep
@@ -46,6 +47,7 @@ def schedule_body(plan: Plan, table=STANDARD_TABLE, axis: dict = SD_AXIS, window
     schedule_list = sigmas.tolist()
     noise_form = NOISE_FORM_CONST if flow else NOISE_FORM_EPS
     body.update(_evaluations(body["solver"], sigmas, timesteps, plan.solver, table, noise_form))
+    body.update(_learned(used, body["evaluations"], noise_form))
     table_list = _STANDARD_LIST if table is STANDARD_TABLE else None
 
     def steps_of(first, last, start=0.0, end=1.0):  # the evaluations where a Timed FreeU window is on
@@ -81,6 +83,22 @@ def _recipe_freeu(freeu: FreeUWindow, steps: list[int]) -> dict:
     """One of the FreeU windows Few-Step KSampler applies with ``freeu = recipe``, as the reply lists it."""
     return {"b1": freeu.b1, "b2": freeu.b2, "s1": freeu.s1, "s2": freeu.s2, "first_step": freeu.first_step,
             "last_step": freeu.last_step, "steps": steps}
+
+
+def _learned(used, evaluations: list[float], noise_form: str) -> dict:
+    """``learned`` (which learned numbers the params text carries: "weights", "model time") and ``model_time``: per
+    evaluation whose model time moves the sigma the network is told (delta not 0; on a flow axis not at sigma 1),
+    {evaluation (1-based), sigma, told, delta}."""
+    found = {}
+    kinds = [name for name, value in (("weights", used.weights), ("model time", used.model_time)) if value is not None]
+    if kinds:
+        found["learned"] = kinds
+    if used.model_time is not None:
+        told = [(k, sigma, model_sigma(sigma, delta, noise_form), delta)
+                for k, (sigma, delta) in enumerate(zip(evaluations, used.model_time), 1)]
+        found["model_time"] = [{"evaluation": k, "sigma": sigma, "told": moved, "delta": delta}
+                               for k, sigma, moved, delta in told if moved != sigma]
+    return found
 
 
 def _evaluations(solver: str | None, sigmas, timesteps, options: Solver, table=STANDARD_TABLE,

@@ -161,6 +161,31 @@ def test_route_params_end_zero_and_unipc_options(server):
     assert status == 400 and "end = 'zero' is not one of ['index', '0']" in reply["error"]
 
 
+def test_route_says_which_learned_numbers_a_params_text_carries_and_where_the_model_time_moves(server):
+    """A learned text: ``learned`` names its kinds, ``model_time`` every evaluation whose delta is not 0, with the
+    sigma the network is told there (sigma e^delta on the SD axis, the odds times e^delta on a flow axis)."""
+    from fewstep.params import parse_params
+
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=LEARNED_PARAMS)}")
+    assert status == 200, reply
+    deltas = parse_params(LEARNED_PARAMS).model_time
+    assert reply["learned"] == ["weights", "model time"] and reply["nfe"] == 5
+    assert [t["evaluation"] for t in reply["model_time"]] == [1, 3, 4, 5]  # evaluation 2's delta is 0
+    for t in reply["model_time"]:
+        sigma = reply["evaluations"][t["evaluation"] - 1]
+        assert t["sigma"] == sigma and t["delta"] == deltas[t["evaluation"] - 1]
+        assert t["told"] == pytest.approx(sigma * math.exp(t["delta"]), rel=1e-12)
+    status, flow = get(server, f"{ROUTE}?{query(CUSTOM, params=LEARNED_PARAMS)}&flow_shift=3")
+    assert status == 200, flow
+    assert flow["evaluations"][0] == 1.0  # a flow schedule starts at sigma 1, which no model time moves
+    assert [t["evaluation"] for t in flow["model_time"]] == [3, 4, 5]
+    for t in flow["model_time"]:
+        odds = math.exp(t["delta"]) * t["sigma"] / (1 - t["sigma"])
+        assert t["told"] == pytest.approx(odds / (1 + odds), rel=1e-12) and t["told"] < t["sigma"]
+    status, plain = get(server, f"{ROUTE}?{query(CUSTOM, params=LEARNED_PARAMS.split(' weights=')[0])}")
+    assert status == 200 and "learned" not in plain and "model_time" not in plain
+
+
 def test_route_is_served_where_each_frontend_asks(server, comfy):
     # The old page calls /fewstep/schedule; the current one /api/fewstep/schedule (CURRENT only has /api/).
     paths = [ROUTE, "/api" + ROUTE] if comfy.current else [ROUTE]
@@ -345,6 +370,11 @@ SETTINGS = THUMBNAIL_SETTINGS  # the graph alone: no template browser, minimap o
 MARGIN = 20  # graph units between two nodes of a bundled workflow
 CURVE, END = (0x66, 0xCC, 0xFF), (0xFF, 0xBB, 0x44)  # the colours of the drawn points (js/fewstep_sigmas.js)
 INSERTED = (0xFF, 0x77, 0xCC)  # the AFS midpoint's diamond
+TOLD = (0xFF, 0x99, 0x66)  # a learned model time's triangle: the sigma the network is told
+LEARNED_PARAMS = ("fewstep v1: steps=5 base_steps=8 base_rho=6.7069 end_index=6 time_rho=1.2742 "
+                  "ramp=0.106409,0.284938,0.54164,0.849098 solver=dpmpp_2m weights=0.5148,-0.1296:-0.2059,"
+                  "0.06575:-0.2776:0.2323,0.08535:-0.1983:0.1437,-0.02027:-0.4523:0.3332 "
+                  "model_time=-0.5,0,-0.1955,-0.1837,-0.3728")
 
 
 @dataclass(frozen=True)
@@ -525,19 +555,19 @@ class GraphPage:
             return {x: r.left + x, y: r.top + y, width: n.size[0] * c.ds.scale,
                     height: (n.size[1] + title) * c.ds.scale}; }""")
 
-    def plotted_on_page(self) -> list:
-        """Where the drawn points are on the page (CSS px): node coordinates on the classic canvas, the
-        widget canvas' own coordinates in Nodes 2.0."""
+    def plotted_on_page(self, key: str = "plotted") -> list:
+        """Where the drawn points (``key``: "plotted", or "toldPlotted" for a learned model time's markers) are on
+        the page (CSS px): node coordinates on the classic canvas, the widget canvas' own coordinates in Nodes 2.0."""
         if self.mode.vue:
             canvas = self.node_element().locator('[data-widget-name="fewstep_schedule"] canvas').first
             box = canvas.bounding_box()
             width = canvas.evaluate("c => c.offsetWidth")
             scale = box["width"] / width
-            plotted = self.node("n => n.fewstepSchedule.plotted")
+            plotted = self.node(f"n => n.fewstepSchedule.{key}")
             return [(box["x"] + p["x"] * scale, box["y"] + p["y"] * scale) for p in plotted]
         return self.node("""n => { const c = window.app.canvas; const r = c.canvas.getBoundingClientRect();
-            return n.fewstepSchedule.plotted.map(p => { const [x, y] = c.ds.convertOffsetToCanvas(
-                [n.pos[0] + p.x, n.pos[1] + p.y]); return [r.left + x, r.top + y]; }); }""")
+            return n.fewstepSchedule.KEY.map(p => { const [x, y] = c.ds.convertOffsetToCanvas(
+                [n.pos[0] + p.x, n.pos[1] + p.y]); return [r.left + x, r.top + y]; }); }""".replace("KEY", key))
 
     def screenshot(self, path: Path):
         """The node (and a margin) to ``path``, the whole page next to it; returns the page as an image."""
@@ -1034,6 +1064,22 @@ def test_few_step_ksampler_custom_draws_the_params_schedule(ksampler_page, artif
     assert all(math.isfinite(y) for y in ys) and all(b > a for a, b in zip(ys, ys[1:]))
     image = page.screenshot(artifacts / "fewstep_ksampler_custom_params_end_zero.png")
     assert_drawn(page, image, zero)
+    # learned numbers: a triangle in TOLD's colour at the sigma each moved evaluation's network is told, a legend line
+    page.set_widget("params", LEARNED_PARAMS)
+    learned = page.settled()
+    assert "error" not in learned and learned["learned"] == ["weights", "model time"]
+    told = learned["toldPlotted"]
+    assert [t["evaluation"] for t in told] == [1, 3, 4, 5]
+    by_evaluation = {p["evaluation"]: p for p in learned["plotted"]}
+    for t in told:  # every delta here is negative: told below the evaluation's own sigma, drawn lower
+        assert t["x"] == by_evaluation[t["evaluation"]]["x"] and t["y"] > by_evaluation[t["evaluation"]]["y"]
+    assert learned["legend"] == ["\u03c3 the network is told (4 of 5)"]
+    image = page.screenshot(artifacts / "fewstep_ksampler_learned_model_time.png")
+    assert_drawn(page, image, learned)
+    points, plotted = page.plotted_on_page("toldPlotted"), page.plotted_on_page()
+    scale = (plotted[-1][0] - plotted[0][0]) / (learned["plotted"][-1]["x"] - learned["plotted"][0]["x"])
+    for x, y in points:  # the triangle's top edge (it is hollow)
+        assert colour_near(image, x, y - 3.2 * scale, TOLD, radius=2), (x, y, image.getpixel((round(x), round(y))))
     assert page.errors_from_extension() == []
 
 
