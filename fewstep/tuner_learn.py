@@ -4,13 +4,20 @@ From the best schedule the search found (``tuner.tune``), the offsets of the wei
 (``learned.py``: per step, on the current and up to two earlier data predictions), with ``model time`` the
 per-evaluation model times, and in either mode the positions of the schedule's interior steps (shifts of the N-1
 softmax logits of its ramp, the schedule search's own coordinates; its ends stay) are fitted to the same many-step
-reference on the same probe noises: a Levenberg-Marquardt search with a forward-difference Jacobian (one solver run
-per parameter), its least squares re-weighted per probe by the inverse of each probe's residual norm (so it
-minimises the tuner's mean per-probe distance, not a pooled one), every trial step kept inside the fit's box
-(|offset| <= FIT_WEIGHT_LIMIT, |delta| <= MODEL_TIME_LIMIT, logit shifts within RAMP_LIMIT) and taken only if the
-mean per-probe distance falls. The fitted numbers are rounded to their
-text form and then judged on held-out noises (as many as the probes, or more) against the schedule alone: the
-learned text is returned only if it is closer to the reference there, else the schedule with a one-line reason.
+reference on the same probe noises: a Levenberg-Marquardt search on the residuals x_N - reference, its least squares
+re-weighted per probe by the inverse of each probe's residual norm (so it minimises the tuner's mean per-probe
+distance, not a pooled one), every trial step kept inside the fit's box (|offset| <= FIT_WEIGHT_LIMIT,
+|delta| <= MODEL_TIME_LIMIT, logit shifts within RAMP_LIMIT) and taken only if the mean per-probe distance falls.
+Its Jacobian, of the unweighted residuals (the weights change with every step), comes from forward differences (one
+solver run per parameter; the fit moves to the best of those runs if it is better) and is then kept up to date by
+Broyden's rank-one rule, J += (y - J s) s^T / s^T s for a trial step s that changed the residuals by y, so each
+step costs one run; a failed trial on a fresh Jacobian leaves it as it is (the damping handles it). The differences
+are taken again only when DAMPING_TRIES steps on the updated Jacobian all fail, or one gains less than TOLERANCE;
+when a Jacobian and the steps after it gained less than TOLERANCE together, the differences are taken again with
+steps FD_RETRY_SCALE times as long, up to FD_RETRIES times, and then the fit stops; it stops too after
+``max_iterations`` Jacobians, or at the time budget. The fitted numbers are rounded to their text form and then
+judged on held-out noises (as many as the probes, or more) against the schedule alone: the learned text is returned
+only if it is closer to the reference there, else the schedule with a one-line reason.
 
 A UniPC schedule is fitted from the better of DPM++1S and DPM++2M on it (weights are offsets from a DPM++ solver's).
 Derivative-free on purpose: ComfyUI hands the network an integer timestep, so the objective is flat in a model
@@ -41,8 +48,11 @@ WEIGHT_STEP = 0.02  # forward-difference steps: offsets ...
 TIME_STEP = 0.04  # ... model times (a few of the SD table's timesteps: ComfyUI rounds the timestep) ...
 RAMP_STEP = 0.05  # ... and the ramp's logits
 RAMP_LIMIT = 1.5  # the fit moves each of the ramp's logits by at most this
-MAX_ITERATIONS = 12
-TOLERANCE = 1e-3  # an accepted step that lowers the distance by less (relative) ends the fit
+MAX_ITERATIONS = 12  # finite-difference Jacobians (Broyden steps between them are not counted)
+FD_RETRIES = 2  # when a Jacobian gains too little, up to this many more with the forward-difference steps ...
+FD_RETRY_SCALE = 2.0  # ... scaled by this each time (coarser differences step across ComfyUI's rounded timesteps)
+DAMPING_TRIES = 4  # trial steps per iteration, the damping x10 after each that fails
+TOLERANCE = 1e-3  # a relative gain below this: a fresh Jacobian, or (since the last one) the end of the fit
 DAMPING = 1e-3  # initial Levenberg-Marquardt damping, relative to the diagonal of J^T J
 
 
@@ -93,7 +103,8 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
 
     ``run`` / ``held_out_run``: run(sigmas, solver) -> x_N on the tuning / held-out noises, as ``tune`` takes it;
     the references are the many-step solutions from the same noises (``compute_reference``). ``time_budget``
-    (seconds) stops the fit with the best so far; the held-out check always runs (two runs).
+    (seconds) stops the fit with the best so far, ``max_iterations`` bounds its finite-difference Jacobians; the
+    held-out check always runs (two runs).
     """
     if mode not in LEARN_CHOICES[1:]:
         raise ValueError(f"learn = {mode!r} is not one of {list(LEARN_CHOICES[1:])}")
@@ -130,36 +141,59 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     logits = list(logits_from_ramp(base.ramp)) if base.ramp else [0.0] * (params.steps - 1)
     theta = [0.0] * len(limits)
     value, r = residuals(theta)
-    damping = DAMPING
-    for _ in range(max_iterations):
-        if clock() - began > time_budget:
-            break
-        weights = (r.pow(2).sum(1).sqrt().clamp_min(1e-12)).rsqrt()[:, None]  # IRLS: sum_p |r_p| ~ mean distance
-        jacobian = torch.empty(r.numel(), len(theta), dtype=torch.float64)
-        complete = True
+
+    def finite_differences() -> torch.Tensor | None:
+        """The Jacobian of the unweighted residuals at ``theta``, one run per parameter; None if out of time. ``theta``
+        moves to the best of its runs if that lowers the distance."""
+        nonlocal theta, value, r
+        jacobian = torch.zeros(r.numel(), len(theta), dtype=torch.float64)
+        best = (theta, value, r)
         for j, (step, limit) in enumerate(zip(steps, limits)):
             if clock() - began > time_budget:
-                complete = False  # out of time within a Jacobian: the best so far stands
-                break
-            column = None
+                return None
+            step *= scale
             for trial_step in ((step, -step) if theta[j] + step <= limit else (-step,)):
                 moved = list(theta)
                 moved[j] += trial_step
-                moved_r = residuals(moved)[1]
-                if moved_r is not None:  # an invalid schedule (steps merging): try the other side
-                    column = ((moved_r - r) * weights).reshape(-1) / trial_step
+                moved_value, moved_r = residuals(moved)
+                if moved_r is not None:  # else an invalid schedule (steps merging): try the other side
+                    jacobian[:, j] = (moved_r - r).reshape(-1) / trial_step
+                    if moved_value < best[1]:
+                        best = (moved, moved_value, moved_r)
                     break
-            jacobian[:, j] = 0.0 if column is None else column
-        if not complete:
-            break
-        rw = (r * weights).reshape(-1)
-        normal, gradient = jacobian.T @ jacobian, jacobian.T @ rw
+        theta, value, r = best
+        return jacobian
+
+    jacobian, need, jacobians, damping, mark, scale, retries = None, True, 0, DAMPING, math.inf, 1.0, 0
+    while clock() - began <= time_budget:
+        if need:
+            if jacobians >= max_iterations:
+                break
+            if mark - value < TOLERANCE * mark:
+                if retries >= FD_RETRIES:
+                    break  # the last Jacobian and the steps after it gained too little: converged
+                scale, retries = scale * FD_RETRY_SCALE, retries + 1
+            mark = value
+            if (jacobian := finite_differences()) is None:
+                break
+            need, fresh, jacobians = False, True, jacobians + 1
+        # IRLS: each probe's rows weighted by 1 / sqrt(|r_p|), so sum_p |r_p| ~ the mean distance is minimised
+        weights = r.pow(2).sum(1).sqrt().clamp_min(1e-12).rsqrt().repeat_interleave(r.shape[1])[:, None]
         improved = False
-        for _ in range(4):
+        for _ in range(DAMPING_TRIES):
+            weighted = jacobian * weights
+            normal, gradient = weighted.T @ weighted, weighted.T @ (r.reshape(-1, 1) * weights)
             matrix = normal + damping * torch.diag(normal.diagonal().clamp_min(1e-12))
-            move = torch.linalg.solve(matrix, -gradient).tolist()
+            move = torch.linalg.solve(matrix, -gradient).reshape(-1).tolist()
             trial = [min(max(t + m, -limit), limit) for t, m, limit in zip(theta, move, limits)]
+            if clock() - began > time_budget:
+                break
             trial_value, trial_r = residuals(trial)
+            s = torch.tensor(trial, dtype=torch.float64) - torch.tensor(theta, dtype=torch.float64)
+            # Broyden, J += (y - J s) s^T / s^T s, on every valid trial but the failed ones on a fresh Jacobian
+            if trial_r is not None and float(s @ s) > 0 and (trial_value < value or not fresh):
+                y = (trial_r - r).reshape(-1)
+                jacobian += torch.outer(y - jacobian @ s, s) / float(s @ s)
             if trial_value < value:
                 gain = (value - trial_value) / value
                 theta, value, r, improved = trial, trial_value, trial_r, True
@@ -167,7 +201,8 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
                 break
             damping *= 10.0
         if not improved or gain < TOLERANCE:
-            break
+            need, damping = True, DAMPING  # the updated Jacobian no longer leads down: a fresh one
+        fresh = False
     fitted = rounded(_with(base, theta, model_time, logits))
     tuning = (start_value, distance(solve(run, fitted), reference))
     held_out = (distance(solve(held_out_run, schedule), held_out_reference),

@@ -312,6 +312,33 @@ def test_learning_beats_the_schedule_on_noises_it_never_saw_and_stays_bounded(ph
     assert torch.isfinite(wild).all() and wild.abs().max() < 2.0 * wide_reference.abs().max()
 
 
+def test_the_fit_steps_on_between_jacobians_one_run_a_step():
+    """With one finite-difference Jacobian allowed (on the toy denoiser, 8 probes, N = 5: 16 parameters), the fit goes
+    on with Broyden-updated steps of one run each: more trial runs than one Jacobian's damping tries, and a probe
+    distance below the best the Jacobian's runs and its first step reached."""
+    from fewstep.tuner_learn import DAMPING_TRIES, LEARN_WEIGHTS, learn
+    from fewstep.tuner_objective import compute_reference, denoiser_run, distance
+
+    table = standard_sigma_table().double()
+    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    runs = [denoiser_run(toy, x, table) for x in noises]
+    references = [compute_reference(run, table, 40) for run in runs]
+    seen = []
+
+    def probe_run(sigmas, solver):
+        x = runs[0](sigmas, solver)
+        seen.append(distance(x, references[0]))
+        return x
+
+    params = parse_params(TEXT + " ramp=0.15,0.35,0.6,0.85")
+    parameters = 12 + 4  # offsets (1 + 2 + 3 + 3 + 3) and ramp logits
+    learned = learn(probe_run, references[0], runs[1], references[1], table, params, LEARN_WEIGHTS, max_iterations=1)
+    first = 2 + parameters + 1  # the schedule, the start, the Jacobian's columns, the first trial step
+    fit_runs = len(seen) - 1  # the fitted params' own run at the end
+    assert fit_runs > first + DAMPING_TRIES
+    assert learned.tuning[1] < 0.99 * min(seen[:first])
+
+
 def test_the_five_node_graph_reproduces_few_step_ksampler_with_learned_numbers(comfy, tiny_model):
     """Few-Step Sigmas and Few-Step DPM++ Sampler given the same text (its `params` input) in SamplerCustom: bit for
     bit Few-Step KSampler; a sampler whose solver is not the text's, or SIGMAS of another length, is refused."""
