@@ -107,7 +107,8 @@ def markdown_model(results: Results) -> list[str]:
                         "(`python benchmarks/quality.py` prints them all)."]
     if results.tunings:
         out += ["", f"#### {results.model}, tuned schedules", "",
-                f"Tuned by `fewstep/tuner.py` on {c.tune_probes} probe noises (seed {TUNE_SEED} + budget, disjoint "
+                f"Tuned by `fewstep/tuner.py` on {c.trained_tune_probes if results.trained else c.tune_probes} "
+                f"probe noises (seed {TUNE_SEED} + budget, disjoint "
                 f"from the evaluation seeds), time budget {c.tune_seconds:.0f} s each; objective: mean per-probe RMS "
                 "of x_N to a 40-step DPM++2M solution at sigma 0. The string is what the rows above pasted into "
                 "Few-Step Sigmas' `params`.", "",
@@ -310,12 +311,15 @@ schedules at least (`benchmarks/quality_ceiling.py`); the searches are kept in `
 and reused by later runs (`--ceiling` runs them again). The tuner's share of the ceiling's gain over the
 recipe is (recipe − tuned) / (recipe − ceiling) in that objective.
 
-Sample sizes, deliberately reduced to fit about 30 minutes per ComfyUI version on 2 shared cores: analytic
-models 3 seeds x 1024 samples, 128 probes per tuning run; trained models 2 seeds x 256 samples (a 256-sample
-batch of a trained network costs about a hundred times an analytic evaluation), their core pairs screened
-first on 32 other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3 at the
-trend budgets), 16 probes for tuning and the ceiling (the tuner node's default is 4). Every tuning run is the
-node's: at most 300 candidates and 120 s. With 1024 samples in 256 dimensions the analytic FD floor is higher
+Sample sizes, deliberately reduced (the aim was about 30 minutes per ComfyUI version on 2 cores; with the trained
+models and the learned fits a version took 81 (PINNED) and 95 (0.3.64) minutes with both versions and another
+benchmark running at once on 2 shared cores: each section gives its time): analytic models 3 seeds x 1024
+samples, 128 probes per tuning run and learned fit (128 more held out); trained models 2 seeds x 256 samples (a
+256-sample batch of a trained network costs about a hundred times an analytic evaluation), their core pairs
+screened first on 32 other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3 at
+the trend budgets), 16 probes for tuning and the ceiling (the tuner node's default is 4), 32 for the learned fits
+(the tuning probes and 16 more; 32 more held out). Every tuning run is the node's: at most 300 candidates and
+120 s; every learned fit 30 s. With 1024 samples in 256 dimensions the analytic FD floor is higher
 (the exact-sample row) and the intervals wider; with 256 samples the trained models' FD is a distance between
 two rank-deficient covariances: read it paired. Each section gives the run's total time, tuning included.
 """
