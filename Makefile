@@ -48,7 +48,8 @@ bench-tuner: $(VENV)/.installed
 
 # The learned solver weights and model times (issue 24) on the trained proxies photo_eps and digits_cond (cfg 5), NFE
 # 5 / 6 / 8, against the schedule alone: FD / RMS on 1024 noises used by no tuning and the DPM++2M Karras steps with
-# equal FD / RMS (docs/learned.md; 2 min of tuning per model and NFE, about 23 min in all on 2 shared cores). Not in `bench`.
+# equal FD / RMS (docs/learned.md, measured on all four proxies with LEARNED_ARGS="--models photo_eps digits_cond_cfg5
+# photo_v_zsnr digits_cond_cfg1 --learn-seconds 60": 47 min on 2 shared cores). Not in `bench`.
 bench-learned: $(VENV)/.installed
 	$(PY) benchmarks/learned.py $(LEARNED_ARGS)
 
