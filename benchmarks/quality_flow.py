@@ -38,6 +38,7 @@ from quality_methods import Config, Harness, load_comfyui, plan
 from quality_models import MODELS
 from quality_ranking import AnalyticScorer, Results, Suite, TrainedScorer, machine_description, score_model
 from quality_trained import TrainedTarget, trained_models
+from quality_tuning import tuned_methods
 
 log = logging.getLogger("quality")
 
@@ -197,11 +198,11 @@ def _run(config: Config, comfy: SimpleNamespace) -> Suite:
         harness, (methods, skipped, unfit) = plans[sampling]
         harness.use(mixture)
         if target is None:
-            tuned_rows, tunings, _, _ = harness.tuned_methods(config, name)
+            tuned_rows, tunings, _, _ = tuned_methods(harness, config, name)
             scorer = FlowScorer(harness, config)
         else:
-            tuned_rows, tunings, _, _ = harness.tuned_methods(
-                replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
+            tuned_rows, tunings, _, _ = tuned_methods(
+                harness, replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
                 config.trained_tune_probes)
             model_config = replace(config, trend_core=config.trained_trend_core,
                                    speedup_pairs=config.trained_speedup_pairs)

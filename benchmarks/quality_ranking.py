@@ -19,9 +19,10 @@ from types import SimpleNamespace
 
 import torch
 from quality_ceiling import CeilingCache
-from quality_methods import SCREEN_SEED, Config, Harness, Learning, Method, Tuning, end_sigma, load_comfyui, plan, short
+from quality_methods import SCREEN_SEED, Config, Harness, Method, end_sigma, load_comfyui, plan, short
 from quality_models import LATENT_SHAPE, MODELS, frechet_distance, reference_solution
 from quality_trained import TrainedTarget, trained_models
+from quality_tuning import Learning, Tuning, tuned_methods
 from quality_yardsticks import Moments, ReferenceShift, rms, speedup_steps
 
 log = logging.getLogger("quality")
@@ -183,11 +184,11 @@ def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Su
         harness, (methods, skipped, unfit) = plans[table_key]
         harness.use(mixture)
         if target is None:
-            tuned_rows, tunings, learnings, found = harness.tuned_methods(config, name, ceilings=ceilings)
+            tuned_rows, tunings, learnings, found = tuned_methods(harness, config, name, ceilings=ceilings)
             scorer = AnalyticScorer(harness, config)
         else:
-            tuned_rows, tunings, learnings, found = harness.tuned_methods(
-                replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
+            tuned_rows, tunings, learnings, found = tuned_methods(
+                harness, replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
                 config.trained_tune_probes, ceilings, config.trained_learn_probes)
             model_config = replace(config, trend_core=config.trained_trend_core,
                                    speedup_pairs=config.trained_speedup_pairs)
