@@ -63,8 +63,13 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
             found.append((nfe, "schedule (today's tuner)", tuned.params, tuned.model_evaluations, seconds, ""))
             log(f"  N={nfe} schedule {tuned.objective:.4g} ({tuned.candidates} candidates, {seconds:.0f} s) "
                 f"{tuned.text}")
+            start = tuned
+            if args.learn_start != "auto":  # the fits start from a schedule tuned for this solver instead
+                start = tune(run, table, nfe, args.learn_start, time_budget=args.tune_seconds,
+                             reference=probe_reference, max_candidates=300)
+                log(f"  N={nfe} learn start: schedule for {args.learn_start} {start.objective:.4g} ({start.text})")
             for mode in (LEARN_WEIGHTS, LEARN_MODEL_TIME):
-                learned = learn(run, probe_reference, held_out_run, held_out_reference, table, tuned.params, mode,
+                learned = learn(run, probe_reference, held_out_run, held_out_reference, table, start.params, mode,
                                 time_budget=args.learn_seconds)
                 fitted = learned.fitted
                 label = f"{mode} ({'kept' if learned.learned else 'fitted, not kept'})"
@@ -132,6 +137,9 @@ def main(argv=None) -> None:
     parser.add_argument("--reference-steps", type=int, default=100)
     parser.add_argument("--tune-seconds", type=float, default=60.0)
     parser.add_argument("--learn-seconds", type=float, default=30.0)
+    parser.add_argument("--learn-start", default="auto",
+                        help="the schedule the fits start from: the auto row's (default), or one tuned for this solver "
+                             "(dpmpp_2m, dpmpp_1s), its search time not counted in the rows' tuning cost")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
