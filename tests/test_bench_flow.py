@@ -49,10 +49,10 @@ def test_flux_shift_is_the_nodes_at_1024():
 def test_the_tuners_flow_reference_is_close_to_the_exact_solution(flow_comfy):
     """40 DPM++2M steps on the tuner's flow reference schedule land within 0.02 RMS of an RK4 solution of the same ODE
     (Karras in sigma from 1 landed 0.19 to 0.22 away on these models)."""
+    from types import SimpleNamespace
+
     from fewstep.plan import solver_named
     from fewstep.tuner_objective import distance, reference_sigmas
-
-    from types import SimpleNamespace
 
     ms = quality_flow.flow_model_sampling("sd3")
     mixture = quality_flow.FlowMixture(quality_models.MODELS["clustered"][1](0))

@@ -53,9 +53,9 @@ def sample_custom(comfy, model, name, sampler_name, steps, cfg=1.0, labels=None,
 def flow_reference_sample(comfy, model, name, steps, batch=4, seed=7):
     """SamplerCustom with dpmpp_2m on the tuner's reference schedule for a flow model (``reference_sigmas`` on the
     model's own table, ``comfy_api.model_sigma_table``): from sigma 1, then evenly in the half-log-SNR."""
-    from fewstep.tuner_objective import reference_sigmas
-
     from proxies.comfy_model import proxy_conds
+
+    from fewstep.tuner_objective import reference_sigmas
 
     table, _ = comfy.pack.nodes.comfy_api.model_sigma_table(model.get_model_object("model_sampling"))
     positive, negative = proxy_conds(name, None, batch)

@@ -23,7 +23,8 @@ EXPECTED = {"fewstep_sd15_5step", "fewstep_sd15_6step", "fewstep_sd15_8step", "f
             "fewstep_sd35_8step_ksampler", "fewstep_flux_6step_ksampler"}
 # Flow-model workflows: their nodes (EmptySD3LatentImage, FluxGuidance, ModelSamplingSD3 / Flux) are in ComfyUI from
 # mid-2024, not in PINNED
-FLOW = {"fewstep_sd35_8step_ksampler": ("SD3.5 8-step", 4.5, None), "fewstep_flux_6step_ksampler": ("Flux 6-step", 1.0, 3.5)}
+FLOW = {"fewstep_sd35_8step_ksampler": ("SD3.5 8-step", 4.5, None),
+        "fewstep_flux_6step_ksampler": ("Flux 6-step", 1.0, 3.5)}
 TEST_CHECKPOINT = "fewstep-test-model.safetensors"
 TEST_IMAGE = "fewstep-test-image.png"
 FILE_WIDGETS = {
@@ -222,8 +223,9 @@ def test_flow_workflows_run_the_flow_recipe_in_few_step_ksampler(comfy, core, na
     shift = prompt[inputs["model"][0]]
     assert shift["class_type"] == shift_node
     assert prompt[shift["inputs"]["model"][0]]["class_type"] == "CheckpointLoaderSimple"
-    assert ({k: v for k, v in shift["inputs"].items() if k != "model"} ==
-            ({"max_shift": 1.15, "base_shift": 0.5, "width": 1024, "height": 1024} if flux_guidance else {"shift": 3.0}))
+    flux_shift = {"max_shift": 1.15, "base_shift": 0.5, "width": 1024, "height": 1024}
+    expected = flux_shift if flux_guidance else {"shift": 3.0}
+    assert {k: v for k, v in shift["inputs"].items() if k != "model"} == expected
     positive = prompt[inputs["positive"][0]]
     if flux_guidance is None:
         assert positive["class_type"] == "CLIPTextEncode"
