@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from fewstep.learned import PRECONDITIONINGS  # noqa: E402
 from fewstep.plan import params_solver  # noqa: E402
 from fewstep.tuner import compute_reference, denoiser_run, tune  # noqa: E402
 from fewstep.tuner_learn import LEARN_MODEL_TIME, LEARN_WEIGHTS, learn  # noqa: E402
@@ -41,7 +40,7 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
 
     target = TrainedTarget(comfy, trained_models()[key])
     table = target.ms.sigmas.double().cpu()
-    preconditioning = PRECONDITIONINGS["v" if target.spec.prediction == "v" else "eps"]
+    preconditioning = comfy.pack.nodes.comfy_api.preconditioning_of(target.ms)  # as the tuner node reads it
     shape = target.latent_shape
     probes = torch.randn((2 * args.probes, *shape), generator=torch.Generator().manual_seed(PROBE_SEED))
     evaluation = torch.randn((args.eval, *shape), generator=torch.Generator().manual_seed(EVAL_SEED))

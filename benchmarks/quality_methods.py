@@ -50,7 +50,7 @@ def load_comfyui() -> SimpleNamespace:
 
     import nodes
 
-    load_pack()
+    pack = load_pack()
     label = comfyui_label(path)
     extras = {}
     for module_name, class_name in (("nodes_align_your_steps", "AlignYourStepsScheduler"),
@@ -61,7 +61,7 @@ def load_comfyui() -> SimpleNamespace:
         except Exception:  # noqa: BLE001  (absent in PINNED)
             pass
     model_sampling = comfy.model_base.model_sampling(comfy.supported_models.SD15({}), comfy.model_base.ModelType.EPS)
-    return SimpleNamespace(path=path, label=label, samplers=comfy.samplers, nodes=nodes, extras=extras,
+    return SimpleNamespace(path=path, label=label, samplers=comfy.samplers, nodes=nodes, extras=extras, pack=pack,
                            model_sampling=model_sampling,
                            current=hasattr(comfy.samplers, "SCHEDULER_HANDLERS"))
 
@@ -340,12 +340,11 @@ class Harness:
 
     def tuning_run(self, denoiser, x_start: torch.Tensor, table: torch.Tensor, learned: bool = False):
         """The tuner's run(sigmas, solver) from ``x_start`` on this model (``fewstep.tuner.denoiser_run``); with
-        ``learned`` it realises a model time with this model's own preconditioning (eps or v)."""
-        from fewstep.learned import PRECONDITIONINGS
+        ``learned`` it realises a model time with this model's own preconditioning, read off its model_sampling as
+        the tuner node reads it (``nodes/comfy_api.preconditioning_of``)."""
         from fewstep.tuner import denoiser_run
 
-        kinds = {cls.__name__ for cls in type(self.ms).__mro__}
-        preconditioning = PRECONDITIONINGS["v" if "V_PREDICTION" in kinds else "eps"] if learned else None
+        preconditioning = self.comfy.pack.nodes.comfy_api.preconditioning_of(self.ms) if learned else None
         return denoiser_run(denoiser, x_start, sigma_table=table, preconditioning=preconditioning)
 
     def params_method(self, label: str, text: str, budget: int) -> Method:
