@@ -91,7 +91,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             if learning and results:
                 start = min(results, key=lambda found: found[1].objective)
                 fits = learned_fits(harness, config, denoiser, x_start[:learn_probes], x_start[learn_probes:], table,
-                                         start)
+                                    start, reference)
             return results, ceiling, fits
 
         if not solvers and not wanted:
@@ -131,17 +131,22 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             found.append(ceiling)
     return methods, tunings, learnings, found
 
+
 def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor,
-                 table: torch.Tensor, start: tuple) -> list[SimpleNamespace]:
+                 table: torch.Tensor, start: tuple, known: torch.Tensor) -> list[SimpleNamespace]:
     """``fewstep.tuner_learn.learn`` in each of config.learn_modes from ``start`` = (solver, TuneResult) on
-    ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference): SimpleNamespace(mode,
-    start, result) per mode."""
+    ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference; ``known`` is already that of
+    x_fit's first rows, the tuning probes): SimpleNamespace(mode, start, result) per mode."""
     from fewstep.tuner import compute_reference
     from fewstep.tuner_learn import learn
 
     fit_run = harness.tuning_run(denoiser, x_fit, table, learned=True)
     held_out_run = harness.tuning_run(denoiser, x_held_out, table, learned=True)
-    fit_reference, held_out_reference = compute_reference(fit_run, table), compute_reference(held_out_run, table)
+    fit_reference = known
+    if x_fit.shape[0] > known.shape[0]:  # the fit's probes beyond the tuning probes (trained models)
+        more = harness.tuning_run(denoiser, x_fit[known.shape[0]:], table)
+        fit_reference = torch.cat([known, compute_reference(more, table)])
+    held_out_reference = compute_reference(held_out_run, table)
     solver, tuned = start
     return [SimpleNamespace(mode=mode, start=solver,
                             result=learn(fit_run, fit_reference, held_out_run, held_out_reference, table,
