@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..fewstep.tuner import AUTO, SOLVER_CHOICES
 from ..fewstep.tuner_learn import LEARN_CHOICES, LEARN_SCHEDULE
-from .tuning import MEASURE_SIZE, tune_on_model
+from .tuning import MAX_CANDIDATES, MEASURE_SIZE, tune_on_model
 
 NFE_RANGE = (2, 50)
 PROBE_RANGE = (1, 64)
@@ -18,9 +18,9 @@ class FewStepScheduleTuner:
         "40-step DPM++2M reference of the same model, prompt and noise, starting from the paper's recipe "
         "(end point, time_rho, then the position of every step). It also chooses whether the schedule stops "
         "early (the paper's end) or takes its last step to sigma 0, and with solver `auto` the solver and its "
-        "options. Runs the connected model (LoRAs and patches included) for up to `time_budget` seconds or 100 "
-        "candidate schedules and returns the best schedule found; with a `vae` the distances are measured on "
-        "decoded images. With `learn` it then also fits the solver's weights (and the time the network is told) per "
+        "options. Runs the connected model (LoRAs and patches included) for up to `time_budget` seconds or "
+        f"{MAX_CANDIDATES} candidate schedules and returns the best schedule found; with a `vae` the distances are "
+        "measured on decoded images. With `learn` it then also fits the solver's weights (and the time the network is told) per "
         "step, and keeps them only if they are better on as many noises not used for tuning. The reference is "
         "reused for another solver or nfe on the same inputs; the same "
         "inputs return the cached result at once. Paste `params` into Few-Step KSampler (recipe `custom`), "

@@ -512,6 +512,7 @@ def test_tuner_node_on_a_real_unet(comfy, tiny_model, node_run):
     # ComfyUI's progress bar counts candidate schedules against the search's cap, ending full
     cap = comfy.pack.nodes.tuning.MAX_CANDIDATES
     assert updates and updates[-1] == (cap, cap) and {total for _, total in updates} == {cap}
+    assert f"{cap} candidate schedules" in comfy.pack.nodes.tuner.FewStepScheduleTuner.DESCRIPTION  # what a user reads
     values = [v for v, _ in updates]
     assert values == sorted(values) and values[:result.candidates] == list(range(1, result.candidates + 1))
 
