@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from types import SimpleNamespace
 
 import numpy
 import pytest
@@ -347,3 +348,20 @@ def test_quick_run_learns_from_the_best_tuned_schedule_and_samples_what_it_learn
             assert evaluations == 5
             torch.testing.assert_close(sampled.double(), expected.double(), rtol=1e-4, atol=1e-4)
     assert kept_somewhere  # the analytic models' fits beat their tuned schedules on held-out noises
+
+
+def test_tuner_gap_rebuilds_the_benchmarks_probes_and_reads_the_kept_ceiling(comfy):
+    """benchmarks/tuner_gap.py (the diagnostic for the tuner's share of the ceiling) at a tiny cap on photo_eps, N = 5:
+    its line from the tuned schedule to the ceiling's ends on exactly the kept ceiling's objective (so it rebuilds the
+    quality benchmark's probes, reference and search coordinates), and its short search is a real tuning run."""
+    import tuner_gap
+
+    args = SimpleNamespace(cap=8, per_choice=True, line=True)
+    found = tuner_gap.gap(quality_methods.load_comfyui(), "photo_eps", 5, args)
+    at_ceiling = found["line"][tuner_gap.LINE_POINTS.index(1.0)]
+    assert at_ceiling == pytest.approx(found["ceiling"]["objective"], rel=1e-3)
+    assert found["line"][tuner_gap.LINE_POINTS.index(0.0)] > at_ceiling  # the tuned start of the line is worse
+    tuned = found["tuned"]
+    assert tuned.candidates == 8 and tuned.objective < found["ceiling"]["recipe_objective"]
+    first, value, candidates = found["per_choice"]
+    assert candidates == 8 and value < first
