@@ -61,8 +61,10 @@ SOLVER_CHOICES = (AUTO, *SCHEDULE_SOLVERS)  # the tuner node's ``solver`` values
 END_CHOICES = (AUTO, *ENDS)
 UNIPC_ORDERS = ("auto", "2")
 WARM_UP = 15
-FIRST_SEARCH = 100  # candidates of the first search when the solver or the end is chosen (the race follows)
-RACE_SIZE = 3  # choices (solver option and end) searched in turn after the first search
+FIRST_SEARCH = 60  # candidates of the first search when the solver or the end is chosen (the runners-up follow)
+RUNNERS_UP = 2  # the next best choices (solver option and end) on the starting schedule, each searched from there ...
+RUNNER_UP_SEARCH = 60  # ... for this many candidates, before the race
+RACE_SIZE = 3  # choices (solver option and end) searched in turn after the runners-up
 RACE_SHARE = 0.6  # the share of the candidates left that the race takes; the final search has the rest
 
 
@@ -151,16 +153,21 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
                             check_interrupt, clock, began, measure)
     if reference is None:
         context.set_reference(context.solve(reference_sigmas(sigma_table, reference_steps), "dpmpp_2m"))
-    start_text = format_params(rounded(base))  # the recipe with its (or the named) solver and the early stop
+    start = base  # the recipe with its (or the named) solver and the early stop
+    start_text = format_params(rounded(base))
     base = _screen(context, base, solver, end)
     if method == "pattern":
         compass_search(context, base, free_positions)
     else:
         cap = context.max_candidates
         if (solver == AUTO or end == AUTO) and cap is not None and cap > FIRST_SEARCH:
-            # the screened choice first, as far as FIRST_SEARCH candidates; then every choice at the best schedule
-            # found, the best RACE_SIZE of them searched in turn; the final search from the best of all
+            # the screened choice first, as far as FIRST_SEARCH candidates; then the runners-up of the screen, each
+            # from the starting schedule; then every choice at the best schedule found, the best RACE_SIZE of them
+            # searched in turn (the race); the final search from the best of all
+            searched = base
             _search_until(context, base, free_positions, FIRST_SEARCH)
+            if not context.exhausted():
+                _runners_up(context, start, searched, solver, end, free_positions)
             if not context.exhausted():
                 base = _race(context, solver, end, free_positions)
         gauss_newton_search(context, base, free_positions)
@@ -211,6 +218,34 @@ def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str)
             context.evaluate(rounded(with_solver(base, name, variant, order)))
         base = context.best_of(lambda params: params.end == base.end)[1]  # only the start's schedule seen so far
     return base
+
+
+def _choices(base: ScheduleParams, solver: str, end: str) -> list[ScheduleParams]:
+    """``base``'s schedule with every solver option and end that ``solver`` / ``end`` allow, rounded."""
+    configs = solver_configs(AUTO, base.steps) if solver == AUTO else [(base.solver, base.variant, base.order)]
+    ends = ENDS if end == AUTO else (base.end,)
+    return [rounded(replace(with_solver(base, name, variant, order) if solver == AUTO else base, end=which))
+            for which in ends for name, variant, order in configs]
+
+
+def _runners_up(context: SearchContext, start: ScheduleParams, searched: ScheduleParams, solver: str, end: str,
+                free_positions: bool) -> None:
+    """Every choice on the starting schedule (the screen ran those at one end; here the other end too), and the
+    RUNNERS_UP best of them but the one the first search took, each searched from the starting schedule for
+    RUNNER_UP_SEARCH candidates. The objective has many basins (ComfyUI's rounded timesteps, probes that change
+    mode): a choice searched from the schedule another solver was tuned for often stays worse than the same choice
+    searched from the start (photo_eps, N = 5: UniPC 0.055 from DPM++2M's schedule, 0.042 from the recipe;
+    benchmarks/tuner_gap.py)."""
+    choices = []
+    for params in _choices(start, solver, end):
+        if context.exhausted():
+            return
+        choices.append((context.evaluate(params)[0], params))
+    others = [item for item in choices if not _same_choice(item[1], searched)]
+    for _, params in sorted(others, key=lambda item: item[0])[:RUNNERS_UP]:
+        if context.exhausted():
+            return
+        _search_until(context, params, free_positions, len(context.seen) + RUNNER_UP_SEARCH)
 
 
 def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -> ScheduleParams:

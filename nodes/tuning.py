@@ -59,7 +59,8 @@ REFERENCE_CACHE_SIZE = 8
 # chosen, the first 100 go to the screened choice and the rest to the race of the best choices at the schedule
 # found (fewstep/tuner.py), which on the trained proxies is where `auto` gets close to a long generic search.
 MAX_CANDIDATES = 300
-KEY_VERSION = 7  # bump when the search changes, so old results are not served (6: end, solver, vae; 7: race)
+KEY_VERSION = 8  # bump when the search changes, so old results are not served (6: end, solver, vae; 7: race;
+# 8: runners-up)
 MEASURE_SIZE = 64  # with a vae: decoded images area-averaged to at most this many pixels a side
 LEARN_SHARE = 0.6  # with learn: the share of the time budget (after the reference) the schedule search may take
 
