@@ -34,7 +34,8 @@ The modules, each importing only those above it:
     quality_models.py    the analytic models, their exact denoiser, FD, the reference ODE solution
     quality_methods.py   ComfyUI under test, the methods (sampler + schedule, counted NFE), plan
     quality_tuning.py    the rows made per model: tuned schedules, the tuner's learned fits, the ceiling
-    quality_ranking.py   running every method on every model, the scores and their ranking per budget
+    quality_scores.py    one method's scores per seed (Row), and how an analytic or trained model scores it
+    quality_ranking.py   running every method on every model and ranking the scores per budget
     quality_report.py    docs/quality.md, docs/quality.png and the printed tables
     quality.py           this command line
 """

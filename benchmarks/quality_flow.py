@@ -36,7 +36,8 @@ from types import SimpleNamespace
 import torch
 from quality_methods import Config, Harness, load_comfyui, plan
 from quality_models import MODELS
-from quality_ranking import AnalyticScorer, Results, Suite, TrainedScorer, machine_description, score_model
+from quality_ranking import Results, Suite, machine_description, score_model
+from quality_scores import AnalyticScorer, TrainedScorer
 from quality_trained import TrainedTarget, trained_models
 from quality_tuning import tuned_methods
 

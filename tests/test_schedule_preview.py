@@ -995,7 +995,7 @@ def test_few_step_ksampler_draws_its_schedule_and_its_recipe_freeu(ksampler_page
     assert_drawn(page, image, schedule)
     shaded_all = bands(image, page.plotted_on_page(), range(1, 6))
     if page.mode.vue:  # the node's height in Nodes 2.0 fits the room the bundled workflows give it
-        from build_workflows import SIZES, TITLE
+        from workflow_graph import SIZES, TITLE
 
         box = page.node_element().bounding_box()
         scale = page.js("() => window.app.canvas.ds.scale")
