@@ -36,7 +36,8 @@ The modules, each importing only those above it:
     quality_tuning.py    the rows made per model: tuned schedules, the tuner's learned fits, the ceiling
     quality_scores.py    one method's scores per seed (Row), and how an analytic or trained model scores it
     quality_ranking.py   running every method on every model and ranking the scores per budget
-    quality_report.py    docs/quality.md, docs/quality.png and the printed tables
+    quality_figures.py   docs/quality.png (distance against evaluations) and the trained models' sample grids
+    quality_report.py    docs/quality.md and the printed tables (it draws the figures)
     quality.py           this command line
 """
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from quality_figures import plot
 from quality_methods import REPO
 from quality_ranking import Suite, first_or_tied
-from quality_report import DOCS, markdown, plot
+from quality_report import DOCS, markdown
 
 INTRO = """# Quality on flow-matching models: the recipes and the tuner against ComfyUI's samplers
 
