@@ -334,6 +334,44 @@ def test_auto_solver_screens_every_solver_within_the_same_candidates(steps, scre
     assert result.objective < one.objective  # on this model another solver wins
 
 
+def test_auto_searches_the_two_best_runners_up_from_the_starting_schedule():
+    """solver=auto, end=auto: after the first search (FIRST_SEARCH candidates on the screen's best choice), every
+    choice runs on the starting schedule at the other end too, and the two best of the other choices there are
+    searched in turn, each from the starting schedule: a solver searched from where another one was tuned can stay
+    in a worse basin (benchmarks/tuner_gap.py)."""
+    from fewstep import tuner
+
+    run, reference = quality_model_run("anisotropic")
+    steps = 5
+    start = recipe_sigmas(recipe_for_step_count(steps), TABLE)
+    calls = []  # (choice, on the starting schedule, distance), one per solver run
+
+    def recording(sigmas, solver):
+        out = run(sigmas, solver)
+        end_zero = float(sigmas[-1]) == 0.0
+        on_start = torch.equal(sigmas[:-1].double(), start[:-1].double()) and (
+            end_zero or torch.equal(sigmas.double(), start.double()))
+        calls.append(((solver.name, solver.afs, solver.variant, solver.order, end_zero), on_start,
+                      distance(out, reference)))
+        return out
+
+    tune(recording, TABLE, steps, "auto", time_budget=math.inf, max_candidates=300, reference=reference)
+    first = calls[tuner.FIRST_SEARCH - 1][0]  # the first search's choice (its last candidate)
+    assert all(on_start for _, on_start, _ in calls[:11]) and len({c for c, _, _ in calls[:11]}) == 11  # the screen
+    screened_end = calls[1][0][-1] if calls[1][2] < calls[0][2] else calls[0][0][-1]
+    later = calls[tuner.FIRST_SEARCH:]
+    others = later[:9]  # the other end of every solver option but the recipe's, on the starting schedule
+    assert all(on_start and choice[-1] != screened_end for choice, on_start, _ in others)
+    at_start = {choice: value for choice, on_start, value in calls if on_start}
+    assert len(at_start) == 20
+    ranked = sorted((value, choice) for choice, value in at_start.items() if choice != first)
+    runners = [choice for _, choice in ranked[:2]]
+    searched = [choice for choice, _, _ in later[9:]]
+    block = searched[:searched.index(runners[1])]  # the first runner-up's search, then the second's begins
+    assert block and set(block) == {runners[0]} and len(block) <= tuner.RUNNER_UP_SEARCH
+    assert searched[len(block)] == runners[1]
+
+
 def test_tuner_rejects_bad_choices():
     with pytest.raises(ValueError, match=r"solver = 'best' is not one of \['auto', 'dpmpp_1s'"):
         tune(lambda s, w: None, TABLE, 5, "best")
