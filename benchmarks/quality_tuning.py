@@ -135,17 +135,18 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
 def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor,
                  table: torch.Tensor, start: tuple, known: torch.Tensor) -> list[SimpleNamespace]:
     """``fewstep.tuner_learn.learn`` in each of config.learn_modes from ``start`` = (solver, TuneResult) on
-    ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference; ``known`` is already that of
-    x_fit's first rows, the tuning probes): SimpleNamespace(mode, start, result) per mode."""
+    ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference; ``known`` is already x_fit's
+    when x_fit is the tuning probes): SimpleNamespace(mode, start, result) per mode."""
     from fewstep.tuner import compute_reference
     from fewstep.tuner_learn import learn
 
     fit_run = harness.tuning_run(denoiser, x_fit, table, learned=True)
     held_out_run = harness.tuning_run(denoiser, x_held_out, table, learned=True)
     fit_reference = known
-    if x_fit.shape[0] > known.shape[0]:  # the fit's probes beyond the tuning probes (trained models)
-        more = harness.tuning_run(denoiser, x_fit[known.shape[0]:], table)
-        fit_reference = torch.cat([known, compute_reference(more, table)])
+    if x_fit.shape[0] > known.shape[0]:  # more probes than the tuning's (trained models): solved as one batch, so
+        # that a class-conditional proxy sees every probe with the class it has in the fit (ComfyUI gives a smaller
+        # batch the first rows of the conditioning: solving the extra probes alone gave them other classes)
+        fit_reference = compute_reference(harness.tuning_run(denoiser, x_fit, table), table)
     held_out_reference = compute_reference(held_out_run, table)
     solver, tuned = start
     return [SimpleNamespace(mode=mode, start=solver,
