@@ -56,8 +56,9 @@ REFERENCE_CACHE_SIZE = 8
 # The search stops at this many candidate schedules (or converged, or at the time budget, if sooner); the
 # progress bar runs to it. On the analytic models (docs/tuner_search.md) the search removes >= 90 % of what
 # the old compass search removed at convergence within 30 candidates in most cases; with the solver or the end
-# chosen, the first 100 go to the screened choice and the rest to the race of the best choices at the schedule
-# found (fewstep/tuner.py), which on the trained proxies is where `auto` gets close to a long generic search.
+# chosen, the first 60 go to the screened choice, 60 each to the two runners-up (from the starting schedule) and
+# the rest to the race of the best choices at the schedule found (fewstep/tuner.py): with the runners-up, `auto`
+# reaches 90 % of a long generic search's gain on every trained proxy (docs/tuner.md).
 MAX_CANDIDATES = 300
 KEY_VERSION = 8  # bump when the search changes, so old results are not served (6: end, solver, vae; 7: race;
 # 8: runners-up)
