@@ -137,19 +137,28 @@ def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor
     """``fewstep.tuner_learn.learn`` in each of config.learn_modes from ``start`` = (solver, TuneResult) on
     ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference; ``known`` is already x_fit's
     when x_fit is the tuning probes): SimpleNamespace(mode, start, result) per mode."""
-    from fewstep.tuner import compute_reference
     from fewstep.tuner_learn import learn
 
-    fit_run = harness.tuning_run(denoiser, x_fit, table, learned=True)
-    held_out_run = harness.tuning_run(denoiser, x_held_out, table, learned=True)
-    fit_reference = known
-    if x_fit.shape[0] > known.shape[0]:  # more probes than the tuning's (trained models): solved as one batch, so
-        # that a class-conditional proxy sees every probe with the class it has in the fit (ComfyUI gives a smaller
-        # batch the first rows of the conditioning: solving the extra probes alone gave them other classes)
-        fit_reference = compute_reference(harness.tuning_run(denoiser, x_fit, table), table)
-    held_out_reference = compute_reference(held_out_run, table)
+    fit_run, fit_reference, held_out_run, held_out_reference = fit_references(harness, denoiser, x_fit, x_held_out,
+                                                                              table, known)
     solver, tuned = start
     return [SimpleNamespace(mode=mode, start=solver,
                             result=learn(fit_run, fit_reference, held_out_run, held_out_reference, table,
                                          tuned.params, mode, time_budget=config.learn_seconds))
             for mode in config.learn_modes]
+
+
+def fit_references(harness: Harness, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor, table: torch.Tensor,
+                   known: torch.Tensor) -> tuple:
+    """(fit run, its reference, held-out run, its reference) of a learned fit; ``known`` is the tuning probes'
+    reference, reused when x_fit is those probes. Each reference is solved on the batch its run samples, so that a
+    class-conditional proxy sees every probe with the class it has in the run (ComfyUI gives a smaller batch the
+    first rows of the conditioning)."""
+    from fewstep.tuner import compute_reference
+
+    fit_run = harness.tuning_run(denoiser, x_fit, table, learned=True)
+    held_out_run = harness.tuning_run(denoiser, x_held_out, table, learned=True)
+    fit_reference = known
+    if x_fit.shape[0] > known.shape[0]:  # more probes than the tuning's (trained models): solved as one batch
+        fit_reference = compute_reference(harness.tuning_run(denoiser, x_fit, table), table)
+    return fit_run, fit_reference, held_out_run, compute_reference(held_out_run, table)

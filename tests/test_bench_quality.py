@@ -365,3 +365,34 @@ def test_tuner_gap_rebuilds_the_benchmarks_probes_and_reads_the_kept_ceiling(com
     assert tuned.candidates == 8 and tuned.objective < found["ceiling"]["recipe_objective"]
     first, value, candidates = found["per_choice"]
     assert candidates == 8 and value < first
+
+
+def test_learned_fit_references_are_what_the_fit_runs_converge_to_on_the_conditional_proxy(comfy):
+    """bench-quality's learned fit on a trained model: its probes are the tuning probes and more, its reference is
+    solved on the batch the fit samples. On the class-conditional digits proxy (ComfyUI gives a smaller batch the
+    first rows of the conditioning) the fit's own 40-step run lands on its reference for every probe, the tuning
+    probes keep their reference, and solving the extra probes alone would have given them other classes."""
+    from quality_tuning import fit_references
+    from quality_trained import TrainedTarget, trained_models
+
+    from fewstep.tuner_objective import compute_reference, distance, reference_sigmas
+
+    loaded = quality_methods.load_comfyui()
+    target = TrainedTarget(loaded, trained_models()["digits_cond_cfg5"])
+    harness = quality_methods.Harness(loaded, quality_models.MODELS["anisotropic"][1](0), target.ms)
+    table = harness.tuning_table()
+    noise = torch.randn((16, *target.latent_shape), generator=torch.Generator().manual_seed(5))
+
+    def work(denoiser, x_start):
+        known = compute_reference(harness.tuning_run(denoiser, x_start[:4], table), table)
+        fit_run, fit_reference, held_out_run, held_out_reference = fit_references(
+            harness, denoiser, x_start[:8], x_start[8:], table, known)
+        alone = compute_reference(harness.tuning_run(denoiser, x_start[4:8], table), table)
+        sigmas = reference_sigmas(table, 40)
+        return (known, fit_reference, alone, distance(fit_run(sigmas, "dpmpp_2m"), fit_reference),
+                distance(held_out_run(sigmas, "dpmpp_2m"), held_out_reference))
+
+    known, fit_reference, alone, fit_gap, held_out_gap = target.with_denoiser(noise, work)
+    assert fit_reference.shape[0] == 8 and fit_gap < 1e-5 and held_out_gap < 1e-5
+    torch.testing.assert_close(fit_reference[:4], known, rtol=0, atol=1e-4)
+    assert distance(alone, fit_reference[4:]) > 0.1  # the extra probes alone: other classes, other samples
