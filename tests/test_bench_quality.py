@@ -372,8 +372,8 @@ def test_learned_fit_references_are_what_the_fit_runs_converge_to_on_the_conditi
     solved on the batch the fit samples. On the class-conditional digits proxy (ComfyUI gives a smaller batch the
     first rows of the conditioning) the fit's own 40-step run lands on its reference for every probe, the tuning
     probes keep their reference, and solving the extra probes alone would have given them other classes."""
-    from quality_tuning import fit_references
     from quality_trained import TrainedTarget, trained_models
+    from quality_tuning import fit_references
 
     from fewstep.tuner_objective import compute_reference, distance, reference_sigmas
 
