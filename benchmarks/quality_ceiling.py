@@ -179,6 +179,11 @@ def ceiling_search(run, sigma_table: torch.Tensor, steps: int, reference: torch.
                    {f"{' '.join(v for v in s if v)} end={e}": best[(s, e)] for s, e in combinations})
 
 
+def ceiling_key(model: str, budget: int, probes: int, seed: int) -> str:
+    """The cache key of one ceiling search: model, budget, probes, probe seed and the search's version."""
+    return f"{model} nfe={budget} probes={probes} seed={seed} search={SEARCH_VERSION}"
+
+
 class CeilingCache:
     """Ceiling searches already run, in a JSON file (docs/quality_ceiling.json): the search takes minutes per model
     and budget and does not depend on the ComfyUI version sampling the rows, so a run reuses what is there for the

@@ -55,7 +55,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
     schedule (``quality_ceiling``) on the same probes and reference, read from ``ceilings`` (a CeilingCache)
     when it holds this search. ``with_denoiser(noise, work)`` runs ``work(denoiser, x_start)`` on the model
     (default: the analytic one). Returns (methods, tunings, learned fits, ceilings)."""
-    from quality_ceiling import SEARCH_VERSION, ceiling_search
+    from quality_ceiling import ceiling_key, ceiling_search
 
     from fewstep.tuner import compute_reference, tune
 
@@ -67,7 +67,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
     for budget in config.budgets:
         generator = torch.Generator().manual_seed(TUNE_SEED + budget)
         noise = torch.randn((probes, *LATENT_SHAPE), generator=generator)
-        key = f"{model_key} nfe={budget} probes={probes} seed={TUNE_SEED + budget} search={SEARCH_VERSION}"
+        key = ceiling_key(model_key, budget, probes, TUNE_SEED + budget)
         wanted = budget in config.ceiling_budgets and config.ceiling_evaluations > 0
         cached = ceilings.get(key) if (wanted and ceilings is not None) else None
         solvers = config.tune_solvers if config.tuned else ()
@@ -160,5 +160,5 @@ def fit_references(harness: Harness, denoiser, x_fit: torch.Tensor, x_held_out: 
     held_out_run = harness.tuning_run(denoiser, x_held_out, table, learned=True)
     fit_reference = known
     if x_fit.shape[0] > known.shape[0]:  # more probes than the tuning's (trained models): solved as one batch
-        fit_reference = compute_reference(harness.tuning_run(denoiser, x_fit, table), table)
+        fit_reference = compute_reference(fit_run, table)
     return fit_run, fit_reference, held_out_run, compute_reference(held_out_run, table)

@@ -1,7 +1,8 @@
 """Where the schedule tuner falls short of the quality benchmark's ceiling, on a trained proxy, in about a minute.
 
 For each trained model and NFE it rebuilds exactly what ``make bench-quality`` tunes on (16 probe noises, seed
-7000 + NFE, their 40-step DPM++2M reference through ComfyUI's sample_custom) and prints:
+7000 + NFE, as its Config and TUNE_SEED say; their 40-step DPM++2M reference through ComfyUI's sample_custom) and
+prints:
 
 - the tuner as the node runs it (``solver=auto``, ``end=auto``, ``--cap`` candidates, default the node's 300) and
   its share of the ceiling's gain over the recipe, the ceiling read from docs/quality_ceiling.json (the long
@@ -21,7 +22,6 @@ For each trained model and NFE it rebuilds exactly what ``make bench-quality`` t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -35,16 +35,21 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 CEILINGS = REPO / "docs" / "quality_ceiling.json"
-PROBES = 16  # the quality benchmark's trained_tune_probes
-PROBE_SEED = 7000  # its TUNE_SEED
 LINE_POINTS = [i / 10 for i in range(-2, 13)]
 
 
-def ceiling_for(model: str, nfe: int) -> dict:
-    from quality_ceiling import SEARCH_VERSION
+def probes_and_seed(nfe: int) -> tuple[int, int]:
+    """The quality benchmark's tuning probes on a trained model and their seed for this NFE."""
+    from quality_methods import TUNE_SEED, Config
 
-    key = f"{model} nfe={nfe} probes={PROBES} seed={PROBE_SEED + nfe} search={SEARCH_VERSION}"
-    found = json.loads(CEILINGS.read_text()).get(key)
+    return Config().trained_tune_probes, TUNE_SEED + nfe
+
+
+def ceiling_for(model: str, nfe: int) -> dict:
+    from quality_ceiling import CeilingCache, ceiling_key
+
+    key = ceiling_key(model, nfe, *probes_and_seed(nfe))
+    found = CeilingCache(CEILINGS).entries.get(key)
     if found is None:
         raise SystemExit(f"no ceiling kept for {key!r} in {CEILINGS}: run `make bench-quality` (it searches and "
                          "keeps it)")
@@ -87,7 +92,8 @@ def gap(comfy, model: str, nfe: int, args) -> dict:
     ceiling = ceiling_for(model, nfe)
     target = TrainedTarget(comfy, trained_models()[model])
     table = target.ms.sigmas.double().cpu()
-    noise = torch.randn((PROBES, *target.latent_shape), generator=torch.Generator().manual_seed(PROBE_SEED + nfe))
+    probes, seed = probes_and_seed(nfe)
+    noise = torch.randn((probes, *target.latent_shape), generator=torch.Generator().manual_seed(seed))
     recipe, best = ceiling["recipe_objective"], ceiling["objective"]
 
     def share(value: float) -> str:

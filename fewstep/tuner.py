@@ -164,10 +164,9 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
             # the screened choice first, as far as FIRST_SEARCH candidates; then the runners-up of the screen, each
             # from the starting schedule; then every choice at the best schedule found, the best RACE_SIZE of them
             # searched in turn (the race); the final search from the best of all
-            searched = base
             _search_until(context, base, free_positions, FIRST_SEARCH)
             if not context.exhausted():
-                _runners_up(context, start, searched, solver, end, free_positions)
+                _runners_up(context, start, base, solver, end, free_positions)
             if not context.exhausted():
                 base = _race(context, solver, end, free_positions)
         gauss_newton_search(context, base, free_positions)

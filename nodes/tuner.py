@@ -20,11 +20,11 @@ class FewStepScheduleTuner:
         "early (the paper's end) or takes its last step to sigma 0, and with solver `auto` the solver and its "
         "options. Runs the connected model (LoRAs and patches included) for up to `time_budget` seconds or "
         f"{MAX_CANDIDATES} candidate schedules and returns the best schedule found; with a `vae` the distances are "
-        "measured on decoded images. With `learn` it then also fits the solver's weights (and the time the network is told) per "
-        "step, and keeps them only if they are better on as many noises not used for tuning. The reference is "
-        "reused for another solver or nfe on the same inputs; the same "
-        "inputs return the cached result at once. Paste `params` into Few-Step KSampler (recipe `custom`), "
-        "which samples exactly what was tuned, or into Few-Step Sigmas' `params`.")
+        "measured on decoded images. With `learn` it then also fits the solver's weights (and the time the network "
+        "is told) per step, and keeps them only if they are better on as many noises not used for tuning. The "
+        "reference is reused for another solver or nfe on the same inputs; the same inputs return the cached result "
+        "at once. Paste `params` into Few-Step KSampler (recipe `custom`), which samples exactly what was tuned, or "
+        "into Few-Step Sigmas' `params`.")
     CATEGORY = "sampling/custom_sampling/schedulers"
     RETURN_TYPES = ("SIGMAS", "STRING")
     RETURN_NAMES = ("sigmas", "params")
