@@ -74,6 +74,9 @@ def main(argv=None) -> Suite:
     parser.add_argument("--trained-samples", type=int, help="samples per seed on the trained models")
     parser.add_argument("--learn-seconds", type=float, help="time budget of each learned fit (weights, model times)")
     parser.add_argument("--no-learned", action="store_true", help="leave out the learned rows (no learned fits)")
+    parser.add_argument("--learn-probes", type=int, help="probe noises of each learned fit on the trained models")
+    parser.add_argument("--trained-threads", type=int,
+                        help="torch threads while a trained network runs (default 2; 1 when two runs share 2 cores)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = QUICK if options.quick else Config()
@@ -97,6 +100,10 @@ def main(argv=None) -> Suite:
         config = replace(config, learn_seconds=options.learn_seconds)
     if options.no_learned:
         config = replace(config, learn_budgets=())
+    if options.trained_threads:
+        config = replace(config, trained_threads=options.trained_threads)
+    if options.learn_probes:
+        config = replace(config, trained_learn_probes=options.learn_probes)
     if options.trained_samples:
         config = replace(config, trained_samples=options.trained_samples)
     suite = run(config, ceilings=CeilingCache(CEILINGS, refresh=options.ceiling))

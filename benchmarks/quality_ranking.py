@@ -140,7 +140,7 @@ def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Su
             mixture = MODELS[name][1](config.mixture_seed)
             model_sampling, description = comfy.model_sampling, MODELS[name][0]
         else:
-            target = TrainedTarget(comfy, trained[name], patchers.get(trained[name].proxy))
+            target = TrainedTarget(comfy, trained[name], patchers.get(trained[name].proxy), config.trained_threads)
             mixture = MODELS["anisotropic"][1](config.mixture_seed)  # plans the schedules and counts evaluations
             model_sampling, description = target.ms, trained[name].description
         table_key = (float(model_sampling.sigma_max), float(model_sampling.sigma_min))
@@ -210,7 +210,7 @@ def speedups(results: Results, scorer, harness: Harness, pairs: list[tuple[str, 
             make = partial(harness.comfy.samplers.sampler_object, sampler)
             method = Method(f"{sampler} / {scheduler}, {m} steps", "sweep", sampler, scheduler, m, sigmas, make,
                             end_sigma(sampler, sigmas), None, nfe=m)
-            results.sweep[m] = scorer.score(method)
+            results.sweep[m] = scorer.score(method, stops=False)
         return results.sweep[m]
 
     def core_rows(m: int) -> list[Row]:
@@ -221,7 +221,7 @@ def speedups(results: Results, scorer, harness: Harness, pairs: list[tuple[str, 
             key = (sampler, scheduler, m)
             if key not in extra:
                 method = harness.core_method(sampler, _scheduler_name(harness, scheduler), m)
-                extra[key] = scorer.score(method) if not isinstance(method, str) else None
+                extra[key] = scorer.score(method, stops=False) if not isinstance(method, str) else None
             if extra[key] is not None:
                 rows.append(extra[key])
         return rows

@@ -318,8 +318,8 @@ core, 2026-12-05; each section gives its time): analytic models 3 seeds x 1024
 samples, 128 probes per tuning run and learned fit (128 more held out); trained models 2 seeds x 256 samples (a
 256-sample batch of a trained network costs about a hundred times an analytic evaluation), their core pairs
 screened first on 32 other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3 at
-the trend budgets), 16 probes for tuning and the ceiling (the tuner node's default is 4), 32 for the learned fits
-(the tuning probes and 16 more; 32 more held out). Every tuning run is the node's: at most 300 candidates and
+the trend budgets), 16 probes for tuning and the ceiling (the tuner node's default is 4), 64 for the learned fits
+(the tuning probes and 48 more; 64 more held out). Every tuning run is the node's: at most 300 candidates and
 120 s; every learned fit 30 s. With 1024 samples in 256 dimensions the analytic FD floor is higher
 (the exact-sample row) and the intervals wider; with 256 samples the trained models' FD is a distance between
 two rank-deficient covariances: read it paired. Each section gives the run's total time, tuning included.

@@ -100,8 +100,10 @@ class AnalyticScorer:
         self.references[seed][key] = states
         return states
 
-    def score(self, m: Method) -> Row:
-        """Sample ``m`` from every seed's noise and score it."""
+    def score(self, m: Method, stops: bool = True) -> Row:
+        """Sample ``m`` from every seed's noise and score it. ``stops=False`` (the speed-up search, which reads FD
+        and RMS at 0 only): no reference is solved for a start or a stopping sigma not solved yet (a solve takes
+        seconds per seed on the clustered model), and what it would give is NaN."""
         row = Row(m)
         for seed, noise in enumerate(self.noises):
             out, nfe = self.harness.sample(m.make_sampler(), m.sigmas, noise, seed)
@@ -109,13 +111,19 @@ class AnalyticScorer:
                 raise AssertionError(f"{m.name}: {nfe} evaluations, planned {m.nfe}")
             key = self.harness.start(m, noise[:1])[1]
             states = self.references[seed].get(key)
-            if states is None or m.sigma_end not in states:
+            if stops and (states is None or m.sigma_end not in states):
                 states = self._solve(seed, key, set(states or {}) | {m.sigma_end})
+            states = states or {}
             flat = out.reshape(out.shape[0], -1).to(torch.float64)
             row.fd.append(frechet_distance(flat, self.mean, self.covariance_sqrt, self.trace))
-            row.rms_end.append(float((flat - states[m.sigma_end]).pow(2).mean().sqrt()))
-            row.rms_zero.append(float((flat - states[0.0]).pow(2).mean().sqrt()))
+            row.rms_end.append(_rms(flat, states.get(m.sigma_end)))
+            row.rms_zero.append(_rms(flat, states.get(0.0)))
         return row
+
+
+def _rms(x: torch.Tensor, reference: torch.Tensor | None) -> float:
+    """RMS of x - reference (NaN without a reference)."""
+    return math.nan if reference is None else float((x - reference).pow(2).mean().sqrt())
 
 
 class TrainedScorer:
@@ -161,8 +169,9 @@ class TrainedScorer:
                  time.perf_counter() - began)
         return chosen, {b: len(entries) for b, entries in by_budget.items()}
 
-    def score(self, m: Method) -> Row:
-        """Sample ``m`` from every seed's noise through ComfyUI and score it against the reference."""
+    def score(self, m: Method, stops: bool = True) -> Row:
+        """Sample ``m`` from every seed's noise through ComfyUI and score it against the reference (``stops``: as
+        AnalyticScorer's; the trained models report no RMS where a method stops)."""
         row = Row(m)
         for seed, noise in enumerate(self.noises):
             out, nfe = self.target.sample(m.make_sampler(), m.sigmas, noise, seed)

@@ -63,7 +63,7 @@ class _Counted:
 class TrainedTarget:
     """A trained proxy at one guidance scale, sampled through ComfyUI's ``sample_custom``."""
 
-    def __init__(self, comfy, model: TrainedModel, patcher=None):
+    def __init__(self, comfy, model: TrainedModel, patcher=None, threads: int | None = None):
         from proxies.comfy_model import load_proxy
         from proxies.models import PROXIES
 
@@ -73,6 +73,7 @@ class TrainedTarget:
         self.ms = self.patcher.model.model_sampling
         self.latent_shape = tuple(self.spec.latent_shape)
         self._conds: dict[int, tuple] = {}
+        self.threads = threads  # torch threads while the network runs (None: as the caller set them)
 
     def conds(self, batch: int) -> tuple[list, list]:
         """(positive, negative) for a batch: the conditional proxy gets classes 0..9 in turn."""
@@ -87,9 +88,15 @@ class TrainedTarget:
         import comfy.sample
 
         positive, negative = self.conds(noise.shape[0])
-        with torch.no_grad():
-            out = comfy.sample.sample_custom(self.patcher, noise, self.model.cfg, sampler, sigmas.clone(), positive,
-                                             negative, torch.zeros_like(noise), disable_pbar=True, seed=seed)
+        threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                out = comfy.sample.sample_custom(self.patcher, noise, self.model.cfg, sampler, sigmas.clone(), positive,
+                                                 negative, torch.zeros_like(noise), disable_pbar=True, seed=seed)
+        finally:
+            torch.set_num_threads(threads)
         return out.cpu()
 
     def sample(self, sampler, sigmas: torch.Tensor, noise: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, int]:

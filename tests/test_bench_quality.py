@@ -396,3 +396,52 @@ def test_learned_fit_references_are_what_the_fit_runs_converge_to_on_the_conditi
     assert fit_reference.shape[0] == 8 and fit_gap < 1e-5 and held_out_gap < 1e-5
     torch.testing.assert_close(fit_reference[:4], known, rtol=0, atol=1e-4)
     assert distance(alone, fit_reference[4:]) > 0.1  # the extra probes alone: other classes, other samples
+
+
+def test_trained_target_runs_the_network_on_its_own_threads_and_gives_the_callers_back(comfy):
+    """bench-quality samples the trained proxies on Config.trained_threads torch threads (the convolutions gain from
+    a second core, the float64 eigen-solves of the scores do not): every network call of a run sees that many, and
+    the caller's thread count is back afterwards."""
+    from quality_trained import TrainedTarget, trained_models
+
+    loaded = quality_methods.load_comfyui()
+    target = TrainedTarget(loaded, trained_models()["photo_eps"], threads=2)
+    seen = []
+    hook = target.patcher.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        noise = torch.randn((2, *target.latent_shape), generator=torch.Generator().manual_seed(0))
+        out, nfe = target.sample(loaded.samplers.sampler_object("euler"), target.reference_sigmas(3), noise)
+        after = torch.get_num_threads()
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert nfe == 3 and seen == [2, 2, 2] and after == 1 and torch.isfinite(out).all()
+
+
+def test_speedup_rows_solve_no_new_reference_but_ranked_rows_do(comfy):
+    """The speed-up search reads FD and RMS at 0 only: a row it scores (stops=False) whose stopping sigma has no
+    reference yet gets NaN there and no new RK4 solve (42 of them took 7 of the clustered model's 9 minutes on
+    ComfyUI 0.3.64), with the same FD and RMS at 0 as a ranked row (stops=True), which solves it."""
+    from quality_scores import AnalyticScorer
+
+    loaded = quality_methods.load_comfyui()
+    config = quality_methods.Config(seeds=1, samples=64, reference_steps=20)
+    harness = quality_methods.Harness(loaded, MODELS["clustered"]())
+    scorer = AnalyticScorer(harness, config)
+    ranked = harness.core_method("dpmpp_2m", "karras", 5)
+    scorer.prepare([ranked])
+    late = harness.core_method("dpm_fast", "karras", 7)  # stops at its last non-zero sigma
+    start = harness.start(late, scorer.noises[0][:1])[1]
+    assert late.sigma_end > 0 and late.sigma_end not in scorer.references[0][start]
+    solved = dict(scorer.references[0])
+    quick_row = scorer.score(late, stops=False)
+    assert scorer.references[0].keys() == solved.keys() and all(
+        scorer.references[0][k] is solved[k] for k in solved)
+    assert math.isnan(quick_row.rms_end[0]) and math.isfinite(quick_row.rms_zero[0])
+    full_row = scorer.score(late)
+    assert math.isfinite(full_row.rms_end[0]) and full_row.rms_end[0] > 0
+    # the solve with the new stopping sigma on its grid moves the RMS at 0 by a few parts in a million
+    assert full_row.fd == quick_row.fd and full_row.rms_zero[0] == pytest.approx(quick_row.rms_zero[0], rel=1e-4)
