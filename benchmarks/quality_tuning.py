@@ -112,8 +112,8 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             learnings.append(Learning(budget, fit.mode, fit.start, learn_probes, fit.result))
             r = fit.result
             log.info("%s: learned NFE %d %s from %s: probes %.4f -> %.4f, held out %.4f -> %.4f (%d runs, %.0f s)"
-                     " %s", model_key, budget, fit.mode, fit.start, *r.tuning, *r.held_out, r.runs, r.seconds,
-                     "kept" if r.learned else "not kept")
+                     " %s; fit started from %s", model_key, budget, fit.mode, fit.start, *r.tuning, *r.held_out, r.runs,
+                     r.seconds, "kept" if r.learned else "not kept", r.origin)
             if r.learned:
                 what = fit.mode.split("+", 1)[1]
                 method = harness.params_method(f"FewStep learned ({what})", r.text, budget)

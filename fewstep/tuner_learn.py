@@ -19,7 +19,12 @@ steps FD_RETRY_SCALE times as long, up to FD_RETRIES times, and then the fit sto
 judged on held-out noises (as many as the probes, or more) against the schedule alone: the learned text is returned
 only if it is closer to the reference there, else the schedule with a one-line reason.
 
-A UniPC schedule is fitted from the better of DPM++1S and DPM++2M on it (weights are offsets from a DPM++ solver's).
+A UniPC schedule (without the analytical first step) is fitted from UniPC itself: carried from one model evaluation
+to the next (the corrector's result is never evaluated; the next step starts from it, so it folds into that step),
+UniPC of order 1 or 2 is a weighted multistep step on the current and two earlier data predictions, and
+``equivalent_offsets`` reads those weights off the solver as offsets from DPM++2M's. Where it is not one (AFS, order
+3, an offset beyond the fit's box), the fit starts from the better of DPM++1S and DPM++2M on the schedule, as for
+a schedule that names a DPM++ solver, and from UniPC's offsets only where they run closer to the reference.
 Derivative-free on purpose: ComfyUI hands the network an integer timestep, so the objective is flat in a model
 time below one timestep and autograd sees no slope there, and a node may run under torch's inference mode.
 """
@@ -33,10 +38,12 @@ from typing import Callable
 
 import torch
 
-from .learned import HISTORY, MODEL_TIME_LIMIT
+from .learned import HISTORY, MODEL_TIME_LIMIT, Weights, default_weights
+from .noise_forms import half_log_snr, signal_scale
 from .params import ScheduleParams, format_params, rounded
-from .plan import params_solver
-from .solver_names import SOLVERS
+from .plan import Solver, params_solver
+from .sampling import sample
+from .solver_names import FINISH_LAST_SIGMA, SOLVERS
 from .tuner_objective import Measure, Run, distance, logits_from_ramp, ramp_from_logits, valid_schedule
 
 LEARN_SCHEDULE = "schedule"
@@ -70,6 +77,7 @@ class LearnResult:
     evaluations: int  # model evaluations of the fit and the held-out check (batched over the probes)
     runs: int
     seconds: float
+    origin: str = ""  # where the fit started: "solver, its distance on the probes"
 
 
 def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: list[float]) -> ScheduleParams:
@@ -91,6 +99,61 @@ def _box(steps: int, model_time: bool) -> tuple[list[float], list[float]]:
     offsets, times = sum(min(i + 1, HISTORY) for i in range(steps)), steps if model_time else 0
     return ([FIT_WEIGHT_LIMIT] * offsets + [MODEL_TIME_LIMIT] * times + [RAMP_LIMIT] * (steps - 1),
             [WEIGHT_STEP] * offsets + [TIME_STEP] * times + [RAMP_STEP] * (steps - 1))
+
+
+def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[1], tolerance: float = 1e-9,
+                       fold: bool = False) -> Weights | None:
+    """The offsets from ``base``'s weights (``learned.default_weights``) with which the weighted multistep solver
+    (``learned.sample_weighted``) takes the steps ``solver`` takes over ``sigmas``, or None where no offsets do.
+
+    Read off the solver, not derived: it runs on a (1, N+1) latent whose first element is the start and whose model
+    returns the k-th unit vector at its k-th evaluation, so each state is its coefficients on the start and on every
+    data prediction. A step i is a weighted one when its state is (sigma'/sigma) times the previous plus
+    -alpha' expm1(-h) times a combination of D_i, D_i-1 and D_i-2 alone (to ``tolerance``, relative). UniPC in the
+    data prediction is one exactly; in the noise prediction (the recipes') its corrector carries every earlier
+    output, with weights that fall off geometrically: with ``fold`` those before D_i-2 are added to D_i-2's weight
+    (the same total weight: consistent to first order), an approximation of the solver; without it, None."""
+    if solver.unipc and solver.afs:
+        return None  # its first output is estimated from the latent, not evaluated: no weighted step is that
+    solver = replace(solver, finish=FINISH_LAST_SIGMA)
+    steps, form = len(sigmas) - 1, solver.noise_form
+    states: list[torch.Tensor] = []
+
+    def unit_outputs(x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
+        states.append(x[0].clone())
+        out = torch.zeros_like(x)
+        if len(states) <= steps:
+            out[0, len(states)] = 1.0
+        return out
+
+    start = torch.zeros((1, steps + 1), dtype=torch.float64)
+    start[0, 0] = 1.0
+    try:
+        end = sample(unit_outputs, start, torch.tensor(sigmas, dtype=torch.float64), disable=True, solver=solver)
+    except (ValueError, RuntimeError, IndexError):
+        return None
+    if len(states) != steps:
+        return None  # another count of evaluations (the analytical first step inserts a step): not a weighted run
+    path, offsets = [*states, end[0]], []
+    lams = [half_log_snr(s, form) for s in sigmas]
+    for i in range(steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        ratio = sigma_next / sigma
+        scale = 1.0 if sigma_next == 0.0 else -signal_scale(sigma_next, form) * math.expm1(-(lams[i + 1] - lams[i]))
+        change = (path[i + 1] - ratio * path[i]) / scale
+        size = float(change.abs().max()) + 1.0
+        weights = change[1:]  # weights[k]: on D_k
+        oldest = max(0, i + 1 - HISTORY)
+        if abs(float(change[0])) > tolerance * size or any(abs(float(w)) > tolerance * size for w in weights[i + 1:]):
+            return None
+        if oldest > 0 and float(weights[:oldest].abs().max()) > tolerance * size:
+            if not fold:
+                return None
+            weights = weights.clone()
+            weights[oldest] += weights[:oldest].sum()  # D_k ~ D_oldest: the same total weight, first order kept
+        defaults = default_weights(base, lams[i - 1] if i > 0 else None, lams[i], lams[i + 1])
+        offsets.append(tuple(float(weights[i - j]) - defaults[j] for j in range(min(i + 1, HISTORY))))
+    return tuple(offsets)
 
 
 def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_reference: torch.Tensor,
@@ -132,14 +195,21 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         return (value if math.isfinite(value) else math.inf), r
 
     start_value = distance(solve(run, schedule), reference)
+    origin = f"{schedule.solver}, {start_value:.4g}"
     if schedule.solver in SOLVERS:
         base = schedule
-    else:  # UniPC takes no weights: start from the better DPM++ solver on the same schedule
-        bases = [rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS]
-        base = min(bases, key=lambda candidate: distance(solve(run, candidate), reference))
+    else:  # UniPC takes no weights: start from its own as DPM++2M's offsets, or from the better DPM++ solver
+        bases = {name: rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS}
+        own = equivalent_offsets(params_solver(schedule), schedule.sigmas(sigma_table).tolist(), fold=True)
+        if own is not None and all(abs(v) <= FIT_WEIGHT_LIMIT for group in own for v in group):
+            bases[f"{schedule.solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=own))
+        values = {name: distance(solve(run, candidate), reference) for name, candidate in bases.items()}
+        name = min(values, key=values.get)
+        base, origin = bases[name], f"{name}, {values[name]:.4g}"
     limits, steps = _box(params.steps, model_time)
     logits = list(logits_from_ramp(base.ramp)) if base.ramp else [0.0] * (params.steps - 1)
-    theta = [0.0] * len(limits)
+    theta = [v for group in base.weights for v in group] if base.weights else []
+    theta += [0.0] * (len(limits) - len(theta))
     value, r = residuals(theta)
 
     def finite_differences() -> torch.Tensor | None:
@@ -218,4 +288,4 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
                   f"against {tuning[0]:.4g})")
     chosen = fitted if better else schedule
     return LearnResult(chosen, format_params(chosen), better, fitted, reason, tuning, held_out, count[1], count[0],
-                       clock() - began)
+                       clock() - began, origin)

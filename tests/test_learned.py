@@ -382,3 +382,77 @@ def test_the_preconditioning_is_read_off_each_model_sampling_kind(comfy):
         for s in (0.03, 0.5, 0.9, 3.0, 14.6):
             for name in ("c_in", "c_skip", "c_out"):
                 assert getattr(got, name)(s) == pytest.approx(getattr(expected, name)(s), rel=1e-12), (kind, name, s)
+
+
+UNIPC_TEXTS = ("fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.2 ramp=0.15,0.35,0.6,0.85",
+               "fewstep v1: steps=6 base_steps=8 base_rho=5.0 end_index=7 time_rho=1.2 end=0",
+               "fewstep v1: steps=8 base_steps=12 base_rho=7.0 end_index=10 time_rho=1.2")
+
+
+@pytest.mark.parametrize("text", UNIPC_TEXTS)
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("order", ["1", "2"])
+def test_unipc_in_the_data_prediction_is_the_weighted_solver_with_the_offsets_read_off_it(text, variant, order):
+    """The learned fit starts a UniPC schedule from UniPC itself: carried from one evaluation to the next, UniPC of
+    order 1 or 2 in the data prediction is a weighted step on D_i, D_i-1, D_i-2, and the offsets read off it run the
+    weighted solver (DPM++2M's weights plus them) to UniPC's result on a non-linear denoiser."""
+    from fewstep.plan import solver_named
+    from fewstep.sampling import sample
+    from fewstep.tuner_learn import equivalent_offsets
+
+    solver = dataclasses.replace(solver_named("unipc", variant=variant, order=order), prediction="data")
+    sigmas = parse_params(text).sigmas(standard_sigma_table()).double()
+    offsets = equivalent_offsets(solver, sigmas.tolist())
+    assert offsets is not None and [len(g) for g in offsets] == [min(i + 1, 3) for i in range(len(sigmas) - 1)]
+    x = 14.6 * torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    theirs = sample(toy, x, sigmas, disable=True, solver=solver)
+    ours = sample_weighted(toy, x, sigmas, disable=True, base="dpmpp_2m", weights=offsets)
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("text", UNIPC_TEXTS)
+def test_the_recipes_unipc_is_folded_to_three_outputs_and_afs_is_not_a_weighted_solver(text):
+    """UniPC in the noise prediction (the recipes' and the params texts') carries every earlier output: no exact
+    offsets; folded onto the three newest it runs closer to UniPC than DPM++1S or DPM++2M on the same schedule do.
+    The analytical first step estimates its first output from the latent: no offsets at all."""
+    from fewstep.plan import solver_named
+    from fewstep.sampling import sample
+    from fewstep.tuner_learn import equivalent_offsets
+
+    solver = solver_named("unipc")
+    sigmas = parse_params(text).sigmas(standard_sigma_table()).double()
+    assert equivalent_offsets(solver, sigmas.tolist()) is None
+    folded = equivalent_offsets(solver, sigmas.tolist(), fold=True)
+    x = 14.6 * torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    unipc = sample(toy, x, sigmas, disable=True, solver=solver)
+    gap = float((sample_weighted(toy, x, sigmas, disable=True, base="dpmpp_2m", weights=folded) - unipc).abs().max())
+    for name in SOLVERS:
+        assert gap < 0.5 * float((sample_fewstep(toy, x, sigmas, disable=True, solver=name) - unipc).abs().max())
+    assert equivalent_offsets(solver_named("unipc_afs"), sigmas.tolist(), fold=True) is None
+
+
+def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weights_and_the_dpmpp_solvers():
+    """learn from a UniPC schedule: the start (no Jacobian allowed, so the fit returns it) is the closest to the
+    reference of DPM++1S, DPM++2M and UniPC's folded offsets on that schedule (bh1, order 1: its offsets lie inside
+    the fit's box), each run here by hand, and the result says which."""
+    from fewstep.plan import solver_named
+    from fewstep.tuner_learn import LEARN_WEIGHTS, equivalent_offsets, learn
+    from fewstep.tuner_objective import compute_reference, denoiser_run, distance
+
+    table = standard_sigma_table().double()
+    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    runs = [denoiser_run(toy, x, table) for x in noises]
+    references = [compute_reference(run, table, 40) for run in runs]
+    params = parse_params(UNIPC_TEXTS[0] + " solver=unipc variant=bh1 order=1")
+    sigmas = params.sigmas(table)
+    folded = equivalent_offsets(solver_named("unipc", variant="bh1", order="1"), sigmas.tolist(), fold=True)
+    by_hand = {name: distance(runs[0](sigmas, name), references[0]) for name in SOLVERS}
+    by_hand["unipc's weights"] = distance(runs[0](sigmas, dataclasses.replace(solver_named("dpmpp_2m"),
+                                                                              weights=folded)), references[0])
+    learned = learn(runs[0], references[0], runs[1], references[1], table, params, LEARN_WEIGHTS, max_iterations=0)
+    best = min(by_hand, key=by_hand.get)
+    # runs: the schedule, the three starts, the start again as the fit's first point, the fitted, two held out
+    assert learned.runs == 1 + 3 + 1 + 1 + 2
+    assert learned.origin.startswith(best) and learned.tuning[1] == pytest.approx(by_hand[best], rel=1e-3)
+    assert learned.tuning[0] == pytest.approx(distance(runs[0](sigmas, solver_named("unipc", variant="bh1", order="1")),
+                                                       references[0]), rel=1e-6)
