@@ -313,8 +313,10 @@ and reused by later runs (`--ceiling` runs them again). The tuner's share of the
 recipe is (recipe − tuned) / (recipe − ceiling) in that objective.
 
 Sample sizes, deliberately reduced (the aim was about 30 minutes per ComfyUI version on 2 cores; with the trained
-models and the learned fits a version takes about 50 minutes: 2951 s on PINNED with the 0.3.64 run on the other
-core, 2026-12-05; each section gives its time): analytic models 3 seeds x 1024
+models and the learned fits a version takes 51 to 56 minutes with the other version's run on the other core, one
+torch thread each: 3045 s PINNED, 3382 s 0.3.64, 2026-12-05; alone, with the trained networks on 2 threads, the
+default, about 40 minutes, estimated from models measured alone: photo_eps 448 s, digits_cond_cfg1 404 s,
+digits_cond_cfg5 631 s; each section gives its time): analytic models 3 seeds x 1024
 samples, 128 probes per tuning run and learned fit (128 more held out); trained models 2 seeds x 256 samples (a
 256-sample batch of a trained network costs about a hundred times an analytic evaluation), their core pairs
 screened first on 32 other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3 at
