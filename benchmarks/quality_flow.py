@@ -38,7 +38,7 @@ from quality_methods import Config, Harness, load_comfyui, plan
 from quality_models import MODELS
 from quality_ranking import Results, Suite, machine_description, score_model
 from quality_scores import AnalyticScorer, TrainedScorer
-from quality_trained import TrainedTarget, trained_models
+from quality_trained import TrainedTarget, torch_threads, trained_models
 from quality_tuning import tuned_methods
 
 log = logging.getLogger("quality")
@@ -165,12 +165,8 @@ class FlowTrainedTarget(TrainedTarget):
 
 def run_flow(config: Config = FLOW, comfy: SimpleNamespace | None = None) -> Suite:
     """Plan the methods once per model sampling, then per model tune and score every method (``score_model``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, comfy or load_comfyui())
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(config: Config, comfy: SimpleNamespace) -> Suite:

@@ -21,7 +21,7 @@ from quality_ceiling import CeilingCache
 from quality_methods import Config, Harness, Method, end_sigma, load_comfyui, plan, short
 from quality_models import MODELS
 from quality_scores import AnalyticScorer, Row, TrainedScorer
-from quality_trained import TrainedTarget, trained_models
+from quality_trained import TrainedTarget, torch_threads, trained_models
 from quality_tuning import Learning, Tuning, tuned_methods
 from quality_yardsticks import ReferenceShift, speedup_steps
 
@@ -113,12 +113,8 @@ def run(config: Config = Config(), comfy: SimpleNamespace | None = None, ceiling
         patchers: dict | None = None) -> Suite:
     """Plan the methods once per sigma table, then per model tune the schedules and score every method.
     ``patchers``: ComfyUI models to use for trained models instead of the shipped proxies (tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, comfy or load_comfyui(), ceilings, patchers or {})
-    finally:
-        torch.set_num_threads(threads)
 
 
 def machine_description() -> str:

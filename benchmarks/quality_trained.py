@@ -12,6 +12,7 @@ The reference a trained model is scored against is its own converged distributio
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,6 +20,18 @@ import torch
 
 REFERENCE_SOLVER = ("dpmpp_2m", "karras")
 CLASSES = 10
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Run the block on ``count`` torch threads (None or 0: as they are), and give the caller's back after it."""
+    threads = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -88,15 +101,9 @@ class TrainedTarget:
         import comfy.sample
 
         positive, negative = self.conds(noise.shape[0])
-        threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with torch.no_grad():
-                out = comfy.sample.sample_custom(self.patcher, noise, self.model.cfg, sampler, sigmas.clone(), positive,
-                                                 negative, torch.zeros_like(noise), disable_pbar=True, seed=seed)
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(self.threads), torch.no_grad():
+            out = comfy.sample.sample_custom(self.patcher, noise, self.model.cfg, sampler, sigmas.clone(), positive,
+                                             negative, torch.zeros_like(noise), disable_pbar=True, seed=seed)
         return out.cpu()
 
     def sample(self, sampler, sigmas: torch.Tensor, noise: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, int]:

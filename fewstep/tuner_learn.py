@@ -133,7 +133,7 @@ def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[
     except (ValueError, RuntimeError, IndexError):
         return None
     if len(states) != steps:
-        return None  # another count of evaluations (the analytical first step inserts a step): not a weighted run
+        return None  # not one evaluation per step: no weighted run is that
     path, offsets = [*states, end[0]], []
     lams = [half_log_snr(s, form) for s in sigmas]
     for i in range(steps):
@@ -200,9 +200,10 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         base = schedule
     else:  # UniPC takes no weights: start from its own as DPM++2M's offsets, or from the better DPM++ solver
         bases = {name: rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS}
-        own = equivalent_offsets(params_solver(schedule), schedule.sigmas(sigma_table).tolist(), fold=True)
+        solver = params_solver(schedule)
+        own = equivalent_offsets(solver, schedule.sigmas(sigma_table).tolist(), fold=True)
         if own is not None and all(abs(v) <= FIT_WEIGHT_LIMIT for group in own for v in group):
-            bases[f"{schedule.solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=own))
+            bases[f"{solver.schedule_solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=own))
         values = {name: distance(solve(run, candidate), reference) for name, candidate in bases.items()}
         name = min(values, key=values.get)
         base, origin = bases[name], f"{name}, {values[name]:.4g}"
