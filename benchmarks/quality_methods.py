@@ -116,6 +116,9 @@ class Config:
     tune_probes: int = 128  # probe noises (seed TUNE_SEED + budget: disjoint from the evaluation seeds)
     tune_seconds: float = 120.0  # time budget of each tuning run (the node's default)
     tune_candidates: int | None = 300  # cap on schedules per tuning run, the tuner node's (None: until converged)
+    # at the trend budgets (not ranked, no ceiling, no learned fit) a shorter search: their rows show the trend; on
+    # the trained models the five budgets' searches were about a quarter of the run, 10 and 12 half of that
+    trend_candidates: int | None = 100
     ceiling_budgets: tuple[int, ...] = (5, 6, 8)
     ceiling_evaluations: int = 1000  # distinct schedules of the ceiling search (0: no ceiling rows)
     # The tuner's `learn` (fewstep/tuner_learn.py) from the best tuned schedule of each of these budgets, one row per

@@ -82,7 +82,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             run = harness.tuning_run(denoiser, x_start[:probes], table)
             reference = compute_reference(run, table)
             results = [(solver, tune(run, table, budget, solver, time_budget=config.tune_seconds,
-                                     max_candidates=config.tune_candidates, reference=reference))
+                                     max_candidates=candidates(config, budget), reference=reference))
                        for solver in solvers]
             ceiling = cached
             if wanted and ceiling is None:
@@ -130,6 +130,15 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             methods.append(method)
             found.append(ceiling)
     return methods, tunings, learnings, found
+
+
+def candidates(config: Config, budget: int) -> int | None:
+    """The tuning's cap on schedules at ``budget``: tune_candidates, at a trend budget (not ranked) at most
+    trend_candidates."""
+    if budget in config.ranked_budgets or config.trend_candidates is None:
+        return config.tune_candidates
+    return config.trend_candidates if config.tune_candidates is None else min(config.tune_candidates,
+                                                                                config.trend_candidates)
 
 
 def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy
@@ -445,3 +446,17 @@ def test_speedup_rows_solve_no_new_reference_but_ranked_rows_do(comfy):
     assert math.isfinite(full_row.rms_end[0]) and full_row.rms_end[0] > 0
     # the solve with the new stopping sigma on its grid moves the RMS at 0 by a few parts in a million
     assert full_row.fd == quick_row.fd and full_row.rms_zero[0] == pytest.approx(quick_row.rms_zero[0], rel=1e-4)
+
+
+def test_the_trend_budgets_search_fewer_schedules_than_the_ranked_ones():
+    """At a ranked budget a tuning run has the node's cap (tune_candidates); at a trend budget the smaller of it and
+    trend_candidates; None (no cap) on either side leaves the other."""
+    from quality_methods import Config
+    from quality_tuning import candidates
+
+    config = Config()
+    assert [candidates(config, budget) for budget in config.budgets] == [300, 300, 300, 100, 100]
+    assert candidates(replace(config, tune_candidates=40), 12) == 40
+    assert candidates(replace(config, trend_candidates=None), 10) == 300
+    assert candidates(replace(config, tune_candidates=None), 10) == 100
+    assert candidates(replace(config, tune_candidates=None), 5) is None
