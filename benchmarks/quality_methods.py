@@ -126,7 +126,9 @@ class Config:
     # many other noises (seed HELD_OUT_SEED + budget), then measured on the evaluation noises like every row.
     learn_budgets: tuple[int, ...] = (5, 6, 8)
     learn_modes: tuple[str, ...] = ("schedule+weights", "schedule+weights+model time")
-    learn_seconds: float = 30.0  # the fit's time budget per mode (the schedule search before it has tune_seconds)
+    # the model-time fit's time budget (the schedule search before it has tune_seconds); it fits the weights first in
+    # at most half of it, and that stage is the weights row (one 30 s fit per mode took 60 s per budget)
+    learn_seconds: float = 36.0
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
     # pairs on a small batch (the best trained_keep per budget by RMS to the reference are ranked in full), and
     # fewer probes for tuning and the ceiling (the tuner node's default is 4).

@@ -125,7 +125,9 @@ def markdown_model(results: Results) -> list[str]:
 
         probes = results.learnings[0].probes
         out += ["", f"#### {results.model}, learned solver weights and model times", "",
-                f"The tuner's `learn` (`fewstep/tuner_learn.py`, {c.learn_seconds:.0f} s per fit) from the best tuned "
+                f"The tuner's `learn` (`fewstep/tuner_learn.py`; {c.learn_seconds:.0f} s for the model-time fit, "
+                "which fits the weights first in at most half of it: that first stage is the weights row) from the "
+                "best tuned "
                 f"schedule of each budget, fitted on {probes} probe noises and judged on {probes} others (seed "
                 f"{HELD_OUT_SEED} + budget) against their 40-step DPM++2M solutions (mean per-probe RMS); a fit the "
                 "held-out check keeps is a \"FewStep learned\" row above, its text pasted into Few-Step Sigmas' and "
