@@ -67,9 +67,9 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
                 start = tune(run, table, nfe, args.learn_start, time_budget=args.tune_seconds,
                              reference=probe_reference, max_candidates=300)
                 log(f"  N={nfe} learn start: schedule for {args.learn_start} {start.objective:.4g} ({start.text})")
-            chained = learn(run, probe_reference, held_out_run, held_out_reference, table, start.params,
-                            LEARN_MODEL_TIME, time_budget=args.learn_seconds)
-            for mode, learned in ((LEARN_WEIGHTS, chained.first), (LEARN_MODEL_TIME, chained)):
+            for mode in (LEARN_WEIGHTS, LEARN_MODEL_TIME):
+                learned = learn(run, probe_reference, held_out_run, held_out_reference, table, start.params, mode,
+                                time_budget=args.learn_seconds)
                 fitted = learned.fitted
                 label = f"{mode} ({'kept' if learned.learned else 'fitted, not kept'})"
                 found.append((nfe, label, fitted, tuned.model_evaluations + learned.evaluations,
@@ -135,8 +135,7 @@ def main(argv=None) -> None:
     parser.add_argument("--eval", type=int, default=1024, help="noises the rows are measured on (used by none)")
     parser.add_argument("--reference-steps", type=int, default=100)
     parser.add_argument("--tune-seconds", type=float, default=60.0)
-    parser.add_argument("--learn-seconds", type=float, default=60.0,
-                        help="the model-time fit's time; its first half at most fits the weights (the weights row)")
+    parser.add_argument("--learn-seconds", type=float, default=30.0)
     parser.add_argument("--learn-start", default="auto",
                         help="the schedule the fits start from: the auto row's (default), or one tuned for this solver "
                              "(dpmpp_2m, dpmpp_1s), its search time not counted in the rows' tuning cost")

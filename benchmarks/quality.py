@@ -72,8 +72,7 @@ def main(argv=None) -> Suite:
                         help=f"run the ceiling searches again instead of reading them from {CEILINGS.name}")
     parser.add_argument("--no-ceiling", action="store_true", help="leave out the ceiling rows")
     parser.add_argument("--trained-samples", type=int, help="samples per seed on the trained models")
-    parser.add_argument("--learn-seconds", type=float,
-                        help="time budget of the learned model-time fit (its first half at most: the weights fit)")
+    parser.add_argument("--learn-seconds", type=float, help="time budget of each learned fit (weights, model times)")
     parser.add_argument("--no-learned", action="store_true", help="leave out the learned rows (no learned fits)")
     parser.add_argument("--learn-probes", type=int, help="probe noises of each learned fit on the trained models")
     parser.add_argument("--trained-threads", type=int,

@@ -126,9 +126,7 @@ class Config:
     # many other noises (seed HELD_OUT_SEED + budget), then measured on the evaluation noises like every row.
     learn_budgets: tuple[int, ...] = (5, 6, 8)
     learn_modes: tuple[str, ...] = ("schedule+weights", "schedule+weights+model time")
-    # the model-time fit's time budget (the schedule search before it has tune_seconds); it fits the weights first in
-    # at most half of it, and that stage is the weights row (one 30 s fit per mode took 60 s per budget)
-    learn_seconds: float = 36.0
+    learn_seconds: float = 30.0  # the fit's time budget per mode (the schedule search before it has tune_seconds)
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
     # pairs on a small batch (the best trained_keep per budget by RMS to the reference are ranked in full), and
     # fewer probes for tuning and the ceiling (the tuner node's default is 4).
@@ -146,6 +144,11 @@ class Config:
     # 16 probes are too few for 16-40 fitted numbers; 64 generalise better than 32 (held out, photo_eps and
     # digits_cond_cfg5, 2026-12-05) and cost no time (the fit has a time budget; fewer runs in it at 8 evaluations)
     trained_learn_probes: int = 64
+    # one learned fit per budget on the trained models, the model-time one (it fits the weights too): the weights-only
+    # fits took 283 of the 2102 s of a run alone (PINNED, 2026-12-05) and were the better row in few cells; fitting
+    # the weights first and the model times from there instead lost photo_eps's 2.69x at 6 and 2.01x at 8 (2.32x,
+    # 1.72x; docs/learned.md)
+    trained_learn_modes: tuple[str, ...] = ("schedule+weights+model time",)
     speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
     sweep: tuple[str, str] = ("dpmpp_2m", "karras")  # the speed-up's yardstick (sampler, scheduler) ...
     sweep_label: str = "DPM++2M Karras"  # ... and its name in the report

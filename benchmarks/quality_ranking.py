@@ -109,6 +109,11 @@ class Suite:
         return next(r for r in self.models if r.model == name)
 
 
+def trained_tuning(config: Config) -> Config:
+    """The tuning and learned fits' config on a trained model: its own solvers and learn modes."""
+    return replace(config, tune_solvers=config.trained_tune_solvers, learn_modes=config.trained_learn_modes)
+
+
 def run(config: Config = Config(), comfy: SimpleNamespace | None = None, ceilings: CeilingCache | None = None,
         patchers: dict | None = None) -> Suite:
     """Plan the methods once per sigma table, then per model tune the schedules and score every method.
@@ -151,7 +156,7 @@ def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Su
             scorer = AnalyticScorer(harness, config)
         else:
             tuned_rows, tunings, learnings, found = tuned_methods(
-                harness, replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
+                harness, trained_tuning(config), name, target.with_denoiser,
                 config.trained_tune_probes, ceilings, config.trained_learn_probes)
             model_config = replace(config, trend_core=config.trained_trend_core,
                                    speedup_pairs=config.trained_speedup_pairs)

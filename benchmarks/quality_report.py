@@ -125,9 +125,7 @@ def markdown_model(results: Results) -> list[str]:
 
         probes = results.learnings[0].probes
         out += ["", f"#### {results.model}, learned solver weights and model times", "",
-                f"The tuner's `learn` (`fewstep/tuner_learn.py`; {c.learn_seconds:.0f} s for the model-time fit, "
-                "which fits the weights first in at most half of it: that first stage is the weights row) from the "
-                "best tuned "
+                f"The tuner's `learn` (`fewstep/tuner_learn.py`, {c.learn_seconds:.0f} s per fit) from the best tuned "
                 f"schedule of each budget, fitted on {probes} probe noises and judged on {probes} others (seed "
                 f"{HELD_OUT_SEED} + budget) against their 40-step DPM++2M solutions (mean per-probe RMS); a fit the "
                 "held-out check keeps is a \"FewStep learned\" row above, its text pasted into Few-Step Sigmas' and "
@@ -322,12 +320,13 @@ digits_cond_cfg5 631 s; each section gives its time): analytic models 3 seeds x 
 run and learned fit (128 more held out); trained models 2 seeds x 256 samples (a 256-sample batch of a trained
 network costs about a hundred times an analytic evaluation), their core pairs screened first on 32 other noises (the
 8 with the lowest RMS to the reference per budget are ranked in full; 3 at the trend budgets), 16 probes for tuning
-and the ceiling (the tuner node's default is 4), 64 for the learned fits (the tuning probes and 48 more; 64 more
-held out). Every tuning run at the ranked budgets (5, 6, 8) is the node's: at most 300 candidates and 120 s; at the
-trend budgets (10, 12) at most 100 candidates; every learned fit 30 s. With 1024 samples in 256 dimensions the
-analytic FD floor is higher (the exact-sample row) and the intervals wider; with 256 samples the trained models' FD
-is a distance between two rank-deficient covariances: read it paired. Each section gives the run's total time,
-tuning included.
+and the ceiling (the tuner node's default is 4), 64 for the learned fit (the tuning probes and 48 more; 64 more held
+out), one fit per budget, the model-time one (it fits the weights too; the weights-only fit is left out on the
+trained models for time). Every tuning run at the ranked budgets (5, 6, 8) is the node's: at most 300 candidates and
+120 s; at the trend budgets (10, 12) at most 100 candidates; every learned fit 30 s. With 1024 samples in 256
+dimensions the analytic FD floor is higher (the exact-sample row) and the intervals wider; with 256 samples the
+trained models' FD is a distance between two rank-deficient covariances: read it paired. Each section gives the
+run's total time, tuning included.
 """
 
 

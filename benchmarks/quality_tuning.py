@@ -146,19 +146,15 @@ def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor
     """``fewstep.tuner_learn.learn`` in each of config.learn_modes from ``start`` = (solver, TuneResult) on
     ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference; ``known`` is already x_fit's
     when x_fit is the tuning probes): SimpleNamespace(mode, start, result) per mode."""
-    from fewstep.tuner_learn import LEARN_MODEL_TIME, LEARN_WEIGHTS, learn
+    from fewstep.tuner_learn import learn
 
     fit_run, fit_reference, held_out_run, held_out_reference = fit_references(harness, denoiser, x_fit, x_held_out,
                                                                               table, known)
     solver, tuned = start
-    fits = {}
-    for mode in sorted(config.learn_modes, key=lambda mode: mode != LEARN_MODEL_TIME):
-        if mode not in fits:
-            fits[mode] = learn(fit_run, fit_reference, held_out_run, held_out_reference, table, tuned.params, mode,
-                               time_budget=config.learn_seconds)
-            if fits[mode].first is not None:  # the model-time fit's first stage is the weights fit
-                fits[LEARN_WEIGHTS] = fits[mode].first
-    return [SimpleNamespace(mode=mode, start=solver, result=fits[mode]) for mode in config.learn_modes]
+    return [SimpleNamespace(mode=mode, start=solver,
+                            result=learn(fit_run, fit_reference, held_out_run, held_out_reference, table,
+                                         tuned.params, mode, time_budget=config.learn_seconds))
+            for mode in config.learn_modes]
 
 
 def fit_references(harness: Harness, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor, table: torch.Tensor,

@@ -61,7 +61,6 @@ FD_RETRY_SCALE = 2.0  # ... scaled by this each time (coarser differences step a
 DAMPING_TRIES = 4  # trial steps per iteration, the damping x10 after each that fails
 TOLERANCE = 1e-3  # a relative gain below this: a fresh Jacobian, or (since the last one) the end of the fit
 DAMPING = 1e-3  # initial Levenberg-Marquardt damping, relative to the diagonal of J^T J
-WEIGHTS_SHARE = 0.5  # LEARN_MODEL_TIME: the weights are fitted first, in at most this share of the time
 
 
 @dataclass
@@ -79,7 +78,6 @@ class LearnResult:
     runs: int
     seconds: float
     origin: str = ""  # where the fit started: "solver, its distance on the probes"
-    first: LearnResult | None = None  # LEARN_MODEL_TIME: the weights fit it started from (a LEARN_WEIGHTS result)
 
 
 def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: list[float]) -> ScheduleParams:
@@ -168,25 +166,17 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
 
     ``run`` / ``held_out_run``: run(sigmas, solver) -> x_N on the tuning / held-out noises, as ``tune`` takes it;
     the references are the many-step solutions from the same noises (``compute_reference``). ``time_budget``
-    (seconds) stops the fit with the best so far, ``max_iterations`` bounds its finite-difference Jacobians (per
-    stage); the held-out check always runs (two runs).
-    LEARN_MODEL_TIME runs in two stages: the LEARN_WEIGHTS fit in at most WEIGHTS_SHARE of the time, then, from its
-    fitted weights and ramp with every model time at 0, the fit of all three for the time left; the result's
-    ``first`` is the weights fit, and its runs, evaluations and seconds are counted in the result's.
+    (seconds) stops the fit with the best so far, ``max_iterations`` bounds its finite-difference Jacobians; the
+    held-out check always runs (two runs).
     """
     if mode not in LEARN_CHOICES[1:]:
         raise ValueError(f"learn = {mode!r} is not one of {list(LEARN_CHOICES[1:])}")
     began = clock()
-    first = None
-    if mode == LEARN_MODEL_TIME:
-        first = learn(run, reference, held_out_run, held_out_reference, sigma_table, params, LEARN_WEIGHTS,
-                      measure=measure, time_budget=WEIGHTS_SHARE * time_budget, max_iterations=max_iterations,
-                      check_interrupt=check_interrupt, clock=clock)
     measured = (lambda x: x) if measure is None else measure
     reference, held_out_reference = measured(reference), measured(held_out_reference)
     schedule = rounded(replace(params, weights=None, model_time=None))
     model_time = mode == LEARN_MODEL_TIME
-    count = [0, 0] if first is None else [first.runs, first.evaluations]  # runs, evaluations
+    count = [0, 0]  # runs, evaluations
 
     def solve(which: Run, candidate: ScheduleParams) -> torch.Tensor:
         if check_interrupt is not None:
@@ -204,19 +194,16 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         r = (x.detach().to("cpu", torch.float64) - reference.detach().to("cpu", torch.float64)).reshape(x.shape[0], -1)
         return (value if math.isfinite(value) else math.inf), r
 
-    if first is not None:  # from the weights fit (its start and its end were run on these probes)
-        start_value, base = first.tuning[0], replace(first.fitted, model_time=None)
-        origin = f"the weights fit, {first.tuning[1]:.4g} (from {first.origin})"
-    elif schedule.solver in SOLVERS:
-        start_value = distance(solve(run, schedule), reference)
-        base, origin = schedule, f"{schedule.solver}, {start_value:.4g}"
+    start_value = distance(solve(run, schedule), reference)
+    origin = f"{schedule.solver}, {start_value:.4g}"
+    if schedule.solver in SOLVERS:
+        base = schedule
     else:  # UniPC takes no weights: start from its own as DPM++2M's offsets, or from the better DPM++ solver
         bases = {name: rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS}
         solver = params_solver(schedule)
         own = equivalent_offsets(solver, schedule.sigmas(sigma_table).tolist(), fold=True)
         if own is not None and all(abs(v) <= FIT_WEIGHT_LIMIT for group in own for v in group):
             bases[f"{solver.schedule_solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=own))
-        start_value = distance(solve(run, schedule), reference)
         values = {name: distance(solve(run, candidate), reference) for name, candidate in bases.items()}
         name = min(values, key=values.get)
         base, origin = bases[name], f"{name}, {values[name]:.4g}"
@@ -302,4 +289,4 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
                   f"against {tuning[0]:.4g})")
     chosen = fitted if better else schedule
     return LearnResult(chosen, format_params(chosen), better, fitted, reason, tuning, held_out, count[1], count[0],
-                       clock() - began, origin, first)
+                       clock() - began, origin)

@@ -460,3 +460,17 @@ def test_the_trend_budgets_search_fewer_schedules_than_the_ranked_ones():
     assert candidates(replace(config, trend_candidates=None), 10) == 300
     assert candidates(replace(config, tune_candidates=None), 10) == 100
     assert candidates(replace(config, tune_candidates=None), 5) is None
+
+
+def test_the_trained_models_tune_auto_and_fit_the_model_time_only():
+    """On a trained model bench-quality tunes with the node's default solver (auto) and runs one learned fit per
+    budget, the model-time one (it fits the weights too); the analytic models keep both modes."""
+    from quality_methods import Config
+    from quality_ranking import trained_tuning
+
+    config = Config()
+    trained = trained_tuning(config)
+    assert trained.tune_solvers == ("auto",) and trained.learn_modes == ("schedule+weights+model time",)
+    assert config.learn_modes == ("schedule+weights", "schedule+weights+model time")
+    assert (trained.budgets, trained.learn_budgets, trained.learn_seconds) == (config.budgets, config.learn_budgets,
+                                                                             config.learn_seconds)

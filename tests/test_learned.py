@@ -456,37 +456,3 @@ def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weigh
     assert learned.origin.startswith(best) and learned.tuning[1] == pytest.approx(by_hand[best], rel=1e-3)
     assert learned.tuning[0] == pytest.approx(distance(runs[0](sigmas, solver_named("unipc", variant="bh1", order="1")),
                                                        references[0]), rel=1e-6)
-
-
-def test_the_model_time_fit_goes_on_from_a_weights_fit_in_the_time_left():
-    """LEARN_MODEL_TIME fits the weights first (its ``first``: a LEARN_WEIGHTS result on the same probes, given at most
-    WEIGHTS_SHARE of the time), then starts from that fit's weights and ramp with the model times at 0: with no
-    Jacobian allowed the second stage returns that start, so its probe distance is the weights fit's; with one, it
-    is no worse. Runs and evaluations count both stages, and the time budget holds for both together."""
-    from fewstep.tuner_learn import LEARN_MODEL_TIME, LEARN_WEIGHTS, WEIGHTS_SHARE, learn
-    from fewstep.tuner_objective import compute_reference, denoiser_run
-
-    table = standard_sigma_table().double()
-    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
-    runs = [denoiser_run(toy, x, table) for x in noises]
-    references = [compute_reference(run, table, 40) for run in runs]
-    params = parse_params(TEXT + " ramp=0.15,0.35,0.6,0.85")
-    alone = learn(runs[0], references[0], runs[1], references[1], table, params, LEARN_WEIGHTS, max_iterations=1)
-    still = learn(runs[0], references[0], runs[1], references[1], table, params, LEARN_MODEL_TIME, max_iterations=0)
-    assert still.first is not None and still.first.first is None
-    assert still.fitted.weights == still.first.fitted.weights and still.fitted.ramp == still.first.fitted.ramp
-    assert not any(still.fitted.model_time)
-    assert still.tuning == pytest.approx(still.first.tuning, rel=1e-9)
-    # runs of the second stage: its start and its fitted params (the same), two held out
-    assert still.runs == still.first.runs + 4 and still.evaluations == 5 * still.runs
-    assert still.origin.startswith("the weights fit")
-
-    chained = learn(runs[0], references[0], runs[1], references[1], table, params, LEARN_MODEL_TIME, max_iterations=1)
-    assert chained.first.fitted == alone.fitted and chained.first.tuning == alone.tuning
-    assert chained.tuning[1] <= chained.first.tuning[1] * (1 + 1e-3)
-    assert any(chained.fitted.model_time)
-
-    ticks = iter(range(10 ** 6))  # a clock that moves one second per reading
-    timed = learn(runs[0], references[0], runs[1], references[1], table, params, LEARN_MODEL_TIME, time_budget=60.0,
-                  clock=lambda: float(next(ticks)))
-    assert timed.first.seconds <= WEIGHTS_SHARE * 60.0 + 5 and timed.seconds <= 60.0 + 10
