@@ -80,3 +80,11 @@ def test_quick_run_ranks_the_pack_against_core_pairs_on_flow_models(flow_comfy):
         assert all(r.method.nfe <= 6 for r in table)
         assert all(math.isfinite(v) for r in table for v in r.fd + r.rms_zero)
         assert results.baseline().method.name.startswith("euler / simple, 20 steps")
+
+
+def test_bench_flow_tunes_its_trend_budgets_as_far_as_its_ranked_ones():
+    """bench-quality's shorter search at the trend budgets (10, 12) is not bench-flow's: its runs keep the 300
+    candidates docs/quality_flow.md was made with at every budget."""
+    from quality_tuning import candidates
+
+    assert [candidates(quality_flow.FLOW, budget) for budget in quality_flow.FLOW.budgets] == [300] * 5
