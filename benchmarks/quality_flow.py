@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import torch
 from quality_methods import Config, Harness, load_comfyui, plan
 from quality_models import MODELS
-from quality_ranking import Results, Suite, machine_description, score_model
+from quality_ranking import Results, Suite, machine_description, score_model, trained_tuning
 from quality_scores import AnalyticScorer, TrainedScorer
 from quality_trained import TrainedTarget, torch_threads, trained_models
 from quality_tuning import tuned_methods
@@ -200,8 +200,7 @@ def _run(config: Config, comfy: SimpleNamespace) -> Suite:
             scorer = FlowScorer(harness, config)
         else:
             tuned_rows, tunings, _, _ = tuned_methods(
-                harness, replace(config, tune_solvers=config.trained_tune_solvers), name, target.with_denoiser,
-                config.trained_tune_probes)
+                harness, trained_tuning(config), name, target.with_denoiser, config.trained_tune_probes)
             model_config = replace(config, trend_core=config.trained_trend_core,
                                    speedup_pairs=config.trained_speedup_pairs)
             scorer = TrainedScorer(target, harness, config)
