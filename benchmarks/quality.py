@@ -28,6 +28,7 @@ model times) then starts from the best tuned schedule, and each fit its held-out
     python benchmarks/quality.py --no-tuned # without the tuned rows (and without the learned ones)
     python benchmarks/quality.py --no-learned   # without the learned solver weights and model times
     python benchmarks/quality.py --models spheres --seeds 2   # one model, fewer seeds
+    python benchmarks/quality.py --workers 1   # the models one after another in this process (default: 2 at once)
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/quality.py   # another ComfyUI than PINNED
 
 The modules, each importing only those above it:
@@ -77,6 +78,9 @@ def main(argv=None) -> Suite:
     parser.add_argument("--learn-probes", type=int, help="probe noises of each learned fit on the trained models")
     parser.add_argument("--trained-threads", type=int,
                         help="torch threads while a trained network runs (default 2; 1 when two runs share 2 cores)")
+    parser.add_argument("--workers", type=int,
+                        help=f"models run in this many processes at once, 1 torch thread each (default "
+                             f"{Config.workers}; 1: one after another in this process)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = QUICK if options.quick else Config()
@@ -104,6 +108,8 @@ def main(argv=None) -> Suite:
         config = replace(config, trained_threads=options.trained_threads)
     if options.learn_probes:
         config = replace(config, trained_learn_probes=options.learn_probes)
+    if options.workers:
+        config = replace(config, workers=options.workers)
     if options.trained_samples:
         config = replace(config, trained_samples=options.trained_samples)
     suite = run(config, ceilings=CeilingCache(CEILINGS, refresh=options.ceiling))

@@ -193,8 +193,16 @@ class CeilingCache:
         import json
         from pathlib import Path
 
-        self.path = Path(path)
-        self.entries = {} if refresh or not self.path.is_file() else json.loads(self.path.read_text())
+        self.path = Path(path) if path is not None else None
+        self.entries = {} if refresh or path is None or not self.path.is_file() else json.loads(self.path.read_text())
+        self.added: dict[str, dict] = {}  # the searches this run put
+
+    @classmethod
+    def in_memory(cls, entries: dict) -> "CeilingCache":
+        """A copy of ``entries`` that writes no file (a worker process's: the parent puts what it added)."""
+        cache = cls(None)
+        cache.entries = dict(entries)
+        return cache
 
     def get(self, key: str) -> Ceiling | None:
         entry = self.entries.get(key)
@@ -204,5 +212,6 @@ class CeilingCache:
         import json
         from dataclasses import asdict
 
-        self.entries[key] = asdict(ceiling)
-        self.path.write_text(json.dumps(self.entries, indent=1, sort_keys=True) + "\n")
+        self.entries[key] = self.added[key] = asdict(ceiling)
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.entries, indent=1, sort_keys=True) + "\n")

@@ -89,6 +89,10 @@ class Method:
     nfe: int | None = None
     solver: str = ""  # the pack's solver (SCHEDULE_SOLVERS) for the pack's rows
 
+    def __getstate__(self) -> dict:
+        """Pickled (a model's results sent back from a worker process), a method keeps its data, not its sampler."""
+        return {**self.__dict__, "make_sampler": None}
+
 
 @dataclass
 class Config:
@@ -127,6 +131,7 @@ class Config:
     learn_budgets: tuple[int, ...] = (5, 6, 8)
     learn_modes: tuple[str, ...] = ("schedule+weights", "schedule+weights+model time")
     learn_seconds: float = 30.0  # the fit's time budget per mode (the schedule search before it has tune_seconds)
+    learn_runs: int | None = None  # the fit's budget in runs on its probes (None: the time budget alone)
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
     # pairs on a small batch (the best trained_keep per budget by RMS to the reference are ranked in full), and
     # fewer probes for tuning and the ceiling (the tuner node's default is 4).
@@ -149,6 +154,16 @@ class Config:
     # the weights first and the model times from there instead lost photo_eps's 2.69x at 6 and 2.01x at 8 (2.32x,
     # 1.72x; docs/learned.md)
     trained_learn_modes: tuple[str, ...] = ("schedule+weights+model time",)
+    # the trained models' fits have a budget in runs, not seconds, so that a fit does not depend on the machine's
+    # speed or on the other worker beside it: 240 runs, what 30 s gave at NFE 5 and 6 on 2 threads alone (122-200 at
+    # NFE 8, 2026-12-05); the time budget only guards against a far slower machine
+    trained_learn_runs: int = 240
+    trained_learn_seconds: float = 240.0
+    # models run in this many worker processes at once, each on 1 torch thread (1: one after another in this process,
+    # the analytic ones on `threads`, the trained ones on `trained_threads`); on 2 cores two workers of 1 thread take
+    # about 3/4 of one process's time: the analytic models' float64 work is single-threaded, and a trained network
+    # runs only about 1.6x faster on 2 threads than on 1
+    workers: int = 2
     speedup: bool = True  # DPM++2M Karras (and the best core pairs) up to 40 steps: the speed-up table
     sweep: tuple[str, str] = ("dpmpp_2m", "karras")  # the speed-up's yardstick (sampler, scheduler) ...
     sweep_label: str = "DPM++2M Karras"  # ... and its name in the report
@@ -164,7 +179,7 @@ SCREEN_SEED = 900  # the trained models' screen of the core pairs
 
 QUICK = Config(budgets=(5, 6, 8), seeds=1, samples=384, reference_steps=80, tune_solvers=("dpmpp_2m", "unipc_afs"),
                tune_probes=32, tune_candidates=40, models=("anisotropic", "clustered", "spheres"),
-               ceiling_evaluations=0, speedup=False, learn_budgets=(5,), learn_seconds=5.0,
+               ceiling_evaluations=0, speedup=False, learn_budgets=(5,), learn_seconds=5.0, workers=1,
                samplers=("euler", "heun", "dpmpp_2m"), schedulers=("karras", "normal"))
 
 

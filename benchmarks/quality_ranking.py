@@ -17,7 +17,7 @@ from functools import partial
 from types import SimpleNamespace
 
 import torch
-from quality_ceiling import CeilingCache
+from quality_ceiling import Ceiling, CeilingCache
 from quality_methods import Config, Harness, Method, end_sigma, load_comfyui, plan, short
 from quality_models import MODELS
 from quality_scores import AnalyticScorer, Row, TrainedScorer
@@ -111,21 +111,68 @@ class Suite:
 
 def trained_tuning(config: Config) -> Config:
     """The tuning and learned fits' config on a trained model: its own solvers and learn modes."""
-    return replace(config, tune_solvers=config.trained_tune_solvers, learn_modes=config.trained_learn_modes)
+    return replace(config, tune_solvers=config.trained_tune_solvers, learn_modes=config.trained_learn_modes,
+                   learn_runs=config.trained_learn_runs, learn_seconds=config.trained_learn_seconds)
+
+
+# Measured seconds per model alone (0.3.64, 2026-12-05), longest first: the order the workers take the models in, so
+# that the last one to start is a short one. A model not named here starts first.
+LONGEST_FIRST = ("digits_cond_cfg5", "photo_v_zsnr", "photo_eps", "digits_cond_cfg1", "spheres", "clustered",
+                 "anisotropic")
 
 
 def run(config: Config = Config(), comfy: SimpleNamespace | None = None, ceilings: CeilingCache | None = None,
         patchers: dict | None = None) -> Suite:
-    """Plan the methods once per sigma table, then per model tune the schedules and score every method.
-    ``patchers``: ComfyUI models to use for trained models instead of the shipped proxies (tests)."""
+    """Plan the methods once per sigma table, then per model tune the schedules and score every method: with
+    ``config.workers`` > 1 (and more than one model) the models in that many worker processes at once, each on one
+    torch thread. ``patchers``: ComfyUI models to use for trained models instead of the shipped proxies (tests)."""
+    if config.workers > 1 and len(config.models) > 1 and comfy is None and not patchers:
+        return _run_in_workers(config, ceilings)
     with torch_threads(config.threads):
         return _run(config, comfy or load_comfyui(), ceilings, patchers or {})
 
 
-def machine_description() -> str:
-    """The machine a report was measured on: platform, processor, torch threads, Python and torch versions."""
-    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"{torch.get_num_threads()} torch thread(s); Python {platform.python_version()}, torch {torch.__version__}")
+def _run_in_workers(config: Config, ceilings: CeilingCache | None) -> Suite:
+    """Each model in one of ``config.workers`` fresh processes (spawned: each imports the ComfyUI under test, as
+    COMFYUI_PATH or PINNED says), the longest first; the ceiling searches a worker ran are put in ``ceilings`` here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    began = time.perf_counter()
+    load_comfyui()  # here too: the results sent back hold the pack's and ComfyUI's classes
+    known = dict(ceilings.entries) if ceilings is not None else None
+    order = sorted(config.models, key=lambda name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else -1)
+    log.info("%d models in %d worker processes, 1 torch thread each: %s", len(order), config.workers, ", ".join(order))
+    with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(_model_in_worker, config, name, known) for name in order}
+        done = {name: future.result() for name, future in futures.items()}
+    models = []
+    for name in config.models:
+        results, added = done[name]
+        for key, entry in added.items():
+            ceilings.put(key, Ceiling(**entry))
+        models.append(results)
+    machine = machine_description(f"{config.workers} worker processes of 1 torch thread, one model each at a time")
+    for results in models:
+        results.machine = machine
+    return Suite(config, models[0].label, models, time.perf_counter() - began, machine)
+
+
+def _model_in_worker(config: Config, name: str, ceilings: dict | None) -> tuple[Results, dict]:
+    """One model's results in a worker process (1 torch thread), and the ceiling searches it ran."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cache = CeilingCache.in_memory(ceilings) if ceilings is not None else None
+    one = replace(config, models=(name,), workers=1, threads=1, trained_threads=1)
+    results = run(one, ceilings=cache).models[0]
+    return results, cache.added if cache is not None else {}
+
+
+def machine_description(threads: str | None = None) -> str:
+    """The machine a report was measured on: platform, processor, torch threads (or ``threads``, what ran the
+    models), Python and torch versions."""
+    threads = threads or f"{torch.get_num_threads()} torch thread(s)"
+    return (f"{platform.platform()}, {platform.processor() or platform.machine()}, {threads}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def _run(config: Config, comfy: SimpleNamespace, ceilings, patchers: dict) -> Suite:

@@ -124,8 +124,10 @@ def markdown_model(results: Results) -> list[str]:
         from fewstep.params import format_params
 
         probes = results.learnings[0].probes
+        budget = (f"{c.trained_learn_runs} runs on its probes per fit" if results.trained
+                  else f"{c.learn_seconds:.0f} s per fit")
         out += ["", f"#### {results.model}, learned solver weights and model times", "",
-                f"The tuner's `learn` (`fewstep/tuner_learn.py`, {c.learn_seconds:.0f} s per fit) from the best tuned "
+                f"The tuner's `learn` (`fewstep/tuner_learn.py`, {budget}) from the best tuned "
                 f"schedule of each budget, fitted on {probes} probe noises and judged on {probes} others (seed "
                 f"{HELD_OUT_SEED} + budget) against their 40-step DPM++2M solutions (mean per-probe RMS); a fit the "
                 "held-out check keeps is a \"FewStep learned\" row above, its text pasted into Few-Step Sigmas' and "

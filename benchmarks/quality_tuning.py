@@ -153,7 +153,8 @@ def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor
     solver, tuned = start
     return [SimpleNamespace(mode=mode, start=solver,
                             result=learn(fit_run, fit_reference, held_out_run, held_out_reference, table,
-                                         tuned.params, mode, time_budget=config.learn_seconds))
+                                         tuned.params, mode, time_budget=config.learn_seconds,
+                                         max_runs=config.learn_runs))
             for mode in config.learn_modes]
 
 

@@ -158,7 +158,7 @@ def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[
 
 def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_reference: torch.Tensor,
           sigma_table: torch.Tensor, params: ScheduleParams, mode: str, *, measure: Measure | None = None,
-          time_budget: float = math.inf, max_iterations: int = MAX_ITERATIONS,
+          time_budget: float = math.inf, max_iterations: int = MAX_ITERATIONS, max_runs: int | None = None,
           check_interrupt: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic
           ) -> LearnResult:
     """Fit ``params``' weights (and with LEARN_MODEL_TIME its model times) to ``reference`` through ``run`` (the
@@ -166,8 +166,9 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
 
     ``run`` / ``held_out_run``: run(sigmas, solver) -> x_N on the tuning / held-out noises, as ``tune`` takes it;
     the references are the many-step solutions from the same noises (``compute_reference``). ``time_budget``
-    (seconds) stops the fit with the best so far, ``max_iterations`` bounds its finite-difference Jacobians; the
-    held-out check always runs (two runs).
+    (seconds) stops the fit with the best so far, ``max_iterations`` bounds its finite-difference Jacobians and
+    ``max_runs`` its runs on the probes (a budget that does not depend on the machine's speed); the held-out check
+    always runs (two runs).
     """
     if mode not in LEARN_CHOICES[1:]:
         raise ValueError(f"learn = {mode!r} is not one of {list(LEARN_CHOICES[1:])}")
@@ -177,6 +178,9 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     schedule = rounded(replace(params, weights=None, model_time=None))
     model_time = mode == LEARN_MODEL_TIME
     count = [0, 0]  # runs, evaluations
+
+    def spent() -> bool:
+        return clock() - began > time_budget or (max_runs is not None and count[0] >= max_runs)
 
     def solve(which: Run, candidate: ScheduleParams) -> torch.Tensor:
         if check_interrupt is not None:
@@ -220,7 +224,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         jacobian = torch.zeros(r.numel(), len(theta), dtype=torch.float64)
         best = (theta, value, r)
         for j, (step, limit) in enumerate(zip(steps, limits)):
-            if clock() - began > time_budget:
+            if spent():
                 return None
             step *= scale
             for trial_step in ((step, -step) if theta[j] + step <= limit else (-step,)):
@@ -236,7 +240,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         return jacobian
 
     jacobian, need, jacobians, damping, mark, scale, retries = None, True, 0, DAMPING, math.inf, 1.0, 0
-    while clock() - began <= time_budget:
+    while not spent():
         if need:
             if jacobians >= max_iterations:
                 break
@@ -257,7 +261,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             matrix = normal + damping * torch.diag(normal.diagonal().clamp_min(1e-12))
             move = torch.linalg.solve(matrix, -gradient).reshape(-1).tolist()
             trial = [min(max(t + m, -limit), limit) for t, m, limit in zip(theta, move, limits)]
-            if clock() - began > time_budget:
+            if spent():
                 break
             trial_value, trial_r = residuals(trial)
             s = torch.tensor(trial, dtype=torch.float64) - torch.tensor(theta, dtype=torch.float64)

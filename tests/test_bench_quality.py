@@ -127,6 +127,34 @@ def quick(suite):
     return suite.model("anisotropic")
 
 
+def test_the_models_run_in_worker_processes_score_as_one_after_another(suite, tmp_path):
+    """With workers = 2 each model runs in a spawned process on 1 torch thread (the ComfyUI under test imported
+    there): every row the quick run scored in this process (the learned fits left out: they stop on the clock) has
+    the same FD and RMS to the digit, the models come back in the config's order, and the report names the workers.
+    A worker's ceiling searches reach the parent's cache, which alone writes the file."""
+    from quality_ceiling import Ceiling, CeilingCache
+
+    config = replace(quality_methods.QUICK, workers=2, models=("anisotropic", "clustered"), learn_budgets=())
+    cache = CeilingCache(tmp_path / "ceilings.json")
+    parallel = quality_ranking.run(config, ceilings=cache)
+    assert [r.model for r in parallel.models] == ["anisotropic", "clustered"]
+    assert "2 worker processes of 1 torch thread" in parallel.machine
+    for results in parallel.models:
+        alone = {(r.method.name, r.method.budget): r for r in suite.model(results.model).rows}
+        assert len(results.rows) > 20
+        for row in results.rows:
+            same = alone[(row.method.name, row.method.budget)]
+            assert repr((row.fd, row.rms_end, row.rms_zero)) == repr((same.fd, same.rms_end, same.rms_zero))
+    assert not (tmp_path / "ceilings.json").exists()  # QUICK runs no ceiling search
+
+    worker = CeilingCache.in_memory({"kept": {"budget": 5}})
+    found = Ceiling(5, "fewstep v1: steps=5", 0.1, 0.2, 10, 12, 1.0)
+    worker.put("new", found)
+    assert set(worker.entries) == {"kept", "new"} and list(worker.added) == ["new"]
+    cache.put("new", Ceiling(**worker.added["new"]))
+    assert CeilingCache(tmp_path / "ceilings.json").get("new") == found
+
+
 def test_quick_run_ranks_every_model_separately(suite):
     assert [r.model for r in suite.models] == list(quality_models.MODELS) == ["anisotropic", "clustered", "spheres"]
     text = quality_report.markdown(suite)
@@ -472,5 +500,7 @@ def test_the_trained_models_tune_auto_and_fit_the_model_time_only():
     trained = trained_tuning(config)
     assert trained.tune_solvers == ("auto",) and trained.learn_modes == ("schedule+weights+model time",)
     assert config.learn_modes == ("schedule+weights", "schedule+weights+model time")
-    assert (trained.budgets, trained.learn_budgets, trained.learn_seconds) == (config.budgets, config.learn_budgets,
-                                                                             config.learn_seconds)
+    assert (trained.budgets, trained.learn_budgets) == (config.budgets, config.learn_budgets)
+    # the trained models' fits stop after a number of runs (the same fit on any machine), the analytic ones on time
+    assert (trained.learn_runs, trained.learn_seconds) == (config.trained_learn_runs, config.trained_learn_seconds)
+    assert config.learn_runs is None and config.trained_learn_runs > 0

@@ -339,6 +339,35 @@ def test_the_fit_steps_on_between_jacobians_one_run_a_step():
     assert learned.tuning[1] < 0.99 * min(seen[:first])
 
 
+def test_the_fit_stops_after_max_runs_on_its_probes():
+    """``max_runs`` bounds the fit's runs on the probes (the held-out check's two runs come after it), whatever the
+    clock says: on the toy denoiser a fit allowed 30 runs makes 30 fitting runs and its result's count says so; one
+    allowed 60 runs more, and reaches at least as close."""
+    from fewstep.tuner_learn import LEARN_WEIGHTS, learn
+    from fewstep.tuner_objective import compute_reference, denoiser_run, distance
+
+    table = standard_sigma_table().double()
+    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    runs = [denoiser_run(toy, x, table) for x in noises]
+    references = [compute_reference(run, table, 40) for run in runs]
+    params = parse_params(TEXT + " ramp=0.15,0.35,0.6,0.85")
+    fits = {}
+    for limit in (30, 60):
+        seen = []
+
+        def probe_run(sigmas, solver, seen=seen):
+            x = runs[0](sigmas, solver)
+            seen.append(distance(x, references[0]))
+            return x
+
+        fits[limit] = learn(probe_run, references[0], runs[1], references[1], table, params, LEARN_WEIGHTS,
+                            max_runs=limit), len(seen)
+    for limit, (learned, probe_runs) in fits.items():
+        assert probe_runs == limit + 1  # the fitted params' own run at the end
+        assert learned.runs == probe_runs + 2  # and the held-out check's two
+    assert fits[60][0].tuning[1] <= fits[30][0].tuning[1]
+
+
 def test_the_five_node_graph_reproduces_few_step_ksampler_with_learned_numbers(comfy, tiny_model):
     """Few-Step Sigmas and Few-Step DPM++ Sampler given the same text (its `params` input) in SamplerCustom: bit for
     bit Few-Step KSampler; a sampler whose solver is not the text's, or SIGMAS of another length, is refused."""
