@@ -355,7 +355,7 @@ def markdown(rows, args, elapsed: float) -> str:
            "(above 1: the new search found more, e.g. by ending at 0). "
            "*end* / *converged*: old: its step-size criterion; new: the Gauss-Newton search converged (no "
            "step on a fresh Jacobian lowers the objective by a relative 1e-4) and the compass polish after it "
-           "converged too, or the script's cap of 1000 candidates (the node stops at 100).", "",
+           "converged too, or the script's cap of 1000 candidates (the node stops at 300).", "",
            "## Candidates to 90 % of the old converged improvement", "",
            "| model | solver | NFE | start | old converged (cand.) | new converged (cand.) | old to 90 % | "
            "new to 90 % | new share at 30 | new chose | best early stop / end=0 |",
