@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 # All benchmarks (CPU): the quality proxy (docs/quality.md, docs/quality.png; three analytic models and four trained
-# proxies, tuned and learned rows: 30 min on PINNED, 34 min on 0.3.64, each alone on 2 cores, 2026-12-05), speed
+# proxies, tuned and learned rows: 26 min on PINNED, 27 min on 0.3.64, each alone on 2 cores, 2026-12-06), speed
 # (docs/speed.md, 6-8 min) and the FreeU filter table. Each prints its tables.
 bench: bench-quality bench-speed
 	$(PY) benchmarks/freeu_speed.py --filters-only --threads 1 $(BENCH_ARGS)
