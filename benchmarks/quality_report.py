@@ -315,22 +315,22 @@ and reused by later runs (`--ceiling` runs them again). The tuner's share of the
 recipe is (recipe − tuned) / (recipe − ceiling) in that objective.
 
 The models run in 2 worker processes of 1 torch thread each, the longest first (`--workers 1`: one after another in
-one process, the trained networks on 2 threads). Sample sizes, deliberately reduced (the aim was about 30 minutes per
-ComfyUI version on 2 cores; measured alone on the 2-core machine, the default, 2026-12-06: 1539 s on PINNED,
-1629 s on 0.3.64, which ranks more core pairs; one process alone took 1771 s and 2015 s on 2026-12-05; each
-section gives its time, and each model's section its own, in its worker with the other one beside it): analytic models 3 seeds x 1024 samples, 128
-probes per tuning run and learned fit (128 more held out); trained models 2 seeds x 256 samples (a 256-sample batch
-of a trained network costs about a hundred times an analytic evaluation), their core pairs screened first on 32
-other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3 at the trend budgets), 16
-probes for tuning and the ceiling (the tuner node's default is 4), 64 for the learned fit (the tuning probes and 48
-more; 64 more held out), one fit per budget, the model-time one (it fits the weights too; the weights-only fit is
-left out on the trained models for time). Every tuning run at the ranked budgets (5, 6, 8) is the node's: at most
-300 candidates and 120 s; at the trend budgets (10, 12) at most 100 candidates; every learned fit 30 s on the analytic
-models and 240 runs on its probes on the trained ones (a budget in runs, so that a fit is the same beside another
-worker or on another machine; 240 is what 30 s gave at 5 and 6 evaluations on 2 threads alone). With 1024
-samples in 256 dimensions the analytic FD floor is higher (the exact-sample row) and the intervals wider; with 256
-samples the trained models' FD is a distance between two rank-deficient covariances: read it paired. Each section
-gives the run's total time, tuning included.
+one process, the trained networks on 2 threads). Sample sizes, deliberately reduced (the aim was about 30 minutes
+per ComfyUI version on 2 cores; measured alone on the 2-core machine, the default, 2026-12-06: 1539 s on PINNED,
+1629 s on 0.3.64, which ranks more core pairs; one process alone took 1771 s and 2015 s on 2026-12-05; each section
+gives its time, and each model's section its own, in its worker with the other one beside it): analytic models 3
+seeds x 1024 samples, 128 probes per tuning run and learned fit (128 more held out); trained models 2 seeds x 256
+samples (a 256-sample batch of a trained network costs about a hundred times an analytic evaluation), their core
+pairs screened first on 32 other noises (the 8 with the lowest RMS to the reference per budget are ranked in full; 3
+at the trend budgets), 16 probes for tuning and the ceiling (the tuner node's default is 4), 64 for the learned fit
+(the tuning probes and 48 more; 64 more held out), one fit per budget, the model-time one (it fits the weights too;
+the weights-only fit is left out on the trained models for time). Every tuning run at the ranked budgets (5, 6, 8)
+is the node's: at most 300 candidates and 120 s; at the trend budgets (10, 12) at most 100 candidates; every learned
+fit 30 s on the analytic models and 240 runs on its probes on the trained ones (a budget in runs, so that a fit is
+the same beside another worker or on another machine; 240 is what 30 s gave at 5 and 6 evaluations on 2 threads
+alone). With 1024 samples in 256 dimensions the analytic FD floor is higher (the exact-sample row) and the intervals
+wider; with 256 samples the trained models' FD is a distance between two rank-deficient covariances: read it paired.
+Each section gives the run's total time, tuning included.
 """
 
 
