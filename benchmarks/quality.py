@@ -77,7 +77,8 @@ def main(argv=None) -> Suite:
     parser.add_argument("--no-learned", action="store_true", help="leave out the learned rows (no learned fits)")
     parser.add_argument("--learn-probes", type=int, help="probe noises of each learned fit on the trained models")
     parser.add_argument("--trained-threads", type=int,
-                        help="torch threads while a trained network runs (default 2; 1 when two runs share 2 cores)")
+                        help="torch threads while a trained network runs with --workers 1 (default 2; 1 when two runs "
+                             "share 2 cores); each worker of --workers 2 runs on 1")
     parser.add_argument("--workers", type=int,
                         help=f"models run in this many processes at once, 1 torch thread each (default "
                              f"{Config.workers}; 1: one after another in this process)")
