@@ -140,7 +140,7 @@ def _run_in_workers(config: Config, ceilings: CeilingCache | None) -> Suite:
 
     began = time.perf_counter()
     load_comfyui()  # here too: the results sent back hold the pack's and ComfyUI's classes
-    known = dict(ceilings.entries) if ceilings is not None else None
+    known = ceilings.entries if ceilings is not None else None  # each worker gets its own copy
     order = sorted(config.models, key=lambda name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else -1)
     log.info("%d models in %d worker processes, 1 torch thread each: %s", len(order), config.workers, ", ".join(order))
     with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -312,24 +312,38 @@ def test_learning_beats_the_schedule_on_noises_it_never_saw_and_stays_bounded(ph
     assert torch.isfinite(wild).all() and wild.abs().max() < 2.0 * wide_reference.abs().max()
 
 
+def _toy_fit_runs():
+    """(table, runs, references) on the toy denoiser: 8 probe noises (seed 1) and 8 held out (seed 2), 4x6x6."""
+    from fewstep.tuner_objective import compute_reference, denoiser_run
+
+    table = standard_sigma_table().double()
+    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    runs = [denoiser_run(toy, x, table) for x in noises]
+    return table, runs, [compute_reference(run, table, 40) for run in runs]
+
+
+def _counted(run, reference):
+    """``run`` that records each result's distance to ``reference`` in the list returned beside it."""
+    from fewstep.tuner_objective import distance
+
+    seen = []
+
+    def counted(sigmas, solver):
+        x = run(sigmas, solver)
+        seen.append(distance(x, reference))
+        return x
+
+    return counted, seen
+
+
 def test_the_fit_steps_on_between_jacobians_one_run_a_step():
     """With one finite-difference Jacobian allowed (on the toy denoiser, 8 probes, N = 5: 16 parameters), the fit goes
     on with Broyden-updated steps of one run each: more trial runs than one Jacobian's damping tries, and a probe
     distance below the best the Jacobian's runs and its first step reached."""
     from fewstep.tuner_learn import DAMPING_TRIES, LEARN_WEIGHTS, learn
-    from fewstep.tuner_objective import compute_reference, denoiser_run, distance
 
-    table = standard_sigma_table().double()
-    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
-    runs = [denoiser_run(toy, x, table) for x in noises]
-    references = [compute_reference(run, table, 40) for run in runs]
-    seen = []
-
-    def probe_run(sigmas, solver):
-        x = runs[0](sigmas, solver)
-        seen.append(distance(x, references[0]))
-        return x
-
+    table, runs, references = _toy_fit_runs()
+    probe_run, seen = _counted(runs[0], references[0])
     params = parse_params(TEXT + " ramp=0.15,0.35,0.6,0.85")
     parameters = 12 + 4  # offsets (1 + 2 + 3 + 3 + 3) and ramp logits
     learned = learn(probe_run, references[0], runs[1], references[1], table, params, LEARN_WEIGHTS, max_iterations=1)
@@ -344,22 +358,12 @@ def test_the_fit_stops_after_max_runs_on_its_probes():
     clock says: on the toy denoiser a fit allowed 30 runs makes 30 fitting runs and its result's count says so; one
     allowed 60 runs more, and reaches at least as close."""
     from fewstep.tuner_learn import LEARN_WEIGHTS, learn
-    from fewstep.tuner_objective import compute_reference, denoiser_run, distance
 
-    table = standard_sigma_table().double()
-    noises = [torch.randn((8, 4, 6, 6), generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
-    runs = [denoiser_run(toy, x, table) for x in noises]
-    references = [compute_reference(run, table, 40) for run in runs]
+    table, runs, references = _toy_fit_runs()
     params = parse_params(TEXT + " ramp=0.15,0.35,0.6,0.85")
     fits = {}
     for limit in (30, 60):
-        seen = []
-
-        def probe_run(sigmas, solver, seen=seen):
-            x = runs[0](sigmas, solver)
-            seen.append(distance(x, references[0]))
-            return x
-
+        probe_run, seen = _counted(runs[0], references[0])
         fits[limit] = learn(probe_run, references[0], runs[1], references[1], table, params, LEARN_WEIGHTS,
                             max_runs=limit), len(seen)
     for limit, (learned, probe_runs) in fits.items():
