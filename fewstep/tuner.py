@@ -66,6 +66,7 @@ RUNNERS_UP = 2  # the next best choices (solver option and end) on the starting 
 RUNNER_UP_SEARCH = 60  # ... for this many candidates, before the race
 RACE_SIZE = 3  # choices (solver option and end) searched in turn after the runners-up
 RACE_SHARE = 0.6  # the share of the candidates left that the race takes; the final search has the rest
+SCREENED = ("dpmpp_2m", *UNIPC_SOLVERS)  # solver auto: the solvers screened at both ends besides the recipe's own
 
 
 @dataclass
@@ -176,7 +177,8 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
             best = context.best_of(lambda params: _same_choice(params, base))[1]
             compass_search(context, base, free_positions, start=best, scale=0.25)
     start_value = context.seen[start_text][0]  # the screen evaluates it first
-    value, params, sigmas = context.best_of()
+    allowed = ENDS if end == AUTO else (end,)  # the start (early stop) is measured whatever ``end`` says
+    value, params, sigmas = context.best_of(lambda params: params.end in allowed)
     if progress is not None:
         progress(len(context.seen), value)
     ends = {e: _best_value(context, lambda p, e=e: p.end == e) for e in ENDS}
@@ -199,30 +201,35 @@ def _best_value(context: SearchContext, keep) -> float:
 
 
 def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str) -> ScheduleParams:
-    """The start of the search: ``base`` (the recipe, its solver, the early stop) with the end and solver options
-    that score best on the starting schedule. Screened in this order, each candidate once: the start with the
-    early stop; with ``end`` auto the same with the last step to 0; with ``solver`` auto every other solver of
-    ``solver_configs`` at the better end. The search then refines the schedule for that choice."""
+    """The start of the search: the choice that scores best on the starting schedule. Screened in this order, each
+    candidate once: ``base`` (the recipe, its solver, the early stop); then at each end ``end`` allows (``auto``:
+    the early stop, then the last step to 0) ``base``'s solver and, with ``solver`` auto, every SCREENED solver
+    in its first option of ``solver_configs`` (UniPC: bh1, order auto). The other options (bh2, order 2, and
+    DPM++1S where the recipe does not start with it) come with the runners-up and the race. Every screened
+    solver at both ends: the end a solver prefers is its own (photo_eps, NFE 5: DPM++1S, the recipe's, is better
+    with the end at 0, UniPC, the winner, with the early stop; a screen at the recipe solver's end met UniPC's
+    early stop only at candidate 61, docs/tuner_search_trained.md)."""
     context.evaluate(rounded(base))
-    if end != END_AT_INDEX:
-        zero = replace(base, end=END_AT_ZERO)
-        if end == END_AT_ZERO or not context.exhausted():
-            context.evaluate(rounded(zero))
-        if end == END_AT_ZERO or _value(context, zero) < _value(context, base):
-            base = zero
+    ends = ENDS if end == AUTO else (end,)
+    if end == END_AT_ZERO:  # the one candidate the result may come from, even when the budget is spent already
+        context.evaluate(rounded(replace(base, end=END_AT_ZERO)))
+    names = [base.solver]
     if solver == AUTO:
-        for name, variant, order in solver_configs(solver, base.steps):
+        names += [name for name in SCREENED if name != base.solver]
+    first = {name: (variant, order) for name, variant, order in reversed(solver_configs(AUTO, base.steps))}
+    for which in ends:
+        for name in names:
             if context.exhausted():
                 break
-            context.evaluate(rounded(with_solver(base, name, variant, order)))
-        base = context.best_of(lambda params: params.end == base.end)[1]  # only the start's schedule seen so far
-    return base
+            params = base if name == base.solver else with_solver(base, name, *first[name])
+            context.evaluate(rounded(replace(params, end=which)))
+    return context.best_of(lambda params: params.end in ends)[1]  # only the start's schedule seen so far
 
 
 def _choices(base: ScheduleParams, solver: str, end: str) -> list[ScheduleParams]:
     """``base``'s schedule with every solver option and end that ``solver`` / ``end`` allow, rounded."""
     configs = solver_configs(AUTO, base.steps) if solver == AUTO else [(base.solver, base.variant, base.order)]
-    ends = ENDS if end == AUTO else (base.end,)
+    ends = ENDS if end == AUTO else (end,)
     return [rounded(replace(with_solver(base, name, variant, order) if solver == AUTO else base, end=which))
             for which in ends for name, variant, order in configs]
 
@@ -250,14 +257,14 @@ def _runners_up(context: SearchContext, start: ScheduleParams, searched: Schedul
 def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -> ScheduleParams:
     """Every solver option and end that ``solver`` / ``end`` allow, at the best schedule so far; the RACE_SIZE best
     of them each searched for an equal part of RACE_SHARE of the candidates left. Returns the best seen."""
-    best = context.best_of()[1]
+    ends = ENDS if end == AUTO else (end,)
+    best = context.best_of(lambda params: params.end in ends)[1]
     configs = solver_configs(AUTO, best.steps) if solver == AUTO else [(best.solver, best.variant, best.order)]
-    ends = ENDS if end == AUTO else (best.end,)
     choices = []
     for name, variant, order in configs:
         for which in ends:
             if context.exhausted():
-                return context.best_of()[1]
+                return context.best_of(lambda params: params.end in ends)[1]
             params = rounded(replace(with_solver(best, name, variant, order), end=which))
             choices.append((context.evaluate(params)[0], params))
     leaders = [params for _, params in sorted(choices, key=lambda item: item[0])[:RACE_SIZE]]
@@ -266,7 +273,7 @@ def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -
         if each < 1:
             break
         _search_until(context, params, free_positions, len(context.seen) + each)
-    return context.best_of()[1]
+    return context.best_of(lambda params: params.end in ends)[1]
 
 
 def _search_until(context: SearchContext, base: ScheduleParams, free_positions: bool, limit: int) -> None:
