@@ -124,10 +124,12 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
     ``run(sigmas, solver)`` solves from the probe noises (batched) and returns the latent at sigmas[-1]
     (``solver``: a ``plan.Solver``, or a name for the reference); ``start`` defaults to the paper's recipe
     family for ``steps`` (``recipe_for_step_count``).
-    ``solver``: one of SCHEDULE_SOLVERS, or ``auto``: every one of ``solver_configs`` is screened on the start and
-    the best searched, within the same candidates. ``end``: ``auto`` (default) screens the paper's early stop
-    (``index``) and ``0`` (the same evaluations, the last step to sigma 0) and searches the better; ``index`` or
-    ``0`` only that one. The result's ``ends`` and ``solvers`` give the best distance seen with each.
+    ``solver``: one of SCHEDULE_SOLVERS, or ``auto``: the recipe's solver and SCREENED (their first options) are
+    screened on the start and the best searched, within the same candidates; every other option of
+    ``solver_configs`` runs later (``_runners_up``, ``_race``). ``end``: ``auto`` (default) screens the paper's
+    early stop (``index``) and ``0`` (the same evaluations, the last step to sigma 0) for each solver screened
+    and searches the best; ``index`` or ``0``: only that one (the start is still measured with the early stop:
+    ``start_objective``). The result's ``ends`` and ``solvers`` give the best distance seen with each.
     ``measure``: what the distance compares (default the latent; e.g. decoded images).
     ``method``: "gauss_newton" (default, see ``search_gauss_newton``) or "pattern" (the compass search of
     versions up to 0.5, kept for comparison: ``benchmarks/tuner_search.py``).
@@ -236,7 +238,7 @@ def _choices(base: ScheduleParams, solver: str, end: str) -> list[ScheduleParams
 
 def _runners_up(context: SearchContext, start: ScheduleParams, searched: ScheduleParams, solver: str, end: str,
                 free_positions: bool) -> None:
-    """Every choice on the starting schedule (the screen ran those at one end; here the other end too), and the
+    """Every choice on the starting schedule (the screen ran four solvers' first options; here every option), and the
     RUNNERS_UP best of them but the one the first search took, each searched from the starting schedule for
     RUNNER_UP_SEARCH candidates. The objective has many basins (ComfyUI's rounded timesteps, probes that change
     mode): a choice searched from the schedule another solver was tuned for often stays worse than the same choice
