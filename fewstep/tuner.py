@@ -163,10 +163,12 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
         compass_search(context, base, free_positions)
     else:
         cap = context.max_candidates
-        if (solver == AUTO or end == AUTO) and cap is not None and cap > FIRST_SEARCH:
+        if (solver == AUTO or end == AUTO) and cap is not None:
             # the screened choice first, as far as FIRST_SEARCH candidates; then the runners-up of the screen, each
             # from the starting schedule; then every choice at the best schedule found, the best RACE_SIZE of them
-            # searched in turn (the race); the final search from the best of all
+            # searched in turn (the race); the final search from the best of all. Whatever the cap: the first c
+            # candidates of a search capped at c are those of the same search with a higher cap
+            # (benchmarks/tuner_search.py measures the schedule held after c candidates so)
             _search_until(context, base, free_positions, FIRST_SEARCH)
             if not context.exhausted():
                 _runners_up(context, start, base, solver, end, free_positions)
