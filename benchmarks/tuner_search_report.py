@@ -105,9 +105,8 @@ def markdown(rows, args, elapsed: float) -> str:
            "Old: `tune(..., method=\"pattern\", end=\"index\")`, the compass search of versions up to 0.5, unchanged "
            "(now in `fewstep/search_compass.py`), on the paper's early stop only. New: the default, as the node runs "
            "it: the end chosen (the early stop or the last step to 0, both screened on the start, the better "
-           "searched) and, in the `auto` rows, the solver too (the recipe's solver, DPM++2M, UniPC and UniPC + AFS in "
-           "their first options screened at both ends on the start, within the same candidates; the other options, "
-           "10 in all at NFE 5 and 6, 6 at NFE 8, after the first 60 candidates). Same probes, same reference (computed once per model, reused "
+           "searched) and, in the `auto` rows, the solver too (10 solver options at NFE 5 and 6, 6 at NFE 8, screened "
+           "on the start within the same candidates). Same probes, same reference (computed once per model, reused "
            "for every solver and NFE), same objective (distance of x_N, the output Few-Step KSampler returns, to the "
            "40-step reference at sigma 0, mean per-probe RMS).", "",
            "A *candidate* is one schedule run on the probes (N model evaluations per probe; x2 with CFG on a "

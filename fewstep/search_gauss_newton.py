@@ -28,8 +28,7 @@ MAX_MOVE = 1.0  # the most a Gauss-Newton step moves one coordinate
 INITIAL_MOVE = 0.5  # ... at first, and after a fresh Jacobian
 MIN_MOVE = 1e-3  # steps shorter than this do not count: take a fresh Jacobian, or stop
 RELATIVE_TOLERANCE = 1e-4  # a step that lowers the objective by less, on a fresh Jacobian: converged
-STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (the end only) ...
-STAGE_ONE_CANDIDATES = 4  # ... which ends after this many candidates of its own at most
+STAGE_ONE_TOLERANCE = 1e-3  # the same for the first stage (the end only)
 LINE_STEP = 0.15  # first step of the line searches (time_rho between the stages, each coordinate at a stall), doubled
 STALL_CANDIDATES = 5  # stage two has stalled when this many candidates in a row lowered the objective ...
 STALL_GAIN = 0.01  # ... by less than this share together: line searches on the end and each logit, one at a time
@@ -99,9 +98,7 @@ def gauss_newton_search(context: SearchContext, base: ScheduleParams, free_posit
 
     Coordinates: log(sigma_end) (``_EndPoint``: the schedule's end, continuous), log(time_rho) and the N-1
     logits of the interior positions. Stage one moves the end alone (one coordinate; on the analytic models
-    the end holds much of the gain, and moving the rest first led into worse basins) for at most
-    STAGE_ONE_CANDIDATES candidates (on the trained photo_eps at NFE 5 it crept on for 14 candidates for 5 % of
-    the objective, while the step positions held the gain: docs/tuner_search_trained.md), then a line search
+    the end holds much of the gain, and moving the rest first led into worse basins), then a line search
     moves log(time_rho) alone (``line_search``: steps of 0.15, doubled while they pay), stage two all. When stage
     two stalls (STALL_CANDIDATES candidates in a row gain less than STALL_GAIN together), ``unstall`` runs line
     searches on the end and on each logit, one at a time; it runs again at the next stall only if it moved.
@@ -121,7 +118,7 @@ def gauss_newton_search(context: SearchContext, base: ScheduleParams, free_posit
     per coordinate) is only taken when the updated one stops giving progress. The end at sigma_min
     (end_index = base_steps - 1) is tried when log(sigma_end) is pushed against its lower bound, and
     searched from once more if the search converged there. Stops when, on a fresh Jacobian, no step
-    lowers the objective by a relative 1e-4 (1e-3 in stage one, or its candidates are spent).
+    lowers the objective by a relative 1e-4 (1e-3 in stage one).
     """
     steps = context.steps
     end = _EndPoint(base.base_steps)
@@ -273,10 +270,7 @@ def gauss_newton_search(context: SearchContext, base: ScheduleParams, free_posit
     gradient = None  # of the last model
     jumped = False  # the Karras jump was tried (once per search)
     stall_mark = (len(context.seen), value)  # (candidates, objective) when stage two last made STALL_GAIN
-    stage_one_began = len(context.seen)
     while True:
-        if stage_one and len(context.seen) - stage_one_began >= STAGE_ONE_CANDIDATES and not next_stage():
-            return
         if not stage_one:
             if value < stall_mark[1] * (1.0 - STALL_GAIN):
                 stall_mark = (len(context.seen), value)

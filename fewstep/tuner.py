@@ -66,7 +66,6 @@ RUNNERS_UP = 2  # the next best choices (solver option and end) on the starting 
 RUNNER_UP_SEARCH = 60  # ... for this many candidates, before the race
 RACE_SIZE = 3  # choices (solver option and end) searched in turn after the runners-up
 RACE_SHARE = 0.6  # the share of the candidates left that the race takes; the final search has the rest
-SCREENED = ("dpmpp_2m", *UNIPC_SOLVERS)  # solver auto: the solvers screened at both ends besides the recipe's own
 
 
 @dataclass
@@ -124,12 +123,11 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
     ``run(sigmas, solver)`` solves from the probe noises (batched) and returns the latent at sigmas[-1]
     (``solver``: a ``plan.Solver``, or a name for the reference); ``start`` defaults to the paper's recipe
     family for ``steps`` (``recipe_for_step_count``).
-    ``solver``: one of SCHEDULE_SOLVERS, or ``auto``: the recipe's solver and SCREENED (their first options) are
-    screened on the start and the best searched, within the same candidates; every other option of
-    ``solver_configs`` runs later (``_runners_up``, ``_race``). ``end``: ``auto`` (default) screens the paper's
-    early stop (``index``) and ``0`` (the same evaluations, the last step to sigma 0) for each solver screened
-    and searches the best; ``index`` or ``0``: only that one (the start is still measured with the early stop:
-    ``start_objective``). The result's ``ends`` and ``solvers`` give the best distance seen with each.
+    ``solver``: one of SCHEDULE_SOLVERS, or ``auto``: every one of ``solver_configs`` is screened on the start and
+    the best searched, within the same candidates. ``end``: ``auto`` (default) screens the paper's early stop
+    (``index``) and ``0`` (the same evaluations, the last step to sigma 0) and searches the better; ``index`` or
+    ``0`` only that one (the start is still measured with the early stop: ``start_objective``; the result keeps
+    the end named). The result's ``ends`` and ``solvers`` give the best distance seen with each.
     ``measure``: what the distance compares (default the latent; e.g. decoded images).
     ``method``: "gauss_newton" (default, see ``search_gauss_newton``) or "pattern" (the compass search of
     versions up to 0.5, kept for comparison: ``benchmarks/tuner_search.py``).
@@ -205,29 +203,24 @@ def _best_value(context: SearchContext, keep) -> float:
 
 
 def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str) -> ScheduleParams:
-    """The start of the search: the choice that scores best on the starting schedule. Screened in this order, each
-    candidate once: ``base`` (the recipe, its solver, the early stop); then at each end ``end`` allows (``auto``:
-    the early stop, then the last step to 0) ``base``'s solver and, with ``solver`` auto, every SCREENED solver
-    in its first option of ``solver_configs`` (UniPC: bh1, order auto). The other options (bh2, order 2, and
-    DPM++1S where the recipe does not start with it) come with the runners-up and the race. Every screened
-    solver at both ends: the end a solver prefers is its own (photo_eps, NFE 5: DPM++1S, the recipe's, is better
-    with the end at 0, UniPC, the winner, with the early stop; a screen at the recipe solver's end met UniPC's
-    early stop only at candidate 61, docs/tuner_search_trained.md)."""
+    """The start of the search: ``base`` (the recipe, its solver, the early stop) with the end and solver options
+    that score best on the starting schedule. Screened in this order, each candidate once: the start with the
+    early stop; with ``end`` auto the same with the last step to 0; with ``solver`` auto every other solver of
+    ``solver_configs`` at the better end. The search then refines the schedule for that choice."""
     context.evaluate(rounded(base))
-    ends = ENDS if end == AUTO else (end,)
-    if end == END_AT_ZERO:  # the one candidate the result may come from, even when the budget is spent already
-        context.evaluate(rounded(replace(base, end=END_AT_ZERO)))
-    names = [base.solver]
+    if end != END_AT_INDEX:
+        zero = replace(base, end=END_AT_ZERO)
+        if end == END_AT_ZERO or not context.exhausted():
+            context.evaluate(rounded(zero))
+        if end == END_AT_ZERO or _value(context, zero) < _value(context, base):
+            base = zero
     if solver == AUTO:
-        names += [name for name in SCREENED if name != base.solver]
-    first = {name: (variant, order) for name, variant, order in reversed(solver_configs(AUTO, base.steps))}
-    for which in ends:
-        for name in names:
+        for name, variant, order in solver_configs(solver, base.steps):
             if context.exhausted():
                 break
-            params = base if name == base.solver else with_solver(base, name, *first[name])
-            context.evaluate(rounded(replace(params, end=which)))
-    return context.best_of(lambda params: params.end in ends)[1]  # only the start's schedule seen so far
+            context.evaluate(rounded(with_solver(base, name, variant, order)))
+        base = context.best_of(lambda params: params.end == base.end)[1]  # only the start's schedule seen so far
+    return base
 
 
 def _choices(base: ScheduleParams, solver: str, end: str) -> list[ScheduleParams]:
@@ -240,7 +233,7 @@ def _choices(base: ScheduleParams, solver: str, end: str) -> list[ScheduleParams
 
 def _runners_up(context: SearchContext, start: ScheduleParams, searched: ScheduleParams, solver: str, end: str,
                 free_positions: bool) -> None:
-    """Every choice on the starting schedule (the screen ran four solvers' first options; here every option), and the
+    """Every choice on the starting schedule (the screen ran those at one end; here the other end too), and the
     RUNNERS_UP best of them but the one the first search took, each searched from the starting schedule for
     RUNNER_UP_SEARCH candidates. The objective has many basins (ComfyUI's rounded timesteps, probes that change
     mode): a choice searched from the schedule another solver was tuned for often stays worse than the same choice

@@ -61,8 +61,8 @@ REFERENCE_CACHE_SIZE = 8
 # reaches 90 % of a long generic search's gain on every trained proxy (docs/tuner.md).
 MAX_CANDIDATES = 300
 KEY_VERSION = 10  # bump when the search changes, so old results are not served (6: end, solver, vae; 7: race;
-# 8: runners-up; 9: learn starts a UniPC schedule from UniPC's own weights where they are closer; 10: the screen runs
-# four solvers at both ends, stage one ends after 4 candidates, a named end is kept with solver auto)
+# 8: runners-up; 9: learn starts a UniPC schedule from UniPC's own weights where they are closer;
+# 10: a named end is kept with solver auto)
 MEASURE_SIZE = 64  # with a vae: decoded images area-averaged to at most this many pixels a side
 LEARN_SHARE = 0.6  # with learn: the share of the time budget (after the reference) the schedule search may take
 
