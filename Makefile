@@ -11,10 +11,8 @@ $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/install_env.sh
 	touch $@
 
-# On two pytest-xdist workers: one runs the end-to-end tests (marked e2e: one ComfyUI server, the full-size random
-# checkpoints) one after another, the other the rest (tests/conftest.py groups them).
 test: $(VENV)/.installed
-	$(PY) -m pytest tests -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # While editing: the tests that need no ComfyUI server and no full-size checkpoint (not marked e2e: the maths, the
 # nodes on a tiny UNet inside ComfyUI, params, the tuner on analytic models, the workflows' JSON), on two workers.

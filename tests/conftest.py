@@ -135,34 +135,12 @@ def server(tmp_path_factory):
 SERVER_FIXTURES = {"server", "server_1581", "browser"}  # the browser tests load pages from a server
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Mark every test that uses a ComfyUI server as e2e (tests that start one in a subprocess, or load a
-    full-size checkpoint, carry the mark themselves), and put every e2e test in one pytest-xdist group: `make test`
-    runs on two workers with ``--dist loadgroup``, so one worker runs the e2e tests one after another (one shared
-    server, never two full-size checkpoints in memory at once) while the other runs the rest."""
+    full-size checkpoint, carry the mark themselves)."""
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-        if item.get_closest_marker("e2e") is not None:
-            item.add_marker(pytest.mark.xdist_group("e2e"))
-
-
-def pytest_sessionfinish(session):
-    """On a pytest-xdist worker: hand the end-to-end measurements to the controller, which prints them."""
-    output = getattr(session.config, "workeroutput", None)
-    if output is not None:
-        from e2e_support import REPORT
-
-        output["fewstep_report"] = list(REPORT)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error):
-    """pytest-xdist's controller: collect a finished worker's end-to-end measurements."""
-    from e2e_support import REPORT
-
-    REPORT.extend(getattr(node, "workeroutput", {}).get("fewstep_report", []))
 
 
 def pytest_terminal_summary(terminalreporter):
