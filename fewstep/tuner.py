@@ -179,7 +179,7 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
             best = context.best_of(lambda params: _same_choice(params, base))[1]
             compass_search(context, base, free_positions, start=best, scale=0.25)
     start_value = context.seen[start_text][0]  # the screen evaluates it first
-    allowed = ENDS if end == AUTO else (end,)  # the start (early stop) is measured whatever ``end`` says
+    allowed = _ends(end)  # the start (early stop) is measured whatever ``end`` says
     value, params, sigmas = context.best_of(lambda params: params.end in allowed)
     if progress is not None:
         progress(len(context.seen), value)
@@ -190,6 +190,11 @@ def tune(run: Run, sigma_table: torch.Tensor, steps: int, solver: str, *, start:
         solvers[label] = min(solvers.get(label, math.inf), seen_value)
     return TuneResult(params, format_params(params), sigmas, value, start_value, len(context.seen),
                       context.evaluations, clock() - began, context.stopped_by, context.history, ends, solvers)
+
+
+def _ends(end: str) -> tuple[str, ...]:
+    """The ends a result may have: both with ``end`` auto, else the one named."""
+    return ENDS if end == AUTO else (end,)
 
 
 def _same_choice(params: ScheduleParams, base: ScheduleParams) -> bool:
@@ -226,7 +231,7 @@ def _screen(context: SearchContext, base: ScheduleParams, solver: str, end: str)
 def _choices(base: ScheduleParams, solver: str, end: str) -> list[ScheduleParams]:
     """``base``'s schedule with every solver option and end that ``solver`` / ``end`` allow, rounded."""
     configs = solver_configs(AUTO, base.steps) if solver == AUTO else [(base.solver, base.variant, base.order)]
-    ends = ENDS if end == AUTO else (end,)
+    ends = _ends(end)
     return [rounded(replace(with_solver(base, name, variant, order) if solver == AUTO else base, end=which))
             for which in ends for name, variant, order in configs]
 
@@ -254,14 +259,18 @@ def _runners_up(context: SearchContext, start: ScheduleParams, searched: Schedul
 def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -> ScheduleParams:
     """Every solver option and end that ``solver`` / ``end`` allow, at the best schedule so far; the RACE_SIZE best
     of them each searched for an equal part of RACE_SHARE of the candidates left. Returns the best seen."""
-    ends = ENDS if end == AUTO else (end,)
-    best = context.best_of(lambda params: params.end in ends)[1]
+    ends = _ends(end)
+
+    def allowed(params: ScheduleParams) -> bool:
+        return params.end in ends
+
+    best = context.best_of(allowed)[1]
     configs = solver_configs(AUTO, best.steps) if solver == AUTO else [(best.solver, best.variant, best.order)]
     choices = []
     for name, variant, order in configs:
         for which in ends:
             if context.exhausted():
-                return context.best_of(lambda params: params.end in ends)[1]
+                return context.best_of(allowed)[1]
             params = rounded(replace(with_solver(best, name, variant, order), end=which))
             choices.append((context.evaluate(params)[0], params))
     leaders = [params for _, params in sorted(choices, key=lambda item: item[0])[:RACE_SIZE]]
@@ -270,7 +279,7 @@ def _race(context: SearchContext, solver: str, end: str, free_positions: bool) -
         if each < 1:
             break
         _search_until(context, params, free_positions, len(context.seen) + each)
-    return context.best_of(lambda params: params.end in ends)[1]
+    return context.best_of(allowed)[1]
 
 
 def _search_until(context: SearchContext, base: ScheduleParams, free_positions: bool, limit: int) -> None:
