@@ -1,0 +1,56 @@
+"""make test: the end-to-end tests and the rest in two pytest processes at once, one report after the other.
+
+The end-to-end tests (``-m e2e``: a ComfyUI server, full-size random-weight checkpoints) wait on subprocesses
+and files for much of their time; the rest (``-m "not e2e"``: the maths, the nodes on a tiny UNet, the tuner)
+is pure CPU in this process. Run side by side they share the two cores. The PINNED runtime is installed first,
+once, so the two processes do not race to install it. The e2e process writes its report to a file, printed
+after the other's; the exit status is the worse of the two (pytest's 5, no test collected, counts as passed
+when the other process ran tests: a PYTEST_ARGS that selects only one kind). With a marker expression of your
+own (``-m``) it runs one pytest process, as before.
+
+    python scripts/run_tests.py [pytest arguments...]      # what `make test PYTEST_ARGS=...` runs
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+NO_TESTS = 5  # pytest's exit status when it collected nothing
+
+
+def main(argv: list[str]) -> int:
+    from comfyui_runtime import comfyui_path
+
+    comfyui_path()  # installs PINNED if needed, before two processes would
+    pytest = [sys.executable, "-m", "pytest", "tests"]
+    if any(arg == "-m" or arg.startswith(("-m", "--markexpr")) for arg in argv):
+        return subprocess.call([*pytest, *argv], cwd=REPO)  # a marker expression of your own: one process
+    with tempfile.TemporaryDirectory(prefix="fewstep-e2e-") as scratch:
+        log_path = Path(scratch) / "e2e.log"
+        with open(log_path, "w") as log:
+            e2e = subprocess.Popen([*pytest, "-m", "e2e", "-p", "no:cacheprovider", *argv], cwd=REPO, stdout=log,
+                                   stderr=subprocess.STDOUT, env=os.environ.copy())
+            try:
+                print("== tests not marked e2e (the e2e tests run beside them; their report follows) ==", flush=True)
+                rest = subprocess.call([*pytest, "-m", "not e2e", *argv], cwd=REPO)
+            finally:
+                status = e2e.wait()
+        print("\n== end-to-end tests (-m e2e) ==", flush=True)
+        sys.stdout.write(log_path.read_text())
+    statuses = [rest, status]
+    if NO_TESTS in statuses and any(s == 0 for s in statuses):
+        statuses = [0 if s == NO_TESTS else s for s in statuses]
+    worst = max(statuses)
+    print(f"\nmake test: not e2e exit {rest}, e2e exit {status}", flush=True)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
