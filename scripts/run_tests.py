@@ -4,8 +4,8 @@ The end-to-end tests (``-m e2e``: a ComfyUI server, full-size random-weight chec
 and files for much of their time; the rest (``-m "not e2e"``: the maths, the nodes on a tiny UNet, the tuner)
 is pure CPU in this process. Run side by side they share the two cores. The PINNED runtime is installed first,
 once, so the two processes do not race to install it. The e2e process writes its report to a file, printed
-after the other's; the exit status is the worse of the two (pytest's 5, no test collected, counts as passed
-when the other process ran tests: a PYTEST_ARGS that selects only one kind). With a marker expression of your
+after the other's; the exit status is the worse of the two (a process that collected no test, pytest's 5, does not
+count: a PYTEST_ARGS that selects only one kind). With a marker expression of your
 own (``-m``) it runs one pytest process, as before.
 
     python scripts/run_tests.py [pytest arguments...]      # what `make test PYTEST_ARGS=...` runs
@@ -44,12 +44,15 @@ def main(argv: list[str]) -> int:
                 status = e2e.wait()
         print("\n== end-to-end tests (-m e2e) ==", flush=True)
         sys.stdout.write(log_path.read_text())
-    statuses = [rest, status]
-    if NO_TESTS in statuses and any(s == 0 for s in statuses):
-        statuses = [0 if s == NO_TESTS else s for s in statuses]
-    worst = max(statuses)
     print(f"\nmake test: not e2e exit {rest}, e2e exit {status}", flush=True)
-    return worst
+    return combined(rest, status)
+
+
+def combined(*statuses: int) -> int:
+    """One exit status for both processes: the worse one, where a process that collected no test (5: PYTEST_ARGS
+    selected tests of the other kind only) does not count; 5 when neither collected any."""
+    ran = [s for s in statuses if s != NO_TESTS]
+    return max(ran) if ran else NO_TESTS
 
 
 if __name__ == "__main__":
