@@ -217,13 +217,14 @@ def flow_workflow(definitions, recipe_name: str, checkpoint: str, cfg: float, fl
     guidance = (f"Flux dev is guidance-distilled: FluxGuidance {flux_guidance:g} on the prompt and cfg 1 (one model "
                 "evaluation per step; a cfg above 1 doubles the evaluations)" if flux_guidance is not None
                 else f"Guidance (cfg) {cfg:g}, as ComfyUI's SD3.5 example")
+    axis = "ModelSamplingFlux: shift 1.15 at 1024x1024" if family == "Flux" else "ModelSamplingSD3: shift 3.0"
     note = (f"Few-Step KSampler with the {recipe_name} recipe, for the ORIGINAL {family} checkpoint at "
             f"{r.resolution}x{r.resolution}: {r.steps} model evaluations with UniPC ({r.variant or 'bh1'}, order "
             f"{r.order or 'auto'}) and the analytical first step on an early-stopping schedule. The paper has no "
             f"recipe for flow-matching models: this one was tuned by the pack's tuner on small proxies of the "
             f"{family} time axis (docs/flow_recipes.md), not on {family} itself, so treat it as a starting point "
             "and tune your own with the Few-Step Schedule Tuner for a model you use often. The schedule is read on "
-            f"the model's own time axis ({'ModelSamplingFlux: shift 1.15 at 1024x1024' if family == 'Flux' else 'ModelSamplingSD3: shift 3.0'}"
+            f"the model's own time axis ({axis}"
             ", the model's default; change it there and the schedule moves as ComfyUI's schedulers do). No FreeU "
             f"(a DiT has no UNet). {guidance}.\n"
             "Pick your checkpoint in the loader (the all-in-one file with text encoders and VAE) and press Queue.")

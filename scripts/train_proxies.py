@@ -127,7 +127,8 @@ def train(spec: ProxySpec, steps: int = STEPS, log_every: int = 100) -> dict:
         "file": spec.weights.name, "sha256": sha256(spec.weights), "bytes": spec.weights.stat().st_size,
         "data": spec.data, "shift": shift, "scale": scale,
         "prediction": spec.prediction, "zsnr": spec.zsnr, "conditional": spec.conditional,
-        **({"t_sampling": "uniform in (0, 1)", "model_sampling_shift": spec.shift} if spec.prediction == "flow" else {}),
+        **({"t_sampling": "uniform in (0, 1)", "model_sampling_shift": spec.shift}
+           if spec.prediction == "flow" else {}),
         "label_dropout": LABEL_DROPOUT if spec.conditional else 0.0,
         "architecture": {"network": "ProxyUNet", **{k: list(v) if isinstance(v, tuple) else v
                                                     for k, v in ARCHITECTURE.items()}},
