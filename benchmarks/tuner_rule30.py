@@ -28,7 +28,8 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # as a script; under pytest ComfyUI comes first (its `nodes`, not the pack's)
+    sys.path.insert(0, str(REPO))
 
 from tuner_search import PROBE_SEED, analytic_models, exact_denoiser, load_quality, noise  # noqa: E402
 from tuner_search_report import SHARE, TRAINED_PROBES  # noqa: E402

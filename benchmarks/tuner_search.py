@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # as a script; under pytest ComfyUI comes first (its `nodes`, not the pack's)
+    sys.path.insert(0, str(REPO))
 
 from tuner_search_report import (  # noqa: E402
     CHECKPOINTS,
