@@ -12,7 +12,8 @@ $(VENV)/.installed: requirements-dev.txt scripts/install_env.sh
 	touch $@
 
 # The e2e tests and the rest in two pytest processes at once (scripts/run_tests.py): on 2 cores PINNED 369 s against
-# 490 s one after the other, 0.3.64 486 s against 843-904 s (2026-12-06, fresh clones); each prints its own summary, the exit status is the worse of the two.
+# 490 s one after the other, 0.3.64 486 s against 843-904 s (2026-12-06, fresh clones); each prints its own summary,
+# the exit status is the worse of the two.
 test: $(VENV)/.installed
 	$(PY) scripts/run_tests.py $(PYTEST_ARGS)
 

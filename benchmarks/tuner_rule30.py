@@ -50,10 +50,10 @@ def recorded(path: Path) -> dict[tuple[str, str, int], tuple[float, float]]:
     return rows
 
 
-def shares(name: str, run, table, rows, log=print) -> list[float]:
-    """The share at CANDIDATES of every recorded row of model ``name``."""
+def shares(name: str, run, table, rows, log=print) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(model, solver, NFE) -> (share, objective) at CANDIDATES of every recorded row of model ``name``."""
     reference = compute_reference(run, table)
-    found = []
+    found = {}
     for (model, solver, nfe), (start, old) in rows.items():
         if model != name:
             continue
@@ -63,7 +63,7 @@ def shares(name: str, run, table, rows, log=print) -> list[float]:
             f"  STALE: start {result.start_objective:.4f} against the recorded {start}"
         log(f"{model:18s} {solver:9s} {nfe:2d}  start {start:.4f}  old converged {old:.4f}  at {CANDIDATES} "
             f"{result.objective:.4f}  share {share:.3f}{'' if share >= SHARE else '  < ' + str(SHARE)}{stale}")
-        found.append(share)
+        found[model, solver, nfe] = (share, result.objective)
     return found
 
 
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    began, found = time.monotonic(), []
+    began, found = time.monotonic(), {}
     if args.trained:
         from quality_methods import load_comfyui
         from quality_trained import TrainedTarget, trained_models
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
             target = TrainedTarget(comfy, model)
             table = target.ms.sigmas.double().cpu()
             x = torch.randn((TRAINED_PROBES, *target.latent_shape), generator=torch.Generator().manual_seed(PROBE_SEED))
-            found += target.with_denoiser(x, lambda denoiser, x_start, name=name, table=table: shares(
+            found |= target.with_denoiser(x, lambda denoiser, x_start, name=name, table=table: shares(
                 name, denoiser_run(denoiser, x_start, table), table, rows))
     else:
         page = "tuner_search.md" if args.model_seed == 0 else f"tuner_search_seed{args.model_seed}.md"
@@ -95,9 +95,10 @@ def main(argv=None) -> None:
         table = standard_sigma_table()
         for name, (_, model) in analytic_models(load_quality(), args.model_seed).items():
             x = noise(64, PROBE_SEED, (4, 8, 8), float(table[-1]))
-            found += shares(name, denoiser_run(exact_denoiser(model), x, table), table, rows)
-    print(f"{sum(s >= SHARE for s in found)} of {len(found)} rows reach {SHARE:.0%} of the old converged improvement "
-          f"within {CANDIDATES} candidates ({time.monotonic() - began:.0f} s)")
+            found |= shares(name, denoiser_run(exact_denoiser(model), x, table), table, rows)
+    reached = sum(share >= SHARE for share, _ in found.values())
+    print(f"{reached} of {len(found)} rows reach {SHARE:.0%} of the old converged improvement within {CANDIDATES} "
+          f"candidates ({time.monotonic() - began:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ own (``-m``) it runs one pytest process, as before.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 NO_TESTS = 5  # pytest's exit status when it collected nothing
 
@@ -30,13 +28,13 @@ def main(argv: list[str]) -> int:
 
     comfyui_path()  # installs PINNED if needed, before two processes would
     pytest = [sys.executable, "-m", "pytest", "tests"]
-    if any(arg == "-m" or arg.startswith(("-m", "--markexpr")) for arg in argv):
+    if any(arg.startswith(("-m", "--markexpr")) for arg in argv):
         return subprocess.call([*pytest, *argv], cwd=REPO)  # a marker expression of your own: one process
     with tempfile.TemporaryDirectory(prefix="fewstep-e2e-") as scratch:
         log_path = Path(scratch) / "e2e.log"
         with open(log_path, "w") as log:
             e2e = subprocess.Popen([*pytest, "-m", "e2e", "-p", "no:cacheprovider", *argv], cwd=REPO, stdout=log,
-                                   stderr=subprocess.STDOUT, env=os.environ.copy())
+                                   stderr=subprocess.STDOUT)
             try:
                 print("== tests not marked e2e (the e2e tests run beside them; their report follows) ==", flush=True)
                 rest = subprocess.call([*pytest, "-m", "not e2e", *argv], cwd=REPO)

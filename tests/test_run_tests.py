@@ -7,11 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_tests import NO_TESTS, combined  # scripts/ is on sys.path (conftest.py)
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-
-from run_tests import NO_TESTS, combined  # noqa: E402
 
 
 @pytest.mark.parametrize("rest, e2e, expected", [

@@ -45,9 +45,7 @@ def test_the_rig_reads_every_row_and_reproduces_the_page_on_one_model():
     lines: list[str] = []
     found = shares(MODEL, denoiser_run(exact_denoiser(model), noise(64, PROBE_SEED, (4, 8, 8), float(table[-1])),
                                        table), table, rows, log=lines.append)
-    mine = [key for key in rows if key[0] == MODEL]
-    assert len(found) == len(mine) == 15 and not any("STALE" in line for line in lines), lines
-    for key, share in zip(mine, found):
-        start, old = rows[key]
-        at_30 = start - share * (start - old)  # the objective after 30 candidates (the share is of these values)
+    assert set(found) == {key for key in rows if key[0] == MODEL} and len(found) == 15
+    assert not any("STALE" in line for line in lines), lines
+    for key, (_, at_30) in found.items():
         assert abs(at_30 - expected[key]) <= 1e-4 + 1e-3 * expected[key], (key, at_30, expected[key])
