@@ -76,6 +76,9 @@ def main(argv=None) -> Suite:
     parser.add_argument("--learn-seconds", type=float, help="time budget of each learned fit (weights, model times)")
     parser.add_argument("--no-learned", action="store_true", help="leave out the learned rows (no learned fits)")
     parser.add_argument("--learn-probes", type=int, help="probe noises of each learned fit on the trained models")
+    parser.add_argument("--learn-larger", action="append", metavar="NFE,PROBES,RUNS",
+                        help="on the trained models, the learned fit at NFE on PROBES probes (as many held out) and "
+                             "RUNS runs (repeatable; e.g. 8,128,400)")
     parser.add_argument("--trained-threads", type=int,
                         help="torch threads while a trained network runs with --workers 1 (default 2; 1 when two runs "
                              "share 2 cores); each worker of --workers 2 runs on 1")
@@ -109,6 +112,14 @@ def main(argv=None) -> Suite:
         config = replace(config, trained_threads=options.trained_threads)
     if options.learn_probes:
         config = replace(config, trained_learn_probes=options.learn_probes)
+    if options.learn_larger:
+        try:
+            larger = tuple(tuple(int(v) for v in text.split(",")) for text in options.learn_larger)
+        except ValueError:
+            larger = ((),)
+        if any(len(entry) != 3 or min(entry) < 1 for entry in larger):
+            parser.error(f"--learn-larger: {options.learn_larger} is not NFE,PROBES,RUNS (positive integers)")
+        config = replace(config, trained_learn_larger=larger)
     if options.workers:
         config = replace(config, workers=options.workers)
     if options.trained_samples:

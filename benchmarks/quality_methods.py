@@ -132,6 +132,8 @@ class Config:
     learn_modes: tuple[str, ...] = ("schedule+weights", "schedule+weights+model time")
     learn_seconds: float = 30.0  # the fit's time budget per mode (the schedule search before it has tune_seconds)
     learn_runs: int | None = None  # the fit's budget in runs on its probes (None: the time budget alone)
+    # (budget, probes, runs): a larger fit at these budgets than learn probes / learn_runs give (trained_learn_larger)
+    learn_larger: tuple[tuple[int, int, int], ...] = ()
     # Trained networks cost far more per evaluation than the analytic models: fewer samples, a screen of the core
     # pairs on a small batch (the best trained_keep per budget by RMS to the reference are ranked in full), and
     # fewer probes for tuning and the ceiling (the tuner node's default is 4).
@@ -159,6 +161,11 @@ class Config:
     # NFE 8, 2026-12-05); the time budget only guards against a far slower machine
     trained_learn_runs: int = 240
     trained_learn_seconds: float = 240.0
+    # a larger fit at some budgets, (budget, probes, runs) (`--learn-larger 8,128,400`): none by default. 128 probes
+    # and 400 runs at NFE 8 took digits_cond_cfg1 / _cfg5 from 1.80x / 1.94x to 2.14x / 2.14x in benchmarks/learned.py,
+    # but not in this benchmark (PINNED 2026-12-06: 1.69x -> 1.52x, 1.91x -> 1.89x; docs/learned.md); the time budget
+    # of such a fit is trained_learn_seconds * runs / trained_learn_runs
+    trained_learn_larger: tuple[tuple[int, int, int], ...] = ()
     # models run in this many worker processes at once, each on 1 torch thread (1: one after another in this process,
     # the analytic ones on `threads`, the trained ones on `trained_threads`); on 2 cores two workers of 1 thread take
     # about 3/4 of one process's time: the analytic models' float64 work is single-threaded, and a trained network

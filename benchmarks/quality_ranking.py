@@ -112,7 +112,8 @@ class Suite:
 def trained_tuning(config: Config) -> Config:
     """The tuning and learned fits' config on a trained model: its own solvers and learn modes."""
     return replace(config, tune_solvers=config.trained_tune_solvers, learn_modes=config.trained_learn_modes,
-                   learn_runs=config.trained_learn_runs, learn_seconds=config.trained_learn_seconds)
+                   learn_runs=config.trained_learn_runs, learn_seconds=config.trained_learn_seconds,
+                   learn_larger=config.trained_learn_larger)
 
 
 # Measured seconds per model alone (0.3.64, 2026-12-05), longest first: the order the workers take the models in, so

@@ -123,21 +123,23 @@ def markdown_model(results: Results) -> list[str]:
     if results.learnings:
         from fewstep.params import format_params
 
-        probes = results.learnings[0].probes
+        larger = {budget: runs for budget, _, runs in c.trained_learn_larger} if results.trained else {}
         budget = (f"{c.trained_learn_runs} runs on its probes per fit" if results.trained
                   else f"{c.learn_seconds:.0f} s per fit")
+        budget += "".join(f"; {runs} at NFE {n}" for n, runs in sorted(larger.items()))
         out += ["", f"#### {results.model}, learned solver weights and model times", "",
                 f"The tuner's `learn` (`fewstep/tuner_learn.py`, {budget}) from the best tuned "
-                f"schedule of each budget, fitted on {probes} probe noises and judged on {probes} others (seed "
-                f"{HELD_OUT_SEED} + budget) against their 40-step DPM++2M solutions (mean per-probe RMS); a fit the "
-                "held-out check keeps is a \"FewStep learned\" row above, its text pasted into Few-Step Sigmas' and "
-                "Few-Step DPM++ Sampler's `params`.", "",
-                "| NFE | learn | from | probes: schedule -> learned | held out: schedule -> learned | kept | runs "
-                "| model evaluations | seconds | params |",
-                "|---:|---|---|---|---|---|---:|---:|---:|---|"]
+                f"schedule of each budget, fitted on the probe noises its row gives and judged on as many others "
+                f"(seed {HELD_OUT_SEED} + budget) against their 40-step DPM++2M solutions (mean per-probe RMS); a fit "
+                "the held-out check keeps is a \"FewStep learned\" row above, its text pasted into Few-Step Sigmas' "
+                "and Few-Step DPM++ Sampler's `params`.", "",
+                "| NFE | learn | from | probes | probes: schedule -> learned | held out: schedule -> learned | kept "
+                "| runs | model evaluations | seconds | params |",
+                "|---:|---|---|---:|---|---|---|---:|---:|---:|---|"]
         for fit in results.learnings:
             r = fit.result
-            out.append(f"| {fit.budget} | {fit.mode} | {fit.start} | {r.tuning[0]:.4f} -> {r.tuning[1]:.4f} | "
+            out.append(f"| {fit.budget} | {fit.mode} | {fit.start} | {fit.probes} | "
+                       f"{r.tuning[0]:.4f} -> {r.tuning[1]:.4f} | "
                        f"{r.held_out[0]:.4f} -> {r.held_out[1]:.4f} | {'yes' if r.learned else 'no'} | {r.runs} | "
                        f"{r.evaluations} | {r.seconds:.0f} | `{format_params(r.fitted)}` |")
     out += ["", f"#### {results.model}, reference rows", "", HEADER, RULE, row_line("-", results.baseline())]
@@ -328,9 +330,9 @@ the weights-only fit is left out on the trained models for time). Every tuning r
 is the node's: at most 300 candidates and 120 s; at the trend budgets (10, 12) at most 100 candidates; every learned
 fit 30 s on the analytic models and 240 runs on its probes on the trained ones (a budget in runs, so that a fit is
 the same beside another worker or on another machine; 240 is what 30 s gave at 5 and 6 evaluations on 2 threads
-alone). With 1024 samples in 256 dimensions the analytic FD floor is higher (the exact-sample row) and the intervals
-wider; with 256 samples the trained models' FD is a distance between two rank-deficient covariances: read it paired.
-Each section gives the run's total time, tuning included.
+alone; `--learn-larger` gives a budget more probes and runs). With 1024 samples in 256 dimensions the analytic FD
+floor is higher (the exact-sample row) and the intervals wider; with 256 samples the trained models' FD is a distance
+between two rank-deficient covariances: read it paired. Each section gives the run's total time, tuning included.
 """
 
 

@@ -9,7 +9,7 @@ becomes a method sampled through the pack's nodes with its ``params`` text, like
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -62,6 +62,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
     with_denoiser = with_denoiser or harness.analytic_denoiser
     probes = probes or config.tune_probes
     learn_probes = max(learn_probes or probes, probes)
+    larger = {budget: (max(count, probes), runs) for budget, count, runs in config.learn_larger}
     table = harness.tuning_table()
     methods, tunings, learnings, found = [], [], [], []
     for budget in config.budgets:
@@ -72,13 +73,18 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
         cached = ceilings.get(key) if (wanted and ceilings is not None) else None
         solvers = config.tune_solvers if config.tuned else ()
         learning = config.tuned and budget in config.learn_budgets and bool(config.learn_modes)
+        fit_probes, fit_config = learn_probes, config
+        if budget in larger:
+            fit_probes, runs = larger[budget]
+            scale = runs / config.learn_runs if config.learn_runs else 1.0
+            fit_config = replace(config, learn_runs=runs, learn_seconds=config.learn_seconds * scale)
         if learning:  # the fit's extra probes, then its held-out noises, after the tuning probes
             more = [torch.randn((count, *LATENT_SHAPE), generator=torch.Generator().manual_seed(seed + budget))
-                    for count, seed in ((learn_probes - probes, LEARN_SEED), (learn_probes, HELD_OUT_SEED))]
+                    for count, seed in ((fit_probes - probes, LEARN_SEED), (fit_probes, HELD_OUT_SEED))]
             noise = torch.cat([noise, *more])
 
         def work(denoiser, x_start, budget=budget, cached=cached, wanted=wanted, solvers=solvers,
-                 learning=learning):
+                 learning=learning, fit_probes=fit_probes, fit_config=fit_config):
             run = harness.tuning_run(denoiser, x_start[:probes], table)
             reference = compute_reference(run, table)
             results = [(solver, tune(run, table, budget, solver, time_budget=config.tune_seconds,
@@ -90,7 +96,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             fits = []
             if learning and results:
                 start = min(results, key=lambda found: found[1].objective)
-                fits = learned_fits(harness, config, denoiser, x_start[:learn_probes], x_start[learn_probes:], table,
+                fits = learned_fits(harness, fit_config, denoiser, x_start[:fit_probes], x_start[fit_probes:], table,
                                     start, reference)
             return results, ceiling, fits
 
@@ -109,7 +115,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             method.family = f"FewStep tuned ({solver})"
             methods.append(method)
         for fit in fits:
-            learnings.append(Learning(budget, fit.mode, fit.start, learn_probes, fit.result))
+            learnings.append(Learning(budget, fit.mode, fit.start, fit_probes, fit.result))
             r = fit.result
             log.info("%s: learned NFE %d %s from %s: probes %.4f -> %.4f, held out %.4f -> %.4f (%d runs, %.0f s)"
                      " %s; fit started from %s", model_key, budget, fit.mode, fit.start, *r.tuning, *r.held_out, r.runs,

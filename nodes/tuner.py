@@ -7,7 +7,7 @@ from ..fewstep.tuner_learn import LEARN_CHOICES, LEARN_SCHEDULE
 from .tuning import MAX_CANDIDATES, MEASURE_SIZE, tune_on_model
 
 NFE_RANGE = (2, 50)
-PROBE_RANGE = (1, 64)
+PROBE_RANGE = (1, 128)
 TIME_BUDGET_RANGE = (1.0, 3600.0)
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -54,8 +54,9 @@ class FewStepScheduleTuner:
                 "`solver`, or unipc / unipc_afs for Few-Step UniPC Sampler (order auto, bh1, noise form) with afs "
                 "off / on.")}),
             "probe_seeds": ("INT", {"default": 4, "min": PROBE_RANGE[0], "max": PROBE_RANGE[1], "tooltip": (
-                "How many noise samples the schedule is tuned on (one batch). More: less overfitting to "
-                "particular images, slower.")}),
+                "How many noise samples the schedule is tuned on (one batch; with learn, as many more to check "
+                "the fit). More: less overfitting to particular images, slower, and more memory: every probe is "
+                "a latent of latent_image's size in the same batch.")}),
             "tuning_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": (
                 "Seed of the probe noises. Kept fixed (no randomize control): a new seed means a new search.")}),
             "time_budget": ("FLOAT", {"default": 120.0, "min": TIME_BUDGET_RANGE[0], "max": TIME_BUDGET_RANGE[1],

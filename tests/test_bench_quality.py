@@ -504,3 +504,41 @@ def test_the_trained_models_tune_auto_and_fit_the_model_time_only():
     # the trained models' fits stop after a number of runs (the same fit on any machine), the analytic ones on time
     assert (trained.learn_runs, trained.learn_seconds) == (config.trained_learn_runs, config.trained_learn_seconds)
     assert config.learn_runs is None and config.trained_learn_runs > 0
+    # a larger fit at chosen budgets (--learn-larger) reaches the trained models only
+    larger = replace(config, trained_learn_larger=((8, 128, 400),))
+    assert trained_tuning(larger).learn_larger == ((8, 128, 400),) and larger.learn_larger == ()
+
+
+def test_a_larger_fit_at_a_budget_has_its_own_probes_held_out_noises_and_runs(comfy):
+    """Config.learn_larger (the trained models' NFE 8 fit): at that budget the learned fit runs on more probes (the
+    tuning probes first), is judged on as many held-out noises (seed HELD_OUT_SEED + budget) and stops after its
+    own number of runs; the other budget keeps learn_probes and learn_runs. The held-out distance of the schedule
+    alone is recomputed here on the noises each budget should have; each run on the probes is one batch of NFE
+    evaluations."""
+    from quality_methods import HELD_OUT_SEED
+    from quality_tuning import tuned_methods
+
+    from fewstep.params import parse_params
+    from fewstep.plan import params_solver
+    from fewstep.tuner_objective import compute_reference, distance
+
+    config = replace(quality_methods.QUICK, budgets=(5, 6), ranked_budgets=(5, 6), tune_solvers=("dpmpp_2m",),
+                     tune_candidates=6, learn_budgets=(5, 6), learn_modes=("schedule+weights",), learn_runs=5,
+                     learn_seconds=600.0, learn_larger=((6, 24, 9),))
+    harness = quality_methods.Harness(quality_methods.load_comfyui(), MODELS["anisotropic"]())
+    _, tunings, learnings, _ = tuned_methods(harness, config, "anisotropic", probes=16, learn_probes=16)
+    assert [(f.budget, f.probes) for f in learnings] == [(5, 16), (6, 24)]
+    runs = [f.result.runs for f in learnings]
+    assert 5 <= runs[0] < 9 <= runs[1] < 13, runs  # each stops on its own cap (a Jacobian's group may finish)
+    assert [f.result.evaluations for f in learnings] == [5 * runs[0], 6 * runs[1]]
+    table = harness.tuning_table()
+    for fit, tuning in zip(learnings, tunings):
+        params = parse_params(tuning.result.text)
+        noise = torch.randn((fit.probes, *quality_models.LATENT_SHAPE),
+                            generator=torch.Generator().manual_seed(HELD_OUT_SEED + fit.budget))
+
+        def alone(denoiser, x, params=params):
+            run = harness.tuning_run(denoiser, x, table, learned=True)
+            return distance(run(params.sigmas(table), params_solver(params)), compute_reference(run, table))
+
+        assert harness.analytic_denoiser(noise, alone) == pytest.approx(fit.result.held_out[0], rel=1e-9)

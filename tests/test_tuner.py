@@ -501,7 +501,8 @@ def test_tuner_node_rejects_bad_inputs(comfy, tiny_model, conds):
                              (dict(nfe=51), "nfe = 51 is out of range"),
                              (dict(solver="euler"),
                               "solver = 'euler' is not one of ['auto', 'dpmpp_1s', 'dpmpp_2m', 'unipc', 'unipc_afs']"),
-                             (dict(probe_seeds=0), "probe_seeds = 0 is out of range: allowed 1 to 64"),
+                             (dict(probe_seeds=0), "probe_seeds = 0 is out of range: allowed 1 to 128"),
+                             (dict(probe_seeds=129), "probe_seeds = 129 is out of range"),
                              (dict(time_budget=0.5), "time_budget = 0.5 is out of range: allowed 1.0 to 3600.0"),
                              (dict(cfg=-1.0), "cfg = -1.0 is out of range")):
         assert cls.VALIDATE_INPUTS(**{**good, **change}).startswith(expected)
