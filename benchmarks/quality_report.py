@@ -16,6 +16,7 @@ from quality_ranking import (
     Results,
     Row,
     Suite,
+    against_start,
     ceiling_shares,
     first_or_tied,
     fmt,
@@ -185,6 +186,32 @@ def trained_notes(suite: Suite) -> list[str]:
     return out + [""] if len(out) > 2 else []
 
 
+def start_lines(suite: Suite) -> list[str]:
+    """The learned rows against the tuned schedules their fits started from: a count per kind of model and a table."""
+    found = [(results, row) for results in suite.models for row in against_start(results)]
+    if not found:
+        return []
+
+    def interval(pair: tuple[float, float]) -> str:
+        return f"{pair[0]:.3g} ± {pair[1]:.2g}" if math.isfinite(pair[0]) else "nan"
+
+    out = ["", "### Learned rows against their start", "",
+           "Each learned row (a fit the held-out check kept) against the tuned schedule its fit started from, on the "
+           "same evaluation noises, seed by seed: learned − start in FD and in RMS at 0 (below 0: the learned row is "
+           "closer). \"worse\" when the paired FD interval lies above 0.", ""]
+    for kind, trained in (("analytic", False), ("trained", True)):
+        rows = [row for results, row in found if results.trained == trained]
+        if rows:
+            out.append(f"- {kind} models: {sum(not r.worse for r in rows)} of {len(rows)} learned rows no worse than "
+                       f"their start by FD ({sum(r.fd[0] < 0 for r in rows)} closer on average)")
+    out += ["", "| model | NFE | learned row | its start | FD learned − start (paired) | RMS at 0 learned − start "
+                "(paired) | worse? |", "|---|---:|---|---|---|---|---|"]
+    for results, row in found:
+        out.append(f"| {results.model} | {row.budget} | {row.learned.method.name} | {row.start.method.name} | "
+                   f"{interval(row.fd)} | {interval(row.rms)} | {'**yes**' if row.worse else 'no'} |")
+    return out
+
+
 def markdown(suite: Suite) -> str:
     """The markdown section of one run (one ComfyUI version) for docs/quality.md."""
     c = suite.config
@@ -206,6 +233,7 @@ def markdown(suite: Suite) -> str:
             met, line = target(results, budget)
             tied = first_or_tied(results, budget)
             out.append(f"| {results.model} | {budget} | {'yes' if met else '**no**'} | {tied} | {line} |")
+    out += start_lines(suite)
     out += ["", "### Quality-equivalent speed-up", "",
             f"For each model and budget N: the {c.sweep_label} steps M (KSampler's schedule to sigma 0, searched up "
             "to 40) at which its distance first reaches the best Few-Step row's at N, in RMS at 0 to the same-noise "

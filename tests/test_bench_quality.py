@@ -379,6 +379,30 @@ def test_quick_run_learns_from_the_best_tuned_schedule_and_samples_what_it_learn
     assert kept_somewhere  # the analytic models' fits beat their tuned schedules on held-out noises
 
 
+def test_learned_rows_are_read_against_the_tuned_row_their_fit_started_from(suite):
+    """Issue 24's "no learned row worse than the tuned schedule it started from": every kept fit of the quick run gets
+    one entry, its learned row and the tuned row of the solver it started from at that budget, with the seed-by-seed
+    FD and RMS differences (recomputed here from the rows' per-seed values), and the report prints them."""
+    counted = 0
+    for results in suite.models:
+        entries = quality_ranking.against_start(results)
+        kept = [f for f in results.learnings if f.result.learned]
+        assert len(entries) == len(kept), results.model
+        for entry, fit in zip(entries, kept):
+            assert entry.budget == fit.budget
+            assert entry.learned.method.family == f"FewStep learned ({fit.mode.split('+', 1)[1]})"
+            assert entry.start.method.family == f"FewStep tuned ({fit.start})"
+            fd = numpy.array(entry.learned.fd) - numpy.array(entry.start.fd)
+            rms = numpy.array(entry.learned.rms_zero) - numpy.array(entry.start.rms_zero)
+            assert entry.fd[0] == pytest.approx(fd.mean()) and entry.rms[0] == pytest.approx(rms.mean())
+            assert entry.worse == (entry.fd[0] - entry.fd[1] > 0)
+            counted += 1
+    assert counted > 0
+    text = quality_report.markdown(suite)
+    assert "### Learned rows against their start" in text
+    assert "- analytic models: " in text and f"of {counted} learned rows no worse than their start" in text
+
+
 def test_tuner_gap_rebuilds_the_benchmarks_probes_and_reads_the_kept_ceiling(comfy):
     """benchmarks/tuner_gap.py (the diagnostic for the tuner's share of the ceiling) at a tiny cap on photo_eps, N = 5:
     its line from the tuned schedule to the ceiling's ends on exactly the kept ceiling's objective (so it rebuilds the
