@@ -402,6 +402,31 @@ def against_start(results: Results) -> list[AgainstStart]:
     return out
 
 
+# Issue 24's targets on the trained proxies: the quality-equivalent speed-up over DPM++2M Karras by FD at these
+# budgets, and FOUR_X at FOUR_X_BUDGET on at least one proxy (the paper's claim)
+SPEEDUP_TARGETS = {5: 2.5, 6: 2.5, 8: 2.0}
+FOUR_X, FOUR_X_BUDGET = 4.0, 5
+
+
+def speedup_factor(s: SpeedUp) -> float:
+    """M / N of a speed-up (interpolated M); beyond the search (no M up to 40), 40 / N as a lower bound."""
+    return (s.dpmpp[1] if s.dpmpp[0] is not None else 40.0) / s.budget
+
+
+def speedup_targets(suite: Suite) -> list[tuple[str, int, float, str, float, bool]]:
+    """Per trained model and target budget: (model, N, target, best Few-Step row, its FD speed-up, met)."""
+    out = []
+    for results in suite.models:
+        if not results.trained:
+            continue
+        for s in results.speedups:
+            if s.metric == "FD" and s.budget in SPEEDUP_TARGETS:
+                factor = speedup_factor(s)
+                out.append((results.model, s.budget, SPEEDUP_TARGETS[s.budget], s.row, factor,
+                            factor >= SPEEDUP_TARGETS[s.budget]))
+    return out
+
+
 def ceiling_shares(results: Results) -> list[tuple[int, float, float, float, float, str]]:
     """Per ceiling budget: (budget, recipe objective, best tuned objective, ceiling objective, the tuned share of
     the ceiling's gain, the best tuned solver), all on the tuner's probes and reference."""

@@ -403,6 +403,29 @@ def test_learned_rows_are_read_against_the_tuned_row_their_fit_started_from(suit
     assert "- analytic models: " in text and f"of {counted} learned rows no worse than their start" in text
 
 
+def test_the_learned_solvers_targets_are_read_off_the_fd_speedups_of_the_trained_models():
+    """Issue 24's targets (2.5x at 5 and 6, 2x at 8 on every trained proxy; 4x at 5 on one) from the speed-up
+    table: the interpolated M / N by FD, 40 / N where no M up to 40 reaches the row; RMS speed-ups and the analytic
+    models do not count."""
+    from quality_ranking import SpeedUp, speedup_targets
+
+    def up(budget, metric, m):
+        return SpeedUp(budget, metric, 0.1, f"row {budget}", 0.01, (None if m is None else round(m + 0.5), m), (5, 5.0))
+
+    trained = SimpleNamespace(model="proxy", trained=True, speedups=[
+        up(5, "FD", 21.0), up(5, "RMS at 0", 30.0), up(6, "FD", 14.9), up(8, "FD", None), up(10, "FD", 11.0)])
+    other = SimpleNamespace(model="proxy2", trained=True, speedups=[up(5, "FD", 12.0)])
+    analytic = SimpleNamespace(model="mixture", trained=False, speedups=[up(5, "FD", 40.0)])
+    suite = SimpleNamespace(models=[analytic, trained, other], config=SimpleNamespace(sweep_label="DPM++2M Karras"))
+    rows = speedup_targets(suite)
+    assert [(m, n, goal, pytest.approx(f), met) for m, n, goal, _, f, met in rows] == [
+        ("proxy", 5, 2.5, 4.2, True), ("proxy", 6, 2.5, 14.9 / 6, False), ("proxy", 8, 2.0, 5.0, True),
+        ("proxy2", 5, 2.5, 2.4, False)]
+    text = "\n".join(quality_report.target_lines(suite))
+    assert "- met in 2 of 4 cells" in text and "4x at 5 evaluations on one proxy: met (best 4.20x, proxy)" in text
+    assert "| proxy | 6 | 2.5x | row 6 | 2.48x | **no** |" in text
+
+
 def test_tuner_gap_rebuilds_the_benchmarks_probes_and_reads_the_kept_ceiling(comfy):
     """benchmarks/tuner_gap.py (the diagnostic for the tuner's share of the ceiling) at a tiny cap on photo_eps, N = 5:
     its line from the tuned schedule to the ceiling's ends on exactly the kept ceiling's objective (so it rebuilds the
