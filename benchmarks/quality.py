@@ -38,6 +38,7 @@ The modules, each importing only those above it:
     quality_scores.py    one method's scores per seed (Row), and how an analytic or trained model scores it
     quality_ranking.py   running every method on every model and ranking the scores per budget
     quality_figures.py   docs/quality.png (distance against evaluations) and the trained models' sample grids
+    quality_learned_checks.py  issue 24's checks of the learned rows: against their start, the speed-up targets
     quality_report.py    docs/quality.md and the printed tables (it draws the figures)
     quality.py           this command line
 """
@@ -115,9 +116,9 @@ def main(argv=None) -> Suite:
     if options.learn_larger:
         try:
             larger = tuple(tuple(int(v) for v in text.split(",")) for text in options.learn_larger)
+            if any(len(entry) != 3 or min(entry) < 1 for entry in larger):
+                raise ValueError
         except ValueError:
-            larger = ((),)
-        if any(len(entry) != 3 or min(entry) < 1 for entry in larger):
             parser.error(f"--learn-larger: {options.learn_larger} is not NFE,PROBES,RUNS (positive integers)")
         config = replace(config, trained_learn_larger=larger)
     if options.workers:

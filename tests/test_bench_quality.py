@@ -383,9 +383,11 @@ def test_learned_rows_are_read_against_the_tuned_row_their_fit_started_from(suit
     """Issue 24's "no learned row worse than the tuned schedule it started from": every kept fit of the quick run gets
     one entry, its learned row and the tuned row of the solver it started from at that budget, with the seed-by-seed
     FD and RMS differences (recomputed here from the rows' per-seed values), and the report prints them."""
+    from quality_learned_checks import against_start
+
     counted = 0
     for results in suite.models:
-        entries = quality_ranking.against_start(results)
+        entries = against_start(results)
         kept = [f for f in results.learnings if f.result.learned]
         assert len(entries) == len(kept), results.model
         for entry, fit in zip(entries, kept):
@@ -407,7 +409,8 @@ def test_the_learned_solvers_targets_are_read_off_the_fd_speedups_of_the_trained
     """Issue 24's targets (2.5x at 5 and 6, 2x at 8 on every trained proxy; 4x at 5 on one) from the speed-up
     table: the interpolated M / N by FD, 40 / N where no M up to 40 reaches the row; RMS speed-ups and the analytic
     models do not count."""
-    from quality_ranking import SpeedUp, speedup_targets
+    from quality_learned_checks import speedup_targets
+    from quality_ranking import SpeedUp
 
     def up(budget, metric, m):
         return SpeedUp(budget, metric, 0.1, f"row {budget}", 0.01, (None if m is None else round(m + 0.5), m), (5, 5.0))
