@@ -388,7 +388,8 @@ class Harness:
 
         params = parse_params(text)
         sigmas = self.pack_sigmas("custom", params=text)
-        learned = params.weights is not None or params.model_time is not None
+        learned = (params.weights is not None or params.model_time is not None or params.afs
+                   or params.prediction != "data")
         return self._pack_method(label, params.solver, "last_sigma", budget, sigmas, budget,
                                  variant=params.variant, order=params.order, params=text if learned else "")
 

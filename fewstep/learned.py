@@ -10,6 +10,11 @@ r = h_{i-1} / h_i, first order on the first step, on a step to sigma 0 and after
 ``weights`` entry per step holds OFFSETS from these defaults (step i has i+1 of them, at most 3), so zero
 offsets are the solver itself.
 
+Analytical first step (``afs``, as UniPC's, ``unipc.py``): the data prediction at sigma_0 is not evaluated but
+estimated from the latent (``unipc.afs_estimate``) and the sigma at the timestep midpoint of the first two is
+inserted (``unipc.afs_schedule``): N+1 steps for N model evaluations (the first at the inserted sigma), so N+1
+``weights`` groups; the estimate is D_0, the first entry of the history.
+
 Model time: at evaluation k the network is told sigma_m = the sigma whose lambda is lambda_k - delta_k
 (sigma_k * exp(delta_k) in the eps form) while it sees the sample scaled as at sigma_k and the denoised output is
 formed with sigma_k. ComfyUI forms the network input and the output from the one sigma it is given
@@ -31,6 +36,7 @@ from tqdm.auto import trange
 from .noise_forms import NOISE_FORM_CONST, NOISE_FORM_EPS, half_log_snr, signal_scale
 from .solver_names import FINISH_LAST_SIGMA, SOLVERS
 from .solvers import finished
+from .unipc import afs_estimate, afs_schedule
 
 WEIGHT_LIMIT = 2.0  # |offset| of a weight, params text and plan
 MODEL_TIME_LIMIT = 0.5  # |delta| of a model time (lambda units: a factor e^0.5 = 1.65 in sigma, eps form)
@@ -39,10 +45,15 @@ HISTORY = 3  # weights per step: the current and up to two earlier data predicti
 Weights = tuple[tuple[float, ...], ...]  # per step i, i+1 (at most HISTORY) offsets; shorter: the rest are 0
 
 
-def weights_problem(weights: Sequence[Sequence[float]], steps: int, name: str = "weights") -> str | None:
-    """Why ``weights`` (offsets per step) cannot be used for ``steps`` steps, or None."""
+def weights_problem(weights: Sequence[Sequence[float]], steps: int, name: str = "weights",
+                    afs: bool = False) -> str | None:
+    """Why ``weights`` (offsets per step) cannot be used for ``steps`` steps (``afs``: the analytical first step
+    adds one), or None."""
+    if afs:
+        steps += 1
     if len(weights) != steps:
-        return f"{name} has {len(weights)} steps; it needs one per step ({steps}), separated by commas"
+        why = f" for {steps - 1} model evaluations with afs=1, which adds the analytical first step" if afs else ""
+        return f"{name} has {len(weights)} steps; it needs one per step ({steps}{why}), separated by commas"
     for i, group in enumerate(weights):
         most = min(i + 1, HISTORY)
         if not 1 <= len(group) <= most:
@@ -93,15 +104,27 @@ def step_weights(base: str, offsets: Sequence, lam_previous: float | None, lam: 
 
 
 def weighted_step(x: torch.Tensor, history: Sequence[torch.Tensor], weights: Sequence, sigma: float,
-                  sigma_next: float, noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
-    """x' = (s'/s) x - alpha' expm1(-h) sum_j w_j D_{i-j}, ``history`` newest first; to sigma 0: sum_j w_j D_{i-j}."""
+                  sigma_next: float, noise_form: str = NOISE_FORM_EPS, noise: bool = False,
+                  denoised: torch.Tensor | None = None) -> torch.Tensor:
+    """x' = (s'/s) x - alpha' expm1(-h) sum_j w_j D_{i-j}, ``history`` newest first; to sigma 0: sum_j w_j D_{i-j}.
+    With ``noise`` the history holds noise predictions eps_k = (x_k - alpha_k D_k) / sigma_k and the step is
+    x' = (alpha'/alpha) x - sigma' expm1(h) sum_j w_j eps_{i-j}, to sigma 0 (x - sigma sum_j w_j eps_{i-j}) / alpha;
+    from alpha = 0 (sigma 1, const form) the exact step sigma' x + alpha' D from this step's ``denoised``."""
     blended = None
-    for weight, denoised in zip(weights, history):
+    for weight, prediction in zip(weights, history):
         if isinstance(weight, torch.Tensor) or weight != 0.0:
-            term = denoised if (not isinstance(weight, torch.Tensor) and weight == 1.0) else weight * denoised
+            term = prediction if (not isinstance(weight, torch.Tensor) and weight == 1.0) else weight * prediction
             blended = term if blended is None else blended + term
     if blended is None:
         blended = torch.zeros_like(x)
+    if noise:
+        alpha = signal_scale(sigma, noise_form)
+        if alpha == 0.0:
+            return sigma_next * x + signal_scale(sigma_next, noise_form) * denoised
+        if sigma_next == 0.0:
+            return (x - sigma * blended) / alpha
+        h = half_log_snr(sigma_next, noise_form) - half_log_snr(sigma, noise_form)
+        return (signal_scale(sigma_next, noise_form) / alpha) * x - (sigma_next * math.expm1(h)) * blended
     if sigma_next == 0.0:
         return blended
     h = half_log_snr(sigma_next, noise_form) - half_log_snr(sigma, noise_form)
@@ -110,26 +133,37 @@ def weighted_step(x: torch.Tensor, history: Sequence[torch.Tensor], weights: Seq
 
 def sample_weighted(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
                     disable: bool | None = None, base: str = "dpmpp_2m", weights: Sequence | None = None,
-                    finish: str = FINISH_LAST_SIGMA, noise_form: str = NOISE_FORM_EPS) -> torch.Tensor:
+                    finish: str = FINISH_LAST_SIGMA, noise_form: str = NOISE_FORM_EPS, afs: bool = False,
+                    sigma_table: torch.Tensor | None = None, prediction: str = "data") -> torch.Tensor:
     """The weighted multistep solver over ``sigmas`` (k-diffusion signature): ``base``'s weights plus ``weights``
     (offsets per step; None: zero). Zero offsets give ``base`` (to rounding; the plan routes them to
-    ``solvers.sample_fewstep``, bit for bit). Offsets may be tensors (a fit through autograd)."""
+    ``solvers.sample_fewstep``, bit for bit). Offsets may be tensors (a fit through autograd). With ``afs`` the
+    analytical first step (one more step, the same evaluations; ``sigma_table`` places its midpoint as for UniPC);
+    ``callback`` gets one call per model evaluation either way (i = 0 .. N-1). ``prediction`` "noise": the steps
+    weigh noise predictions (``weighted_step``; zero offsets: DDIM / DPM-Solver-2M, not DPM++)."""
+    noise = prediction == "noise"
     extra_args = {} if extra_args is None else extra_args
-    values = sigmas.detach().to("cpu", torch.float64).tolist()
+    path = afs_schedule(sigmas, sigma_table, noise_form) if afs else sigmas
+    values = path.detach().to("cpu", torch.float64).tolist()
     s_in = x.new_ones([x.shape[0]])
     steps = len(values) - 1
     offsets = weights if weights is not None else [()] * steps
     history: list[torch.Tensor] = []
     for i in trange(steps, disable=disable):
         sigma, sigma_next = values[i], values[i + 1]
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        history = [denoised, *history[:HISTORY - 1]]
+        if afs and i == 0:
+            eps, denoised = afs_estimate(x, sigma, noise_form)
+        else:
+            denoised = model(x, path[i] * s_in, **extra_args)
+            if callback is not None:
+                k = i - 1 if afs else i
+                callback({"x": x, "i": k, "sigma": path[i], "sigma_hat": path[i], "denoised": denoised})
+            eps = (x - signal_scale(sigma, noise_form) * denoised) / sigma if noise else None
+        history = [eps if noise else denoised, *history[:HISTORY - 1]]
         lam_previous = half_log_snr(values[i - 1], noise_form) if i > 0 else None
         w = step_weights(base, offsets[i], lam_previous, half_log_snr(sigma, noise_form),
                          half_log_snr(sigma_next, noise_form))
-        x = weighted_step(x, history, w, sigma, sigma_next, noise_form)
+        x = weighted_step(x, history, w, sigma, sigma_next, noise_form, noise, denoised)
     return finished(model, x, sigmas, finish, extra_args, callback)
 
 

@@ -11,9 +11,14 @@ absent). ``end`` (optional): ``index`` (the default, the paper's early stop at b
 instead of stopping at the end sigma. ``weights`` (optional, solver dpmpp_1s / dpmpp_2m): per step, offsets
 from the solver's own weights on the step's data prediction and up to two earlier ones (``learned.py``), steps
 separated by ',' and a step's offsets by ':' (step i has at most i of them; missing ones are 0), each within
-+-2, e.g. ``weights=0.1,0.05:-0.2,0:0.3:-0.1``. ``model_time`` (optional, any solver): per model evaluation, the
-shift delta of the time the network is told (sigma e^delta in the eps form), each within +-0.5. Absent optional
-keys are not written, so older texts read the same.
++-2, e.g. ``weights=0.1,0.05:-0.2,0:0.3:-0.1``. ``afs`` (optional, ``1`` with solver dpmpp_1s / dpmpp_2m; ``0``,
+the default, is not written): the analytical first step, as unipc_afs takes it (the first data prediction estimated
+from the latent, a sigma inserted between the first two): one more step for the same N evaluations, so ``weights``
+then has N+1 groups. ``prediction`` (optional, ``noise`` with solver dpmpp_1s / dpmpp_2m; ``data``, the default, is
+not written): the steps weigh noise predictions instead of data predictions (DPM-Solver's form; UniPC as the
+recipes run it is this with the offsets ``tuner_learn.equivalent_offsets`` reads off it). ``model_time``
+(optional, any solver): per model evaluation, the shift delta of the time the network is told (sigma e^delta in
+the eps form), each within +-0.5. Absent optional keys are not written, so older texts read the same.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from .learned import MODEL_TIME_LIMIT, WEIGHT_LIMIT, Weights, model_time_problem
 from .recipes import Recipe
 from .schedule import check_ramp, fewstep_sigmas
 from .solver_names import SCHEDULE_SOLVERS, SOLVERS, UNIPC_SOLVERS
-from .unipc import ORDERS, VARIANTS
+from .unipc import ORDERS, PREDICTIONS, VARIANTS
 
 PREFIX = "fewstep v1:"
 REQUIRED = ("steps", "base_steps", "base_rho", "end_index", "time_rho")
-KEYS = (*REQUIRED, "ramp", "solver", "variant", "order", "end", "weights", "model_time")
+KEYS = (*REQUIRED, "ramp", "solver", "variant", "order", "end", "afs", "prediction", "weights", "model_time")
+AFS_VALUES = ("0", "1")
+PREDICTION_DATA = "data"
 END_AT_INDEX = "index"  # the paper's early stop: the last sigma is base sigma end_index's (above 0)
 END_AT_ZERO = "0"  # the same evaluations, the last step to sigma 0
 ENDS = (END_AT_INDEX, END_AT_ZERO)
@@ -40,8 +47,9 @@ EXAMPLE = "fewstep v1: steps=5 base_steps=8 base_rho=5.0 end_index=6 time_rho=1.
 ALLOWED = (f"allowed: '{PREFIX}' followed by key=value pairs separated by spaces; required keys "
            f"{', '.join(REQUIRED)}; optional ramp (N-1 comma-separated values increasing strictly inside "
            f"(0, 1)), solver ({', '.join(SCHEDULE_SOLVERS)}), variant ({', '.join(VARIANTS)}) and order "
-           f"({', '.join(ORDERS)}) with a unipc solver, end ({' or '.join(ENDS)}), weights (with solver "
-           f"{' or '.join(SOLVERS)}: per step ':'-separated offsets within +-{WEIGHT_LIMIT:g}, steps separated by ',') "
+           f"({', '.join(ORDERS)}) with a unipc solver, end ({' or '.join(ENDS)}), afs (0 or 1) and prediction "
+           f"(data or noise) with solver {' or '.join(SOLVERS)}, weights (with solver {' or '.join(SOLVERS)}: per "
+           f"step ':'-separated offsets within +-{WEIGHT_LIMIT:g}, steps separated by ','; one more step with afs=1) "
            f"and model_time (one value within +-{MODEL_TIME_LIMIT:g} per step, comma-separated); for example "
            f"'{EXAMPLE}'")
 
@@ -66,6 +74,8 @@ class ScheduleParams:
     end: str = END_AT_INDEX
     weights: Weights | None = None  # offsets from the solver's weights per step (learned.py)
     model_time: tuple[float, ...] | None = None  # per model evaluation, the shift of the time the network is told
+    afs: bool = False  # DPM++ with the analytical first step (one more step, the same evaluations)
+    prediction: str = PREDICTION_DATA  # DPM++: the weighted steps weigh data or noise predictions
 
     @property
     def end_zero(self) -> bool:
@@ -103,11 +113,20 @@ class ScheduleParams:
                 return f"{key} = {value} refines UniPC: it needs solver = {' or '.join(UNIPC_SOLVERS)}"
         if self.end not in ENDS:
             return f"end = {self.end!r} is not one of {list(ENDS)}"
+        if self.afs and self.solver not in SOLVERS:
+            hint = " (UniPC's is solver=unipc_afs)" if self.solver in UNIPC_SOLVERS else ""
+            return (f"afs = 1 is the DPM++ solvers' analytical first step: it needs solver = "
+                    f"{' or '.join(SOLVERS)}{hint}")
+        if self.prediction not in PREDICTIONS:
+            return f"prediction = {self.prediction!r} is not one of {list(PREDICTIONS)}"
+        if self.prediction != PREDICTION_DATA and self.solver not in SOLVERS:
+            return (f"prediction = {self.prediction} sets what the DPM++ solvers' steps weigh: it needs solver = "
+                    f"{' or '.join(SOLVERS)}")
         if self.weights is not None:
             if self.solver not in SOLVERS:
                 return (f"weights are offsets from a DPM++ solver's own weights: they need solver = "
                         f"{' or '.join(SOLVERS)} (got {self.solver})")
-            message = weights_problem(self.weights, self.steps)
+            message = weights_problem(self.weights, self.steps, afs=self.afs)
             if message:
                 return message
         if self.model_time is not None:
@@ -142,6 +161,10 @@ def format_params(params: ScheduleParams) -> str:
     fields += [f"{key}={value}" for key, value in (("variant", params.variant), ("order", params.order)) if value]
     if params.end_zero:
         fields.append(f"end={params.end}")
+    if params.afs:
+        fields.append("afs=1")
+    if params.prediction != PREDICTION_DATA:
+        fields.append(f"prediction={params.prediction}")
     if params.weights is not None:
         fields.append("weights=" + ",".join(":".join(_short(v) for v in _trimmed(group)) for group in params.weights))
     if params.model_time is not None:
@@ -195,9 +218,12 @@ def parse_params(text: str) -> ScheduleParams:
         model_time = tuple(float(v) for v in values["model_time"].split(",")) if "model_time" in values else None
     except ValueError as error:
         raise fail(f"model_time must be comma-separated numbers ({error})") from None
+    if values.get("afs", "0") not in AFS_VALUES:
+        raise fail(f"afs = {values['afs']!r} is not one of {list(AFS_VALUES)}")
     params = ScheduleParams(ints["steps"], ints["base_steps"], floats["base_rho"], ints["end_index"],
                             floats["time_rho"], ramp, values.get("solver"), values.get("variant"),
-                            values.get("order"), values.get("end", END_AT_INDEX), weights, model_time)
+                            values.get("order"), values.get("end", END_AT_INDEX), weights, model_time,
+                            values.get("afs") == "1", values.get("prediction", PREDICTION_DATA))
     problem = params.problem()
     if problem:
         raise fail(problem)

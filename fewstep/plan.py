@@ -58,6 +58,9 @@ class Solver:
     prediction: str = PREDICTIONS[0]
     noise_form: str = NOISE_FORM_EPS
     weights: Weights | None = None  # DPM++ only: offsets from its weights per step (fewstep/learned.py)
+    # DPM++ only: what the weighted solver's steps weigh, "data" or "noise" predictions (learned.sample_weighted);
+    # afs on a DPM++ solver: the weighted solver's analytical first step
+    weighted_prediction: str = "data"
     model_time: tuple[float, ...] | None = None  # per model evaluation, the shift of the time the network is told
 
     @property
@@ -95,14 +98,16 @@ def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> 
     ``weights`` and ``model_time``) or, when it names none, the recipe family's for its step count."""
     solver = solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver, finish, schedule.variant,
                           schedule.order)
-    if schedule.weights is None and schedule.model_time is None:
+    if schedule.weights is None and schedule.model_time is None and not schedule.afs and schedule.prediction == "data":
         return solver
-    return replace(solver, weights=schedule.weights, model_time=schedule.model_time)
+    return replace(solver, weights=schedule.weights, model_time=schedule.model_time, afs=schedule.afs,
+                   weighted_prediction=schedule.prediction)
 
 
 def dpmpp_solver(solver: str, finish: str, noise_form: str = NOISE_FORM_EPS, params: str = "") -> Solver:
     """Few-Step DPM++ Sampler's inputs (and the model's noise form) as a Solver; with a ``params`` text, the
-    ``weights`` and ``model_time`` it carries (its schedule is Few-Step Sigmas' business: the same text there)."""
+    ``weights``, ``model_time``, ``afs`` and ``prediction`` it carries (its schedule is Few-Step Sigmas' business:
+    the same text there)."""
     _choose("solver", solver, SOLVERS)
     _choose("finish", finish, FINISHES)
     _choose("noise_form", noise_form, NOISE_FORMS)
@@ -116,7 +121,8 @@ def dpmpp_solver(solver: str, finish: str, noise_form: str = NOISE_FORM_EPS, par
     if schedule.solver not in (None, solver):
         raise PlanError(f"params names solver = {schedule.solver}, but this sampler's solver is {solver}: set it to "
                         f"{schedule.solver} (the weights are offsets from that solver's)", "params")
-    return replace(chosen, weights=schedule.weights, model_time=schedule.model_time)
+    return replace(chosen, weights=schedule.weights, model_time=schedule.model_time, afs=schedule.afs,
+                   weighted_prediction=schedule.prediction)
 
 
 def unipc_solver(order: str, variant: str, afs: bool, finish: str, prediction: str = PREDICTIONS[0],

@@ -24,20 +24,25 @@ def sample(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None
     the eps form, the unshifted flow time t = sigma in the const form). A solver with a non-zero ``model_time``
     tells the network shifted times (``learned.at_model_time``) through ``preconditioning``, the model's c_in,
     c_skip and c_out (default: eps prediction in the eps form, flow in the const form); one with non-zero
-    ``weights`` is the weighted multistep solver (``learned.sample_weighted``). Without either: the solver itself."""
-    for name, values, count in (("weights", solver.weights, len(sigmas) - 1),
+    ``weights``, or DPM++ with ``afs`` or the noise prediction, is the weighted multistep solver
+    (``learned.sample_weighted``). Without either: the solver itself."""
+    dpmpp_afs = solver.afs and not solver.unipc  # the weighted solver's analytical first step: one more step
+    for name, values, count in (("weights", solver.weights, len(sigmas) - 1 + dpmpp_afs),
                                 ("model_time", solver.model_time, len(sigmas) - 1)):
         if active(values) and len(values) != count:
-            raise ValueError(f"{name} has {len(values)} steps but the SIGMAS have {count}: use the params text's "
-                             "schedule (Few-Step Sigmas with the same text) or one with as many steps")
+            more = " (weights: one more with afs=1, the analytical first step)" if dpmpp_afs else ""
+            raise ValueError(f"{name} has {len(values)} steps but the SIGMAS have {len(sigmas) - 1}{more}: use the "
+                             "params text's schedule (Few-Step Sigmas with the same text) or one with as many steps")
     if active(solver.model_time):
         model = at_model_time(model, solver.model_time, preconditioning or PRECONDITIONINGS[solver.noise_form],
                               solver.noise_form)
-    if active(solver.weights):
+    if active(solver.weights) or dpmpp_afs or (not solver.unipc and solver.weighted_prediction != "data"):
         if solver.unipc:
             raise ValueError("weights are offsets from a DPM++ solver's weights; UniPC takes none")
         return sample_weighted(model, x, sigmas, extra_args, callback, disable, base=solver.name,
-                               weights=solver.weights, finish=solver.finish, noise_form=solver.noise_form)
+                               weights=solver.weights if active(solver.weights) else None, finish=solver.finish,
+                               noise_form=solver.noise_form, afs=dpmpp_afs, sigma_table=sigma_table,
+                               prediction=solver.weighted_prediction)
     if not solver.unipc:
         return sample_fewstep(model, x, sigmas, extra_args, callback, disable, solver=solver.name,
                               finish=solver.finish, noise_form=solver.noise_form)

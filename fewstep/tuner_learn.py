@@ -24,7 +24,9 @@ to the next (the corrector's result is never evaluated; the next step starts fro
 UniPC of order 1 or 2 is a weighted multistep step on the current and two earlier data predictions, and
 ``equivalent_offsets`` reads those weights off the solver as offsets from DPM++2M's. Where it is not one (AFS, order
 3, an offset beyond the fit's box), the fit starts from the better of DPM++1S and DPM++2M on the schedule, as for
-a schedule that names a DPM++ solver, and from UniPC's offsets only where they run closer to the reference.
+a schedule that names a DPM++ solver, and from UniPC's offsets only where they run closer to the reference. (UniPC,
+with AFS too, is the weighted solver exactly in the noise prediction, ``equivalent_offsets(..., prediction="noise")``;
+starting the fit there was measured and not kept, docs/learned.md.)
 Derivative-free on purpose: ComfyUI hands the network an integer timestep, so the objective is flat in a model
 time below one timestep and autograd sees no slope there, and a node may run under torch's inference mode.
 """
@@ -45,6 +47,7 @@ from .plan import Solver, params_solver
 from .sampling import sample
 from .solver_names import FINISH_LAST_SIGMA, SOLVERS
 from .tuner_objective import Measure, Run, distance, logits_from_ramp, ramp_from_logits, valid_schedule
+from .unipc import afs_estimate, afs_schedule
 
 LEARN_SCHEDULE = "schedule"
 LEARN_WEIGHTS = "schedule+weights"
@@ -83,7 +86,7 @@ class LearnResult:
 def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: list[float]) -> ScheduleParams:
     """``params`` with the offsets, model times and ramp logits (``logits`` shifted) of the flat vector ``theta``."""
     groups, k = [], 0
-    for i in range(params.steps):
+    for i in range(params.steps + params.afs):
         size = min(i + 1, HISTORY)
         groups.append(tuple(theta[k:k + size]))
         k += size
@@ -93,58 +96,78 @@ def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: 
     return replace(params, weights=tuple(groups), model_time=times, ramp=ramp)
 
 
-def _box(steps: int, model_time: bool) -> tuple[list[float], list[float]]:
-    """(limit, finite-difference step) of each coordinate: the offsets (1, 2, then 3 per step), with ``model_time``
-    one delta per evaluation, and the N-1 shifts of the ramp's logits."""
-    offsets, times = sum(min(i + 1, HISTORY) for i in range(steps)), steps if model_time else 0
+def _box(steps: int, model_time: bool, afs: bool = False) -> tuple[list[float], list[float]]:
+    """(limit, finite-difference step) of each coordinate: the offsets (1, 2, then 3 per step; ``afs``: one step
+    more), with ``model_time`` one delta per evaluation, and the N-1 shifts of the ramp's logits."""
+    offsets = sum(min(i + 1, HISTORY) for i in range(steps + afs))
+    times = steps if model_time else 0
     return ([FIT_WEIGHT_LIMIT] * offsets + [MODEL_TIME_LIMIT] * times + [RAMP_LIMIT] * (steps - 1),
             [WEIGHT_STEP] * offsets + [TIME_STEP] * times + [RAMP_STEP] * (steps - 1))
 
 
 def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[1], tolerance: float = 1e-9,
-                       fold: bool = False) -> Weights | None:
+                       fold: bool = False, sigma_table: torch.Tensor | None = None, prediction: str = "data"
+                       ) -> Weights | None:
     """The offsets from ``base``'s weights (``learned.default_weights``) with which the weighted multistep solver
-    (``learned.sample_weighted``) takes the steps ``solver`` takes over ``sigmas``, or None where no offsets do.
+    (``learned.sample_weighted``, its steps weighing ``prediction``: data or noise predictions) takes the steps
+    ``solver`` takes over ``sigmas``, or None where no offsets do. UniPC with the analytical first step
+    (``sigma_table`` places its midpoint) is read as the weighted solver with ``afs``: N+1 steps, the estimate from
+    the latent its first prediction.
 
     Read off the solver, not derived: it runs on a (1, N+1) latent whose first element is the start and whose model
     returns the k-th unit vector at its k-th evaluation, so each state is its coefficients on the start and on every
-    data prediction. A step i is a weighted one when its state is (sigma'/sigma) times the previous plus
-    -alpha' expm1(-h) times a combination of D_i, D_i-1 and D_i-2 alone (to ``tolerance``, relative). UniPC in the
-    data prediction is one exactly; in the noise prediction (the recipes') its corrector carries every earlier
-    output, with weights that fall off geometrically: with ``fold`` those before D_i-2 are added to D_i-2's weight
-    (the same total weight: consistent to first order), an approximation of the solver; without it, None."""
-    if solver.unipc and solver.afs:
-        return None  # its first output is estimated from the latent, not evaluated: no weighted step is that
+    data prediction (the analytical first step's estimate is a multiple of the start). A step i is a weighted one
+    when its state is the previous times the step's ratio plus its scale times a combination of the step's own
+    prediction and up to two earlier ones alone (to ``tolerance``, relative). Carried from one evaluation to the next
+    (the corrector's result is never evaluated, the next step starts from it), UniPC of order 1 or 2 is one exactly
+    in its own prediction: in the data prediction for prediction="data", in the noise prediction (the recipes') for
+    prediction="noise". In the other prediction its corrector carries every earlier output, with weights that fall
+    off geometrically: in the data prediction, with ``fold``, those before D_i-2 are added to D_i-2's weight (the
+    same total weight: consistent to first order), an approximation of the solver; without it, None."""
+    afs = solver.unipc and solver.afs
     solver = replace(solver, finish=FINISH_LAST_SIGMA)
-    steps, form = len(sigmas) - 1, solver.noise_form
+    evaluations, form = len(sigmas) - 1, solver.noise_form
+    grid = torch.tensor(sigmas, dtype=torch.float64)
+    path_sigmas = afs_schedule(grid, sigma_table, form).tolist() if afs else list(sigmas)
+    steps = len(path_sigmas) - 1
     states: list[torch.Tensor] = []
 
     def unit_outputs(x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
         states.append(x[0].clone())
         out = torch.zeros_like(x)
-        if len(states) <= steps:
+        if len(states) <= evaluations:
             out[0, len(states)] = 1.0
         return out
 
-    start = torch.zeros((1, steps + 1), dtype=torch.float64)
+    start = torch.zeros((1, evaluations + 1), dtype=torch.float64)
     start[0, 0] = 1.0
     try:
-        end = sample(unit_outputs, start, torch.tensor(sigmas, dtype=torch.float64), disable=True, solver=solver)
+        end = sample(unit_outputs, start, grid, disable=True, solver=solver, sigma_table=sigma_table)
     except (ValueError, RuntimeError, IndexError):
         return None
-    if len(states) != steps:
+    if len(states) != evaluations:
         return None  # not one evaluation per step: no weighted run is that
-    path, offsets = [*states, end[0]], []
-    lams = [half_log_snr(s, form) for s in sigmas]
+    # coordinates: 0 the start (with afs: the estimate D_0 / estimate), k >= 1 the k-th evaluation's D
+    path = [start[0], *states, end[0]] if afs else [*states, end[0]]
+    estimate = float(afs_estimate(torch.ones(1, dtype=torch.float64), sigmas[0], form)[1]) if afs else 0.0
+    if prediction == "noise":
+        return _noise_offsets(path, path_sigmas, afs, estimate, base, form, tolerance)
+    offsets = []
+    lams = [half_log_snr(s, form) for s in path_sigmas]
     for i in range(steps):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        sigma, sigma_next = path_sigmas[i], path_sigmas[i + 1]
         ratio = sigma_next / sigma
         scale = 1.0 if sigma_next == 0.0 else -signal_scale(sigma_next, form) * math.expm1(-(lams[i + 1] - lams[i]))
         change = (path[i + 1] - ratio * path[i]) / scale
         size = float(change.abs().max()) + 1.0
-        weights = change[1:]  # weights[k]: on D_k
+        if afs:  # weights[k]: on the D of step k (step 0's the estimate; 0 where it is 0, sigma 1 in the const form)
+            weights = change.clone()
+            weights[0] = change[0] / estimate if estimate != 0.0 else 0.0
+        else:  # weights[k]: on D_k
+            weights = change[1:]
+        unexplained = 0.0 if (afs and estimate != 0.0) else abs(float(change[0]))
         oldest = max(0, i + 1 - HISTORY)
-        if abs(float(change[0])) > tolerance * size or any(abs(float(w)) > tolerance * size for w in weights[i + 1:]):
+        if unexplained > tolerance * size or any(abs(float(w)) > tolerance * size for w in weights[i + 1:]):
             return None
         if oldest > 0 and float(weights[:oldest].abs().max()) > tolerance * size:
             if not fold:
@@ -152,7 +175,50 @@ def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[
             weights = weights.clone()
             weights[oldest] += weights[:oldest].sum()  # D_k ~ D_oldest: the same total weight, first order kept
         defaults = default_weights(base, lams[i - 1] if i > 0 else None, lams[i], lams[i + 1])
-        offsets.append(tuple(float(weights[i - j]) - defaults[j] for j in range(min(i + 1, HISTORY))))
+        free = afs and estimate == 0.0  # D_0 = 0: any weight on it is the same step; offset 0
+        found = [0.0 if (free and i == j) else float(weights[i - j]) - defaults[j] for j in range(min(i + 1, HISTORY))]
+        offsets.append(tuple(0.0 if abs(v) <= tolerance * size else v for v in found))  # rounding noise: 0
+    return tuple(offsets)
+
+
+def _noise_offsets(path: list[torch.Tensor], sigmas: list[float], afs: bool, estimate: float, base: str, form: str,
+                   tolerance: float) -> Weights | None:
+    """``equivalent_offsets`` for the weighted solver in the noise prediction: each step's change, (x' - (alpha'/alpha)
+    x) / (-sigma' expm1(h)) (to sigma 0: (x - alpha x') / sigma), as a combination of the noise predictions
+    eps_k = (x_k - alpha_k D_k) / sigma_k of the step and up to two before it (least squares, exact to
+    ``tolerance``). A step from alpha = 0 (sigma 1, const form) is fixed: offsets 0."""
+    count = path[0].numel()
+
+    def denoised(k: int) -> torch.Tensor:
+        unit = torch.zeros(count, dtype=torch.float64)
+        if afs and k == 0:
+            unit[0] = estimate
+        else:
+            unit[k if afs else k + 1] = 1.0
+        return unit
+
+    eps = [(path[k] - signal_scale(s, form) * denoised(k)) / s for k, s in enumerate(sigmas[:-1])]
+    lams = [half_log_snr(s, form) for s in sigmas]
+    offsets = []
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        alpha = signal_scale(sigma, form)
+        size = min(i + 1, HISTORY)
+        if alpha == 0.0:
+            offsets.append((0.0,) * size)
+            continue
+        if sigma_next == 0.0:
+            change = (path[i] - alpha * path[i + 1]) / sigma
+        else:
+            change = (path[i + 1] - (signal_scale(sigma_next, form) / alpha) * path[i]) / (
+                -sigma_next * math.expm1(lams[i + 1] - lams[i]))
+        window = torch.stack([eps[i - j] for j in range(size)], dim=1)
+        weights = torch.linalg.lstsq(window, change.reshape(-1, 1)).solution.reshape(-1)
+        if float((window @ weights - change).abs().max()) > tolerance * (float(change.abs().max()) + 1.0):
+            return None
+        defaults = default_weights(base, lams[i - 1] if i > 0 else None, lams[i], lams[i + 1])
+        found = [float(weights[j]) - defaults[j] for j in range(size)]
+        offsets.append(tuple(0.0 if abs(v) <= tolerance else v for v in found))
     return tuple(offsets)
 
 
@@ -205,7 +271,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     else:  # UniPC takes no weights: start from its own as DPM++2M's offsets, or from the better DPM++ solver
         bases = {name: rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS}
         solver = params_solver(schedule)
-        own = equivalent_offsets(solver, schedule.sigmas(sigma_table).tolist(), fold=True)
+        own = None if solver.afs else equivalent_offsets(solver, schedule.sigmas(sigma_table).tolist(), fold=True)
         if own is not None and all(abs(v) <= FIT_WEIGHT_LIMIT for group in own for v in group):
             bases[f"{solver.schedule_solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=own))
         values = {name: distance(solve(run, candidate), reference) for name, candidate in bases.items()}

@@ -24,10 +24,10 @@ Every reply also says where the suggested solver evaluates the model (with ``fin
 For a solver of ``fewstep.solver_names.UNIPC_SOLVERS`` (a UniPC recipe, or a ``params`` string naming one) it
 adds ``"unipc": {"solver", "order", "variant", "afs"}``: the order the plan's (``auto`` unless a params text
 sets ``order``) resolves to for N evaluations (``fewstep.unipc.resolve_order``), the variant and whether the
-analytical first step is on. With it
-(``unipc_afs``) it adds ``"afs_midpoint": {"sigma", "timestep"}``, the sigma AFS inserts between sigma_0
-and sigma_1 (``fewstep.unipc.afs_midpoint`` on the standard table, in the sigmas' float32, as the sampler
-steps through it) and its fractional timestep (the midpoint of theirs); sigma_0 is then not evaluated (its
+analytical first step is on. With it (``unipc_afs``, or ``afs=1`` in a params text naming a DPM++ solver)
+it adds ``"afs_midpoint": {"sigma", "timestep"}``, the sigma AFS inserts between sigma_0 and sigma_1
+(``fewstep.unipc.afs_midpoint`` on the standard table, in the sigmas' float32, as the sampler steps through it)
+and its fractional timestep (the midpoint of theirs); sigma_0 is then not evaluated (its
 model output is estimated analytically) and ``evaluations`` are the midpoint, sigma_1 .. sigma_{N-1}.
 Steps are numbered by model evaluation (step k = the k-th evaluation, as Timed FreeU counts them, see
 ``nodes/comfy_api.py``), so ``freeu[].steps`` keeps its meaning; a window's percents are checked at each

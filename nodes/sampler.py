@@ -30,8 +30,9 @@ class FewStepDPMPPSampler:
                 "step's prediction at no cost.")}),
         }, "optional": {
             "params": ("STRING", {"default": "", "multiline": False, "tooltip": (
-                "Optional: a params text with weights= and / or model_time= (Few-Step Schedule Tuner with learn): "
-                "this sampler then uses those per-step weights and model times. Give Few-Step Sigmas the same text "
+                "Optional: a params text with weights= and / or model_time= (Few-Step Schedule Tuner with learn), "
+                "afs=1 or prediction=noise: this sampler then uses those per-step weights and model times, the "
+                "analytical first step, steps on noise predictions. Give Few-Step Sigmas the same text "
                 "(recipe 'custom') for the schedule they were tuned on; `solver` must be the one the text names.")}),
         }}
 

@@ -103,14 +103,17 @@ def _learned(used, evaluations: list[float], noise_form: str) -> dict:
 
 def _evaluations(solver: str | None, sigmas, timesteps, options: Solver, table=STANDARD_TABLE,
                  noise_form: str = NOISE_FORM_EPS) -> dict:
-    """``evaluations`` and, for UniPC, ``unipc`` and ``afs_midpoint`` on ``table`` (see nodes/routes.py)."""
+    """``evaluations``; for UniPC, ``unipc``; with the analytical first step (unipc_afs, or afs=1 in a DPM++ params
+    text), ``afs_midpoint`` on ``table`` (see nodes/routes.py)."""
     values = sigmas.tolist()
     nfe = len(values) - 1
-    if solver not in UNIPC_SOLVERS:
+    afs = solver == "unipc_afs" or options.afs  # unipc_afs, or a DPM++ params text with afs=1
+    if solver not in UNIPC_SOLVERS and not afs:
         return {"evaluations": values[:-1]}
-    afs = solver == "unipc_afs"
-    found = {"unipc": {"solver": solver, "order": resolve_order(options.order, nfe), "variant": options.variant,
-                       "afs": afs}}
+    found = {}
+    if solver in UNIPC_SOLVERS:
+        found["unipc"] = {"solver": solver, "order": resolve_order(options.order, nfe), "variant": options.variant,
+                          "afs": afs}
     if not afs:
         return {**found, "evaluations": values[:-1]}
     # the sampler inserts the midpoint in the schedule's dtype (fewstep.unipc.afs_schedule)

@@ -127,6 +127,15 @@ def test_the_model_time_realisation_is_what_the_network_sees(kind):
     (TEXT + " model_time=0,0,0.6,0,0", "model_time evaluation 3", "allowed -0.5 to 0.5"),
     (TEXT + " model_time=0,0,0,0", "model_time has 4 values", "one per model evaluation (5)"),
     (TEXT + " model_time=0,0,nan,0,0", "model_time evaluation 3", "allowed -0.5 to 0.5"),
+    # afs and prediction (tests/test_learned_forms.py)
+    (TEXT + " afs=2", "afs = '2'", "['0', '1']"),
+    (TEXT + " afs=yes", "afs = 'yes'", "['0', '1']"),
+    (TEXT.replace("dpmpp_2m", "unipc") + " afs=1", "afs = 1", "solver=unipc_afs"),
+    (TEXT.replace(" solver=dpmpp_2m", "") + " afs=1", "afs = 1", "dpmpp_1s or dpmpp_2m"),
+    (TEXT + " afs=1 weights=0,0,0,0,0", "weights has 5 steps", "(6 for 5 model evaluations with afs=1"),
+    (TEXT + " weights=0,0,0,0,0,0", "weights has 6 steps", "one per step (5)"),
+    (TEXT + " prediction=eps", "prediction = 'eps'", "['noise', 'data']"),
+    (TEXT.replace("dpmpp_2m", "unipc_afs") + " prediction=noise", "prediction = noise", "dpmpp_1s or dpmpp_2m"),
 ])
 def test_bad_fields_are_named_with_the_allowed_range(text, field, allowed):
     with pytest.raises(ParamsError) as error:
@@ -444,10 +453,32 @@ def test_unipc_in_the_data_prediction_is_the_weighted_solver_with_the_offsets_re
 
 
 @pytest.mark.parametrize("text", UNIPC_TEXTS)
-def test_the_recipes_unipc_is_folded_to_three_outputs_and_afs_is_not_a_weighted_solver(text):
-    """UniPC in the noise prediction (the recipes' and the params texts') carries every earlier output: no exact
-    offsets; folded onto the three newest it runs closer to UniPC than DPM++1S or DPM++2M on the same schedule do.
-    The analytical first step estimates its first output from the latent: no offsets at all."""
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("order", ["1", "2"])
+def test_the_recipes_unipc_is_the_weighted_solver_in_the_noise_prediction(text, variant, order):
+    """UniPC in the noise prediction (the recipes' and the params texts') carries every earlier output in the data
+    prediction (no offsets there), but weighs noise predictions as a weighted step does in DPM-Solver's form: the
+    offsets read off it run the weighted solver with prediction noise to UniPC's result; order 3 takes four."""
+    from fewstep.plan import solver_named
+    from fewstep.sampling import sample
+    from fewstep.tuner_learn import equivalent_offsets
+
+    solver = solver_named("unipc", variant=variant, order=order)
+    sigmas = parse_params(text).sigmas(standard_sigma_table()).double()
+    assert equivalent_offsets(solver, sigmas.tolist()) is None
+    offsets = equivalent_offsets(solver, sigmas.tolist(), prediction="noise")
+    x = 14.6 * torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    theirs = sample(toy, x, sigmas, disable=True, solver=solver)
+    ours = sample_weighted(toy, x, sigmas, disable=True, weights=offsets, prediction="noise")
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    assert equivalent_offsets(solver_named("unipc", order="3"), sigmas.tolist(), prediction="noise") is None
+
+
+@pytest.mark.parametrize("text", UNIPC_TEXTS)
+def test_the_recipes_unipc_folded_to_three_data_predictions_is_closer_than_dpmpp(text):
+    """UniPC in the noise prediction (the recipes' and the params texts') carries every earlier data prediction: no
+    exact offsets in the data prediction; folded onto the three newest (the learned fit's start from a UniPC
+    schedule) it runs closer to UniPC than DPM++1S or DPM++2M on the same schedule do."""
     from fewstep.plan import solver_named
     from fewstep.sampling import sample
     from fewstep.tuner_learn import equivalent_offsets
@@ -461,7 +492,6 @@ def test_the_recipes_unipc_is_folded_to_three_outputs_and_afs_is_not_a_weighted_
     gap = float((sample_weighted(toy, x, sigmas, disable=True, base="dpmpp_2m", weights=folded) - unipc).abs().max())
     for name in SOLVERS:
         assert gap < 0.5 * float((sample_fewstep(toy, x, sigmas, disable=True, solver=name) - unipc).abs().max())
-    assert equivalent_offsets(solver_named("unipc_afs"), sigmas.tolist(), fold=True) is None
 
 
 def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weights_and_the_dpmpp_solvers():

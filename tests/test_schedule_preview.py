@@ -148,6 +148,21 @@ def test_route_params_naming_unipc_afs_gets_the_midpoint(server):
                                                  rel=1e-6)
 
 
+def test_route_params_with_dpmpp_afs_gets_the_midpoint(server):
+    """A DPM++ text with afs=1 (the weighted solver's analytical first step): the midpoint and the evaluations there
+    as for unipc_afs, no UniPC settings; without afs, every sigma but the last."""
+    params = "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 solver=dpmpp_2m afs=1"
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=params)}")
+    assert status == 200, reply
+    sigmas = python_schedule(CUSTOM, (7, 12, 12.0, 10, 1.2))
+    assert reply["sigmas"] == sigmas and "unipc" not in reply and reply["nfe"] == 7
+    table = standard_sigma_table().tolist()
+    assert reply["afs_midpoint"]["sigma"] == pytest.approx(midpoint(sigmas[0], sigmas[1], table)[0], rel=1e-6)
+    assert reply["evaluations"] == pytest.approx(evaluated_sigmas(sigmas, True, table), rel=1e-6)
+    status, reply = get(server, f"{ROUTE}?{query(CUSTOM, params=params.replace(' afs=1', ''))}")
+    assert "afs_midpoint" not in reply and reply["evaluations"] == sigmas[:-1]
+
+
 def test_route_params_end_zero_and_unipc_options(server):
     params = ("fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 solver=unipc variant=bh2 "
               "order=3 end=0")
