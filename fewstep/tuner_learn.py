@@ -176,8 +176,8 @@ def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[
             weights[oldest] += weights[:oldest].sum()  # D_k ~ D_oldest: the same total weight, first order kept
         defaults = default_weights(base, lams[i - 1] if i > 0 else None, lams[i], lams[i + 1])
         free = afs and estimate == 0.0  # D_0 = 0: any weight on it is the same step; offset 0
-        found = [0.0 if (free and i == j) else float(weights[i - j]) - defaults[j] for j in range(min(i + 1, HISTORY))]
-        offsets.append(tuple(0.0 if abs(v) <= tolerance * size else v for v in found))  # rounding noise: 0
+        offsets.append(tuple(0.0 if (free and i == j) else float(weights[i - j]) - defaults[j]
+                             for j in range(min(i + 1, HISTORY))))
     return tuple(offsets)
 
 
@@ -220,6 +220,19 @@ def _noise_offsets(path: list[torch.Tensor], sigmas: list[float], afs: bool, est
         found = [float(weights[j]) - defaults[j] for j in range(size)]
         offsets.append(tuple(0.0 if abs(v) <= tolerance else v for v in found))
     return tuple(offsets)
+
+
+def starts(schedule: ScheduleParams, sigma_table: torch.Tensor) -> dict[str, ScheduleParams]:
+    """Where the fit of a UniPC ``schedule`` may start (it takes the closest on the probes): DPM++1S and DPM++2M on
+    the schedule, and without the analytical first step UniPC's weights folded onto three data predictions (as
+    DPM++2M's offsets, when inside the fit's box). Not UniPC itself (the weighted solver in the noise prediction
+    with the offsets read off it): measured, not kept (docs/learned.md)."""
+    bases = {name: rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS}
+    solver = params_solver(schedule)
+    folded = None if solver.afs else equivalent_offsets(solver, schedule.sigmas(sigma_table).tolist(), fold=True)
+    if folded is not None and all(abs(v) <= FIT_WEIGHT_LIMIT for group in folded for v in group):
+        bases[f"{solver.schedule_solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=folded))
+    return bases
 
 
 def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_reference: torch.Tensor,
@@ -269,18 +282,17 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     if schedule.solver in SOLVERS:
         base = schedule
     else:  # UniPC takes no weights: start from its own as DPM++2M's offsets, or from the better DPM++ solver
-        bases = {name: rounded(replace(schedule, solver=name, variant=None, order=None)) for name in SOLVERS}
-        solver = params_solver(schedule)
-        own = None if solver.afs else equivalent_offsets(solver, schedule.sigmas(sigma_table).tolist(), fold=True)
-        if own is not None and all(abs(v) <= FIT_WEIGHT_LIMIT for group in own for v in group):
-            bases[f"{solver.schedule_solver}'s weights"] = rounded(replace(bases[SOLVERS[1]], weights=own))
+        bases = starts(schedule, sigma_table)
         values = {name: distance(solve(run, candidate), reference) for name, candidate in bases.items()}
         name = min(values, key=values.get)
         base, origin = bases[name], f"{name}, {values[name]:.4g}"
-    limits, steps = _box(params.steps, model_time)
+    limits, steps = _box(params.steps, model_time, base.afs)
     logits = list(logits_from_ramp(base.ramp)) if base.ramp else [0.0] * (params.steps - 1)
-    theta = [v for group in base.weights for v in group] if base.weights else []
+    theta = []  # each step's offsets in full (a text leaves out a step's trailing zeros)
+    for i, group in enumerate(base.weights or ()):
+        theta += [*group, *[0.0] * (min(i + 1, HISTORY) - len(group))]
     theta += [0.0] * (len(limits) - len(theta))
+    bounds = [(min(-limit, t), max(limit, t)) for t, limit in zip(theta, limits)]  # the box, and the start in it
     value, r = residuals(theta)
 
     def finite_differences() -> torch.Tensor | None:
@@ -289,11 +301,11 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         nonlocal theta, value, r
         jacobian = torch.zeros(r.numel(), len(theta), dtype=torch.float64)
         best = (theta, value, r)
-        for j, (step, limit) in enumerate(zip(steps, limits)):
+        for j, (step, (_, high)) in enumerate(zip(steps, bounds)):
             if spent():
                 return None
             step *= scale
-            for trial_step in ((step, -step) if theta[j] + step <= limit else (-step,)):
+            for trial_step in ((step, -step) if theta[j] + step <= high else (-step,)):
                 moved = list(theta)
                 moved[j] += trial_step
                 moved_value, moved_r = residuals(moved)
@@ -326,7 +338,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             normal, gradient = weighted.T @ weighted, weighted.T @ (r.reshape(-1, 1) * weights)
             matrix = normal + damping * torch.diag(normal.diagonal().clamp_min(1e-12))
             move = torch.linalg.solve(matrix, -gradient).reshape(-1).tolist()
-            trial = [min(max(t + m, -limit), limit) for t, m, limit in zip(theta, move, limits)]
+            trial = [min(max(t + m, low), high) for t, m, (low, high) in zip(theta, move, bounds)]
             if spent():
                 break
             trial_value, trial_r = residuals(trial)

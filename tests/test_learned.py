@@ -494,10 +494,13 @@ def test_the_recipes_unipc_folded_to_three_data_predictions_is_closer_than_dpmpp
         assert gap < 0.5 * float((sample_fewstep(toy, x, sigmas, disable=True, solver=name) - unipc).abs().max())
 
 
-def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weights_and_the_dpmpp_solvers():
+def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weights_and_the_dpmpp_solvers(
+        monkeypatch):
     """learn from a UniPC schedule: the start (no Jacobian allowed, so the fit returns it) is the closest to the
-    reference of DPM++1S, DPM++2M and UniPC's folded offsets on that schedule (bh1, order 1: its offsets lie inside
-    the fit's box), each run here by hand, and the result says which."""
+    reference of DPM++1S, DPM++2M and UniPC's folded offsets (bh1, order 1: inside the fit's box), each run here by
+    hand, and the result says which. From a start whose text leaves out a step's trailing zero offsets (UniPC itself:
+    the weighted solver on noise predictions with the offsets read off it), the fit's first point is that start."""
+    from fewstep import tuner_learn
     from fewstep.plan import solver_named
     from fewstep.tuner_learn import LEARN_WEIGHTS, equivalent_offsets, learn
     from fewstep.tuner_objective import compute_reference, denoiser_run, distance
@@ -508,7 +511,8 @@ def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weigh
     references = [compute_reference(run, table, 40) for run in runs]
     params = parse_params(UNIPC_TEXTS[0] + " solver=unipc variant=bh1 order=1")
     sigmas = params.sigmas(table)
-    folded = equivalent_offsets(solver_named("unipc", variant="bh1", order="1"), sigmas.tolist(), fold=True)
+    unipc = solver_named("unipc", variant="bh1", order="1")
+    folded = equivalent_offsets(unipc, sigmas.tolist(), fold=True)
     by_hand = {name: distance(runs[0](sigmas, name), references[0]) for name in SOLVERS}
     by_hand["unipc's weights"] = distance(runs[0](sigmas, dataclasses.replace(solver_named("dpmpp_2m"),
                                                                               weights=folded)), references[0])
@@ -516,6 +520,13 @@ def test_the_fit_of_a_unipc_schedule_starts_from_the_best_of_unipcs_folded_weigh
     best = min(by_hand, key=by_hand.get)
     # runs: the schedule, the three starts, the start again as the fit's first point, the fitted, two held out
     assert learned.runs == 1 + 3 + 1 + 1 + 2
-    assert learned.origin.startswith(best) and learned.tuning[1] == pytest.approx(by_hand[best], rel=1e-3)
-    assert learned.tuning[0] == pytest.approx(distance(runs[0](sigmas, solver_named("unipc", variant="bh1", order="1")),
-                                                       references[0]), rel=1e-6)
+    assert learned.origin.startswith(best + ",") and learned.tuning[1] == pytest.approx(by_hand[best], rel=1e-3)
+    itself = distance(runs[0](sigmas, unipc), references[0])
+    assert learned.tuning[0] == pytest.approx(itself, rel=1e-6)
+    own = equivalent_offsets(unipc, sigmas.tolist(), prediction="noise")
+    start = parse_params(format_params(dataclasses.replace(params, solver="dpmpp_2m", variant=None, order=None,
+                                                           prediction="noise", weights=own)))
+    assert any(len(group) < min(i + 1, 3) for i, group in enumerate(start.weights))  # trailing zeros left out
+    monkeypatch.setattr(tuner_learn, "starts", lambda schedule, sigma_table: {"unipc": start})
+    alone = learn(runs[0], references[0], runs[1], references[1], table, params, LEARN_WEIGHTS, max_iterations=0)
+    assert alone.origin.startswith("unipc,") and alone.tuning[1] == pytest.approx(itself, rel=1e-3)

@@ -1079,6 +1079,20 @@ def test_few_step_ksampler_custom_draws_the_params_schedule(ksampler_page, artif
     assert all(math.isfinite(y) for y in ys) and all(b > a for a, b in zip(ys, ys[1:]))
     image = page.screenshot(artifacts / "fewstep_ksampler_custom_params_end_zero.png")
     assert_drawn(page, image, zero)
+    # a DPM++ text with afs=1: sigma_0 hollow (estimated, not evaluated), the inserted midpoint, as for unipc_afs
+    page.set_widget("params", "fewstep v1: steps=7 base_steps=12 base_rho=12.0 end_index=10 time_rho=1.2 "
+                              "solver=dpmpp_2m afs=1")
+    afs = page.settled()
+    assert "error" not in afs and afs["nfe"] == 7 and "unipc" not in afs
+    assert [p["kind"] for p in afs["plotted"]] == ["analytic", "inserted", *["evaluated"] * 6, "end"]
+    assert [p["evaluation"] for p in afs["plotted"]] == [None, *range(1, 8), None]
+    assert any("analytic, no model evaluation" in line for line in afs["legend"])
+    image = page.screenshot(artifacts / "fewstep_ksampler_custom_params_dpmpp_afs.png")
+    points, xs = page.plotted_on_page(), [p["x"] for p in afs["plotted"]]
+    assert len(points) == len(afs["sigmas"]) + 1
+    assert_hollow(image, *points[0], 4.5 * (points[-1][0] - points[0][0]) / (xs[-1] - xs[0]))
+    assert colour_near(image, *points[1], INSERTED), (points[1], image.getpixel(tuple(map(round, points[1]))))
+    assert all(colour_near(image, x, y, CURVE) for x, y in points[2:-1]) and colour_near(image, *points[-1], END)
     # learned numbers: a triangle in TOLD's colour at the sigma each moved evaluation's network is told, a legend line
     page.set_widget("params", LEARNED_PARAMS)
     learned = page.settled()
