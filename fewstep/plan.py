@@ -20,7 +20,7 @@ from . import recipes
 from .freeu import VERSIONS
 from .learned import Weights
 from .noise_forms import NOISE_FORM_EPS, NOISE_FORMS
-from .params import ParamsError, ScheduleParams, parse_params
+from .params import PREDICTION_DATA, ParamsError, ScheduleParams, parse_params
 from .recipes import CUSTOM, RECIPE_CHOICES, RECIPES, FreeUSetting, Recipe, recipe_for_step_count
 from .schedule import STANDARD_TABLE, fewstep_timesteps, schedule_problem
 from .solver_names import FINISH_LAST_SIGMA, FINISHES, SCHEDULE_SOLVERS, SOLVERS
@@ -60,7 +60,7 @@ class Solver:
     weights: Weights | None = None  # DPM++ only: offsets from its weights per step (fewstep/learned.py)
     # DPM++ only: what the weighted solver's steps weigh, "data" or "noise" predictions (learned.sample_weighted);
     # afs on a DPM++ solver: the weighted solver's analytical first step
-    weighted_prediction: str = "data"
+    weighted_prediction: str = PREDICTION_DATA
     model_time: tuple[float, ...] | None = None  # per model evaluation, the shift of the time the network is told
 
     @property
@@ -98,7 +98,8 @@ def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> 
     ``weights`` and ``model_time``) or, when it names none, the recipe family's for its step count."""
     solver = solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver, finish, schedule.variant,
                           schedule.order)
-    if schedule.weights is None and schedule.model_time is None and not schedule.afs and schedule.prediction == "data":
+    if (schedule.weights is None and schedule.model_time is None and not schedule.afs
+            and schedule.prediction == PREDICTION_DATA):
         return solver
     return replace(solver, weights=schedule.weights, model_time=schedule.model_time, afs=schedule.afs,
                    weighted_prediction=schedule.prediction)

@@ -10,6 +10,7 @@ import torch
 
 from .learned import PRECONDITIONINGS, Preconditioning, active, at_model_time, sample_weighted
 from .noise_forms import NOISE_FORM_EPS
+from .params import PREDICTION_DATA
 from .plan import Solver, solver_named
 from .solver_names import FINISH_LAST_SIGMA
 from .solvers import sample_fewstep
@@ -36,7 +37,7 @@ def sample(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None
     if active(solver.model_time):
         model = at_model_time(model, solver.model_time, preconditioning or PRECONDITIONINGS[solver.noise_form],
                               solver.noise_form)
-    if active(solver.weights) or dpmpp_afs or (not solver.unipc and solver.weighted_prediction != "data"):
+    if active(solver.weights) or dpmpp_afs or (not solver.unipc and solver.weighted_prediction != PREDICTION_DATA):
         if solver.unipc:
             raise ValueError("weights are offsets from a DPM++ solver's weights; UniPC takes none")
         return sample_weighted(model, x, sigmas, extra_args, callback, disable, base=solver.name,

@@ -292,7 +292,6 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     for i, group in enumerate(base.weights or ()):
         theta += [*group, *[0.0] * (min(i + 1, HISTORY) - len(group))]
     theta += [0.0] * (len(limits) - len(theta))
-    bounds = [(min(-limit, t), max(limit, t)) for t, limit in zip(theta, limits)]  # the box, and the start in it
     value, r = residuals(theta)
 
     def finite_differences() -> torch.Tensor | None:
@@ -301,11 +300,11 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
         nonlocal theta, value, r
         jacobian = torch.zeros(r.numel(), len(theta), dtype=torch.float64)
         best = (theta, value, r)
-        for j, (step, (_, high)) in enumerate(zip(steps, bounds)):
+        for j, (step, limit) in enumerate(zip(steps, limits)):
             if spent():
                 return None
             step *= scale
-            for trial_step in ((step, -step) if theta[j] + step <= high else (-step,)):
+            for trial_step in ((step, -step) if theta[j] + step <= limit else (-step,)):
                 moved = list(theta)
                 moved[j] += trial_step
                 moved_value, moved_r = residuals(moved)
@@ -338,7 +337,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
             normal, gradient = weighted.T @ weighted, weighted.T @ (r.reshape(-1, 1) * weights)
             matrix = normal + damping * torch.diag(normal.diagonal().clamp_min(1e-12))
             move = torch.linalg.solve(matrix, -gradient).reshape(-1).tolist()
-            trial = [min(max(t + m, low), high) for t, m, (low, high) in zip(theta, move, bounds)]
+            trial = [min(max(t + m, -limit), limit) for t, m, limit in zip(theta, move, limits)]
             if spent():
                 break
             trial_value, trial_r = residuals(trial)

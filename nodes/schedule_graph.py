@@ -107,7 +107,7 @@ def _evaluations(solver: str | None, sigmas, timesteps, options: Solver, table=S
     text), ``afs_midpoint`` on ``table`` (see nodes/routes.py)."""
     values = sigmas.tolist()
     nfe = len(values) - 1
-    afs = solver == "unipc_afs" or options.afs  # unipc_afs, or a DPM++ params text with afs=1
+    afs = options.afs  # unipc_afs, or a DPM++ params text with afs=1
     if solver not in UNIPC_SOLVERS and not afs:
         return {"evaluations": values[:-1]}
     found = {}

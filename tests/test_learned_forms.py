@@ -55,17 +55,27 @@ def test_dpmpp_1s_with_afs_is_first_order_unipc_with_afs(case):
     assert float((ours - plain).abs().max()) > 1e-3
 
 
+def straight_lam(s: float, form: str) -> float:
+    """The half-log-SNR of sigma ``s``, written out: -log s (eps form), log((1 - s) / s) (const form); inf at 0,
+    -inf at 1 (const form)."""
+    if s == 0.0:
+        return math.inf
+    return -math.log(s) if form == NOISE_FORM_EPS else (math.log((1 - s) / s) if s < 1 else -math.inf)
+
+
+def straight_alpha(s: float, form: str) -> float:
+    return 1.0 if form == NOISE_FORM_EPS else 1.0 - s
+
+
 def straight_afs(x: np.ndarray, sigmas: list[float], offsets, form: str, middle: float) -> np.ndarray:
     """DPM++2M's weights plus offsets over [sigma_0, middle, sigma_1, ...], D_0 = the latent's estimate (eps form
     x - sigma eps with eps = x / sqrt(1 + sigma^2); const form x alpha / (n (n + sigma)), n = sqrt(alpha^2 +
     sigma^2)), in float64 numpy."""
     def lam(s):
-        if s == 0.0:
-            return math.inf
-        return -math.log(s) if form == NOISE_FORM_EPS else (math.log((1 - s) / s) if s < 1 else -math.inf)
+        return straight_lam(s, form)
 
     def alpha(s):
-        return 1.0 if form == NOISE_FORM_EPS else 1.0 - s
+        return straight_alpha(s, form)
 
     path = [sigmas[0], middle, *sigmas[1:]]
     s0 = path[0]
@@ -169,10 +179,10 @@ def straight_noise(x: np.ndarray, sigmas: list[float], offsets, form: str) -> np
     """DPM-Solver-2M's weights (1 + 1/(2r), -1/(2r)) plus offsets on eps_k = (x_k - alpha_k D_k) / sigma_k:
     x' = (alpha'/alpha) x - sigma' (e^h - 1) sum_j w_j eps_{i-j}; to 0: (x - sigma sum_j w_j eps_{i-j}) / alpha."""
     def lam(s):
-        return -math.log(s) if form == NOISE_FORM_EPS else math.log((1 - s) / s)
+        return straight_lam(s, form)
 
     def alpha(s):
-        return 1.0 if form == NOISE_FORM_EPS else 1.0 - s
+        return straight_alpha(s, form)
 
     history = []
     for i in range(len(sigmas) - 1):
