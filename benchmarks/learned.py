@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from fewstep.plan import params_solver  # noqa: E402
 from fewstep.tuner import compute_reference, denoiser_run, tune  # noqa: E402
-from fewstep.tuner_learn import LEARN_MODEL_TIME, LEARN_WEIGHTS, learn  # noqa: E402
+from fewstep.tuner_learn import LEARN_MODEL_TIME, LEARN_REFERENCE_STEPS, LEARN_WEIGHTS, learn  # noqa: E402
 
 PROBE_SEED, EVAL_SEED = 1, 2
 
@@ -52,7 +52,9 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
     def work(denoiser, x):
         run = denoiser_run(denoiser, x[:args.probes], table, preconditioning)
         held_out_run = denoiser_run(denoiser, x[args.probes:], table, preconditioning)
-        probe_reference, held_out_reference = compute_reference(run, table), compute_reference(held_out_run, table)
+        probe_reference = compute_reference(run, table)  # the search's; the fits take finer ones, as the node does
+        fit_reference, held_out_reference = (compute_reference(run, table, LEARN_REFERENCE_STEPS),
+                                             compute_reference(held_out_run, table, LEARN_REFERENCE_STEPS))
         found = []
         for nfe in args.nfe:
             tick = time.monotonic()
@@ -68,7 +70,7 @@ def rows_for(comfy, key: str, args, log=print) -> list[dict]:
                              reference=probe_reference, max_candidates=300)
                 log(f"  N={nfe} learn start: schedule for {args.learn_start} {start.objective:.4g} ({start.text})")
             for mode in (LEARN_WEIGHTS, LEARN_MODEL_TIME):
-                learned = learn(run, probe_reference, held_out_run, held_out_reference, table, start.params, mode,
+                learned = learn(run, fit_reference, held_out_run, held_out_reference, table, start.params, mode,
                                 time_budget=args.learn_seconds)
                 fitted = learned.fitted
                 label = f"{mode} ({'kept' if learned.learned else 'fitted, not kept'})"

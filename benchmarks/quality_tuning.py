@@ -97,7 +97,7 @@ def tuned_methods(harness: Harness, config: Config, model_key: str, with_denoise
             if learning and results:
                 start = min(results, key=lambda found: found[1].objective)
                 fits = learned_fits(harness, fit_config, denoiser, x_start[:fit_probes], x_start[fit_probes:], table,
-                                    start, reference)
+                                    start)
             return results, ceiling, fits
 
         if not solvers and not wanted:
@@ -148,14 +148,14 @@ def candidates(config: Config, budget: int) -> int | None:
 
 
 def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor,
-                 table: torch.Tensor, start: tuple, known: torch.Tensor) -> list[SimpleNamespace]:
+                 table: torch.Tensor, start: tuple) -> list[SimpleNamespace]:
     """``fewstep.tuner_learn.learn`` in each of config.learn_modes from ``start`` = (solver, TuneResult) on
-    ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference; ``known`` is already x_fit's
-    when x_fit is the tuning probes): SimpleNamespace(mode, start, result) per mode."""
+    ``x_fit``, judged on ``x_held_out`` (each against its own many-step reference, ``fit_references``):
+    SimpleNamespace(mode, start, result) per mode."""
     from fewstep.tuner_learn import learn
 
     fit_run, fit_reference, held_out_run, held_out_reference = fit_references(harness, denoiser, x_fit, x_held_out,
-                                                                              table, known)
+                                                                              table)
     solver, tuned = start
     return [SimpleNamespace(mode=mode, start=solver,
                             result=learn(fit_run, fit_reference, held_out_run, held_out_reference, table,
@@ -164,17 +164,16 @@ def learned_fits(harness: Harness, config: Config, denoiser, x_fit: torch.Tensor
             for mode in config.learn_modes]
 
 
-def fit_references(harness: Harness, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor, table: torch.Tensor,
-                   known: torch.Tensor) -> tuple:
-    """(fit run, its reference, held-out run, its reference) of a learned fit; ``known`` is the tuning probes'
-    reference, reused when x_fit is those probes. Each reference is solved on the batch its run samples, so that a
-    class-conditional proxy sees every probe with the class it has in the run (ComfyUI gives a smaller batch the
-    first rows of the conditioning)."""
+def fit_references(harness: Harness, denoiser, x_fit: torch.Tensor, x_held_out: torch.Tensor, table: torch.Tensor
+                   ) -> tuple:
+    """(fit run, its reference, held-out run, its reference) of a learned fit, the references as the tuner node's
+    fit takes them (``tuner_learn.LEARN_REFERENCE_STEPS`` evaluations, finer than the search's). Each is solved on
+    the batch its run samples, so that a class-conditional proxy sees every probe with the class it has in the run
+    (ComfyUI gives a smaller batch the first rows of the conditioning)."""
     from fewstep.tuner import compute_reference
+    from fewstep.tuner_learn import LEARN_REFERENCE_STEPS
 
     fit_run = harness.tuning_run(denoiser, x_fit, table, learned=True)
     held_out_run = harness.tuning_run(denoiser, x_held_out, table, learned=True)
-    fit_reference = known
-    if x_fit.shape[0] > known.shape[0]:  # more probes than the tuning's (trained models): solved as one batch
-        fit_reference = compute_reference(fit_run, table)
-    return fit_run, fit_reference, held_out_run, compute_reference(held_out_run, table)
+    return (fit_run, compute_reference(fit_run, table, LEARN_REFERENCE_STEPS), held_out_run,
+            compute_reference(held_out_run, table, LEARN_REFERENCE_STEPS))

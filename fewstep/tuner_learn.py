@@ -17,7 +17,8 @@ when a Jacobian and the steps after it gained less than TOLERANCE together, the 
 steps FD_RETRY_SCALE times as long, up to FD_RETRIES times, and then the fit stops; it stops too after
 ``max_iterations`` Jacobians, or at the time budget. The fitted numbers are rounded to their text form and then
 judged on held-out noises (as many as the probes, or more) against the schedule alone: the learned text is returned
-only if it is closer to the reference there, else the schedule with a one-line reason.
+only if it is closer to the reference there, else the schedule with a one-line reason. Its references are finer
+than the search's (LEARN_REFERENCE_STEPS).
 
 A UniPC schedule (without the analytical first step) is fitted from UniPC itself: carried from one model evaluation
 to the next (the corrector's result is never evaluated; the next step starts from it, so it folds into that step),
@@ -64,6 +65,13 @@ FD_RETRY_SCALE = 2.0  # ... scaled by this each time (coarser differences step a
 DAMPING_TRIES = 4  # trial steps per iteration, the damping x10 after each that fails
 TOLERANCE = 1e-3  # a relative gain below this: a fresh Jacobian, or (since the last one) the end of the fit
 DAMPING = 1e-3  # initial Levenberg-Marquardt damping, relative to the diagonal of J^T J
+# The fit's references (probes and held out): DPM++2M with this many evaluations (``compute_reference(run, table,
+# LEARN_REFERENCE_STEPS)``), finer than the schedule search's 40. On a trained network a solution converges unevenly
+# in its steps (ComfyUI hands a discrete model the nearest integer timestep: the ODE it solves is not smooth): on the
+# photo_eps proxy 40 Karras steps land 0.0085 RMS from a 400-step solution (30 steps 0.0030, 100 steps 0.0014, 200
+# steps 0.0007), about as far as a fit at 8 evaluations gets from its reference, so a fit to 40 steps learns their
+# error. 100 and 200 steps gave fits of the same quality overall (docs/learned.md); 100 cost half.
+LEARN_REFERENCE_STEPS = 100
 
 
 @dataclass

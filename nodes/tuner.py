@@ -73,7 +73,8 @@ class FewStepScheduleTuner:
                 "schedule: tune the schedule (and solver, end) only. schedule+weights: then fit, from that schedule, "
                 "the DPM++ solver's weights on each step's current and two earlier predictions; +model time: also "
                 "the time the network is told at each step. Uses 60 % of the time budget for the schedule, the rest "
-                "for the fit; judged on probe_seeds more noises not used for tuning, and the schedule alone is "
+                "for the fit (which first solves a finer 100-step reference on the probes and on probe_seeds more "
+                "noises); judged on those noises, not used for tuning, and the schedule alone is "
                 "returned (with the reason in the console) if the learned numbers are not better there. `params` "
                 "then carries weights= and model_time=, which Few-Step KSampler reproduces.")}),
         }}

@@ -8,7 +8,9 @@ model loading, conditioning, CFG, LoRAs and model patches included, in both Comf
 The reference (40 evaluations of DPM++2M to sigma 0 from the probe noises) does not depend on the solver
 or step count being tuned: it is computed once per model, conds, cfg, latent size, probe count and
 tuning seed and reused (``REFERENCES``) when the same inputs are tuned for another solver (``auto``
-included), NFE or ``vae``: it is kept as a latent, and a ``vae`` only changes how it is measured.
+included), NFE or ``vae``: it is kept as a latent, and a ``vae`` only changes how it is measured. With
+``learn``, the fit takes finer references of its own (LEARN_REFERENCE_STEPS evaluations, on the probes and on
+as many held-out noises), cached the same way.
 With a ``vae`` the distances compare decoded images (``decoded_measure``: the model's latent out, VAE decode,
 area average to at most MEASURE_SIZE pixels a side).
 The progress bar counts candidate schedules against the search's cap (``MAX_CANDIDATES``); the
@@ -35,7 +37,7 @@ from ..fewstep.params import END_AT_INDEX, END_AT_ZERO
 from ..fewstep.plan import PlanError, steps_plan
 from ..fewstep.solver_names import FINISH_LAST_SIGMA
 from ..fewstep.tuner import REFERENCE_STEPS, TuneResult, compute_reference, solver_label, tune
-from ..fewstep.tuner_learn import LEARN_SCHEDULE, learn
+from ..fewstep.tuner_learn import LEARN_REFERENCE_STEPS, LEARN_SCHEDULE, learn
 from ..fewstep.tuner_objective import as_solver
 from .comfy_api import (
     check_interrupted,
@@ -251,18 +253,27 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         if reference is None:
             reference = compute_reference(run, table)
             REFERENCES.put(ref_key, ref_references, reference)
+        outcome["reference_seconds"] = time.monotonic() - began
+        if learning:  # the fit's references first: the search and the fit share what is left
+            fit_run, held_out_run = run_from(x[:probe_seeds]), run_from(x[probe_seeds:])
+            fit_references, outcome["fit_reference_cost"] = _fit_references(fit_run, held_out_run,
+                                                                            (ref_key, ref_references), table,
+                                                                            learn_mode)
         spent = time.monotonic() - began
+        outcome["fit_reference_seconds"] = spent - outcome["reference_seconds"]
         measure = None if vae is None else decoded_measure(vae, model)
         share = LEARN_SHARE if learning else 1.0
         outcome["result"] = tune(run, table, steps, solver, start=start.schedule,
                                  time_budget=max(share * (time_budget - spent), 0.0),
                                  max_candidates=MAX_CANDIDATES, progress=progress, check_interrupt=check_interrupted,
                                  reference=reference.to(x.device), measure=measure)
-        outcome["reference_seconds"] = spent
         if learning:
-            outcome["learned"] = _learn(outcome["result"], run_from(x[:probe_seeds]), run_from(x[probe_seeds:]),
-                                        reference.to(x.device), (ref_key, ref_references), table, learn_mode, measure,
-                                        time_budget - (time.monotonic() - began))
+            tuned = outcome["result"]
+            progress_text(f"learning {learn_mode} from {tuned.text}")
+            outcome["learned"] = learn(fit_run, fit_references[0], held_out_run, fit_references[1], table,
+                                       tuned.params, learn_mode, measure=measure,
+                                       time_budget=max(time_budget - (time.monotonic() - began), 0.0),
+                                       check_interrupt=check_interrupted)
         return x  # the sampled latent is not used
 
     sample_custom_with(model, search, noise, cfg, start.sigmas, positive, negative, empty, seed)
@@ -271,11 +282,12 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
     result = replace(result, model_evaluations=result.model_evaluations + reference_cost,
                      seconds=result.seconds + outcome["reference_seconds"])
     if learning:
-        learned, held_out_cost = outcome["learned"]
+        learned, references_cost = outcome["learned"], outcome["fit_reference_cost"]
         result = replace(result, params=learned.params, text=learned.text,
                          objective=learned.tuning[1] if learned.learned else result.objective,
-                         model_evaluations=result.model_evaluations + held_out_cost + learned.evaluations,
-                         seconds=result.seconds + learned.seconds, learned=learned.reason)
+                         model_evaluations=result.model_evaluations + references_cost + learned.evaluations,
+                         seconds=result.seconds + outcome["fit_reference_seconds"] + learned.seconds,
+                         learned=learned.reason)
         progress_text(learned.reason)
     bar.update_absolute(MAX_CANDIDATES, MAX_CANDIDATES)
     log.info("Few-Step Schedule Tuner: %s (%d candidate schedules, removed %s of the starting distance: %.4g -> "
@@ -292,18 +304,20 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
     return result
 
 
-def _learn(tuned: TuneResult, run, held_out_run, reference, key, table, learn_mode: str, measure, seconds: float):
-    """(``tuner_learn.learn``'s result from the tuned schedule, the held-out reference's evaluations: 0 if reused)."""
-    held_out_key = (*key[0], "held out")
-    held_out_reference = REFERENCES.get(held_out_key, key[1])
-    cost = 0 if held_out_reference is not None else REFERENCE_STEPS
-    if held_out_reference is None:
-        held_out_reference = compute_reference(held_out_run, table)
-        REFERENCES.put(held_out_key, key[1], held_out_reference)
-    progress_text(f"learning {learn_mode} from {tuned.text}")
-    learned = learn(run, reference, held_out_run, held_out_reference, table, tuned.params, learn_mode,
-                    measure=measure, time_budget=max(seconds, 0.0), check_interrupt=check_interrupted)
-    return learned, cost
+def _fit_references(run, held_out_run, key, table, learn_mode: str) -> tuple[list, int]:
+    """([the fit's reference on the probes, on the held-out noises], their evaluations: 0 for one reused): each
+    LEARN_REFERENCE_STEPS evaluations of DPM++2M, finer than the search's, cached beside its reference."""
+    cost, references = 0, []
+    for which, name in ((run, "fit"), (held_out_run, "held out")):
+        reference_key = (*key[0], name, LEARN_REFERENCE_STEPS)
+        reference = REFERENCES.get(reference_key, key[1])
+        if reference is None:
+            progress_text(f"learning {learn_mode}: the {name} reference, {LEARN_REFERENCE_STEPS} evaluations")
+            reference = compute_reference(which, table, LEARN_REFERENCE_STEPS)
+            REFERENCES.put(reference_key, key[1], reference)
+            cost += LEARN_REFERENCE_STEPS
+        references.append(reference)
+    return references, cost
 
 
 def _removed(start: float, best: float) -> str:

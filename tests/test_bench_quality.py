@@ -447,13 +447,15 @@ def test_tuner_gap_rebuilds_the_benchmarks_probes_and_reads_the_kept_ceiling(com
 
 
 def test_learned_fit_references_are_what_the_fit_runs_converge_to_on_the_conditional_proxy(comfy):
-    """bench-quality's learned fit on a trained model: its probes are the tuning probes and more, its reference is
-    solved on the batch the fit samples. On the class-conditional digits proxy (ComfyUI gives a smaller batch the
-    first rows of the conditioning) the fit's own 40-step run lands on its reference for every probe, the tuning
-    probes keep their reference, and solving the extra probes alone would have given them other classes."""
+    """bench-quality's learned fit on a trained model: its probes are the tuning probes and more, its references are
+    the node's (LEARN_REFERENCE_STEPS evaluations, finer than the search's 40), solved on the batch the fit samples.
+    On the class-conditional digits proxy (ComfyUI gives a smaller batch the first rows of the conditioning) the
+    fit's own run of that many steps lands on its reference for every probe, the tuning probes get theirs, the
+    40-step solution is another one, and solving the extra probes alone would have given them other classes."""
     from quality_trained import TrainedTarget, trained_models
     from quality_tuning import fit_references
 
+    from fewstep.tuner_learn import LEARN_REFERENCE_STEPS
     from fewstep.tuner_objective import compute_reference, distance, reference_sigmas
 
     loaded = quality_methods.load_comfyui()
@@ -463,17 +465,20 @@ def test_learned_fit_references_are_what_the_fit_runs_converge_to_on_the_conditi
     noise = torch.randn((16, *target.latent_shape), generator=torch.Generator().manual_seed(5))
 
     def work(denoiser, x_start):
-        known = compute_reference(harness.tuning_run(denoiser, x_start[:4], table), table)
+        steps = LEARN_REFERENCE_STEPS
+        tuning = compute_reference(harness.tuning_run(denoiser, x_start[:4], table), table, steps)
         fit_run, fit_reference, held_out_run, held_out_reference = fit_references(
-            harness, denoiser, x_start[:8], x_start[8:], table, known)
-        alone = compute_reference(harness.tuning_run(denoiser, x_start[4:8], table), table)
-        sigmas = reference_sigmas(table, 40)
-        return (known, fit_reference, alone, distance(fit_run(sigmas, "dpmpp_2m"), fit_reference),
-                distance(held_out_run(sigmas, "dpmpp_2m"), held_out_reference))
+            harness, denoiser, x_start[:8], x_start[8:], table)
+        alone = compute_reference(harness.tuning_run(denoiser, x_start[4:8], table), table, steps)
+        sigmas = reference_sigmas(table, steps)
+        return (tuning, fit_reference, alone, distance(fit_run(sigmas, "dpmpp_2m"), fit_reference),
+                distance(held_out_run(sigmas, "dpmpp_2m"), held_out_reference),
+                distance(fit_run(reference_sigmas(table, 40), "dpmpp_2m"), fit_reference))
 
-    known, fit_reference, alone, fit_gap, held_out_gap = target.with_denoiser(noise, work)
-    assert fit_reference.shape[0] == 8 and fit_gap < 1e-5 and held_out_gap < 1e-5
-    torch.testing.assert_close(fit_reference[:4], known, rtol=0, atol=1e-4)
+    tuning, fit_reference, alone, fit_gap, held_out_gap, coarse_gap = target.with_denoiser(noise, work)
+    assert LEARN_REFERENCE_STEPS > 40 and fit_reference.shape[0] == 8 and fit_gap < 1e-5 and held_out_gap < 1e-5
+    torch.testing.assert_close(fit_reference[:4], tuning, rtol=0, atol=1e-4)
+    assert coarse_gap > 1e-4  # the search's 40 steps land elsewhere
     assert distance(alone, fit_reference[4:]) > 0.1  # the extra probes alone: other classes, other samples
 
 
@@ -570,6 +575,7 @@ def test_a_larger_fit_at_a_budget_has_its_own_probes_held_out_noises_and_runs(co
 
     from fewstep.params import parse_params
     from fewstep.plan import params_solver
+    from fewstep.tuner_learn import LEARN_REFERENCE_STEPS
     from fewstep.tuner_objective import compute_reference, distance
 
     config = replace(quality_methods.QUICK, budgets=(5, 6), ranked_budgets=(5, 6), tune_solvers=("dpmpp_2m",),
@@ -589,6 +595,7 @@ def test_a_larger_fit_at_a_budget_has_its_own_probes_held_out_noises_and_runs(co
 
         def alone(denoiser, x, params=params):
             run = harness.tuning_run(denoiser, x, table, learned=True)
-            return distance(run(params.sigmas(table), params_solver(params)), compute_reference(run, table))
+            return distance(run(params.sigmas(table), params_solver(params)),
+                            compute_reference(run, table, LEARN_REFERENCE_STEPS))
 
         assert harness.analytic_denoiser(noise, alone) == pytest.approx(fit.result.held_out[0], rel=1e-9)

@@ -239,12 +239,20 @@ def test_the_tuner_node_learns_and_few_step_ksampler_reproduces_it(comfy, tiny_m
     key = tuning.cache_key(*plain_args(tiny_model, conds), "schedule+weights+model time")
     result = tuning.CACHE.get(*key)
     assert result is not None and result.text == text and "held-out" in result.learned
-    assert result.model_evaluations > 40 + 40 + 5 * result.candidates  # reference, held-out reference, schedules, fit
+    # the search's reference, the fit's two finer ones (probes, held out), the schedules, the fit
+    assert result.model_evaluations > 40 + 2 * tuning.LEARN_REFERENCE_STEPS + 5 * result.candidates
     params = parse_params(text)
-    assert (params.weights is not None) == result.learned.startswith("learned")
-    reference = tuning.REFERENCES.get(*tuning.reference_key(tiny_model, conds[0], conds[1], 5.5, (4, 8, 8), 2, 9))
+    learned = result.learned.startswith("learned")
+    assert (params.weights is not None) == learned
+    search_key, objects = tuning.reference_key(tiny_model, conds[0], conds[1], 5.5, (4, 8, 8), 2, 9)
+    fit_reference = tuning.REFERENCES.get((*search_key, "fit", tuning.LEARN_REFERENCE_STEPS), objects)
+    search_reference = tuning.REFERENCES.get(search_key, objects)
+    assert fit_reference is not None and fit_reference.shape == search_reference.shape
+    assert not torch.equal(fit_reference, search_reference)  # finer than the search's 40 steps
     sampled = ksampler_latent(comfy, tiny_model, conds, 9, 2, text)
-    assert distance(sampled, reference) == pytest.approx(result.objective, rel=1e-4)
+    # a kept fit reports its distance to its own reference, else the search's to the search's
+    assert distance(sampled, fit_reference if learned else search_reference) == pytest.approx(result.objective,
+                                                                                                rel=1e-4)
     plain = tuning.cache_key(*plain_args(tiny_model, conds))
     assert plain[0] != key[0] and plain[0] == tuning.cache_key(*plain_args(tiny_model, conds), "schedule")[0]
 
