@@ -384,14 +384,12 @@ class Harness:
 
     def params_method(self, label: str, text: str, budget: int) -> Method:
         """A params text through Few-Step Sigmas and the pack's sampler for its solver (variant and order too)."""
-        from fewstep.params import PREDICTION_DATA, parse_params
+        from fewstep.params import parse_params
 
         params = parse_params(text)
         sigmas = self.pack_sigmas("custom", params=text)
-        learned = (params.weights is not None or params.model_time is not None or params.afs
-                   or params.prediction != PREDICTION_DATA)
-        return self._pack_method(label, params.solver, "last_sigma", budget, sigmas, budget,
-                                 variant=params.variant, order=params.order, params=text if learned else "")
+        return self._pack_method(label, params.solver, "last_sigma", budget, sigmas, budget, variant=params.variant,
+                                 order=params.order, params=text if params.sets_solver_fields else "")
 
     def _pack_method(self, label, solver, finish, steps, sigmas, budget, variant=None, order=None,
                      params="") -> Method:

@@ -45,6 +45,11 @@ HISTORY = 3  # weights per step: the current and up to two earlier data predicti
 Weights = tuple[tuple[float, ...], ...]  # per step i, i+1 (at most HISTORY) offsets; shorter: the rest are 0
 
 
+def group_size(step: int) -> int:
+    """Offsets step ``step`` (0-based) may carry: on its own data prediction and up to HISTORY - 1 earlier ones."""
+    return min(step + 1, HISTORY)
+
+
 def weights_problem(weights: Sequence[Sequence[float]], steps: int, name: str = "weights",
                     afs: bool = False) -> str | None:
     """Why ``weights`` (offsets per step) cannot be used for ``steps`` steps (``afs``: the analytical first step
@@ -55,7 +60,7 @@ def weights_problem(weights: Sequence[Sequence[float]], steps: int, name: str = 
         why = f" for {steps - 1} model evaluations with afs=1, which adds the analytical first step" if afs else ""
         return f"{name} has {len(weights)} steps; it needs one per step ({steps}{why}), separated by commas"
     for i, group in enumerate(weights):
-        most = min(i + 1, HISTORY)
+        most = group_size(i)
         if not 1 <= len(group) <= most:
             return (f"{name} step {i + 1} has {len(group)} offsets; step {i + 1} allows 1 to {most} (on its own "
                     "data prediction and up to two earlier ones, separated by ':')")

@@ -78,6 +78,12 @@ class ScheduleParams:
     prediction: str = PREDICTION_DATA  # DPM++: the weighted steps weigh data or noise predictions
 
     @property
+    def sets_solver_fields(self) -> bool:
+        """Whether the text sets a field the DPM++ sampler reads from it (weights, model_time, afs, prediction)."""
+        return (self.weights is not None or self.model_time is not None or self.afs
+                or self.prediction != PREDICTION_DATA)
+
+    @property
     def end_zero(self) -> bool:
         """Whether the last step goes to sigma 0 (``end=0``)."""
         return self.end == END_AT_ZERO

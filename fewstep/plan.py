@@ -98,8 +98,7 @@ def params_solver(schedule: ScheduleParams, finish: str = FINISH_LAST_SIGMA) -> 
     ``weights`` and ``model_time``) or, when it names none, the recipe family's for its step count."""
     solver = solver_named(schedule.solver or recipe_for_step_count(schedule.steps).solver, finish, schedule.variant,
                           schedule.order)
-    if (schedule.weights is None and schedule.model_time is None and not schedule.afs
-            and schedule.prediction == PREDICTION_DATA):
+    if not schedule.sets_solver_fields:
         return solver
     return replace(solver, weights=schedule.weights, model_time=schedule.model_time, afs=schedule.afs,
                    weighted_prediction=schedule.prediction)

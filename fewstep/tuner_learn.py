@@ -41,7 +41,7 @@ from typing import Callable
 
 import torch
 
-from .learned import HISTORY, MODEL_TIME_LIMIT, Weights, default_weights
+from .learned import HISTORY, MODEL_TIME_LIMIT, Weights, default_weights, group_size
 from .noise_forms import half_log_snr, signal_scale
 from .params import ScheduleParams, format_params, rounded
 from .plan import Solver, params_solver
@@ -95,7 +95,7 @@ def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: 
     """``params`` with the offsets, model times and ramp logits (``logits`` shifted) of the flat vector ``theta``."""
     groups, k = [], 0
     for i in range(params.steps + params.afs):
-        size = min(i + 1, HISTORY)
+        size = group_size(i)
         groups.append(tuple(theta[k:k + size]))
         k += size
     times = tuple(theta[k:k + params.steps]) if model_time else None
@@ -107,7 +107,7 @@ def _with(params: ScheduleParams, theta: list[float], model_time: bool, logits: 
 def _box(steps: int, model_time: bool, afs: bool = False) -> tuple[list[float], list[float]]:
     """(limit, finite-difference step) of each coordinate: the offsets (1, 2, then 3 per step; ``afs``: one step
     more), with ``model_time`` one delta per evaluation, and the N-1 shifts of the ramp's logits."""
-    offsets = sum(min(i + 1, HISTORY) for i in range(steps + afs))
+    offsets = sum(group_size(i) for i in range(steps + afs))
     times = steps if model_time else 0
     return ([FIT_WEIGHT_LIMIT] * offsets + [MODEL_TIME_LIMIT] * times + [RAMP_LIMIT] * (steps - 1),
             [WEIGHT_STEP] * offsets + [TIME_STEP] * times + [RAMP_STEP] * (steps - 1))
@@ -185,7 +185,7 @@ def equivalent_offsets(solver: Solver, sigmas: list[float], base: str = SOLVERS[
         defaults = default_weights(base, lams[i - 1] if i > 0 else None, lams[i], lams[i + 1])
         free = afs and estimate == 0.0  # D_0 = 0: any weight on it is the same step; offset 0
         offsets.append(tuple(0.0 if (free and i == j) else float(weights[i - j]) - defaults[j]
-                             for j in range(min(i + 1, HISTORY))))
+                             for j in range(group_size(i))))
     return tuple(offsets)
 
 
@@ -211,7 +211,7 @@ def _noise_offsets(path: list[torch.Tensor], sigmas: list[float], afs: bool, est
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         alpha = signal_scale(sigma, form)
-        size = min(i + 1, HISTORY)
+        size = group_size(i)
         if alpha == 0.0:
             offsets.append((0.0,) * size)
             continue
@@ -298,7 +298,7 @@ def learn(run: Run, reference: torch.Tensor, held_out_run: Run, held_out_referen
     logits = list(logits_from_ramp(base.ramp)) if base.ramp else [0.0] * (params.steps - 1)
     theta = []  # each step's offsets in full (a text leaves out a step's trailing zeros)
     for i, group in enumerate(base.weights or ()):
-        theta += [*group, *[0.0] * (min(i + 1, HISTORY) - len(group))]
+        theta += [*group, *[0.0] * (group_size(i) - len(group))]
     theta += [0.0] * (len(limits) - len(theta))
     value, r = residuals(theta)
 

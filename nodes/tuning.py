@@ -255,8 +255,8 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
             REFERENCES.put(ref_key, ref_references, reference)
         outcome["reference_seconds"] = time.monotonic() - began
         if learning:  # the fit's references first: the search and the fit share what is left
-            fit_run, held_out_run = run_from(x[:probe_seeds]), run_from(x[probe_seeds:])
-            fit_references, outcome["fit_reference_cost"] = _fit_references(fit_run, held_out_run,
+            held_out_run = run_from(x[probe_seeds:])  # the fit runs on the search's probes (``run``)
+            fit_references, outcome["fit_reference_cost"] = _fit_references(run, held_out_run,
                                                                             (ref_key, ref_references), table,
                                                                             learn_mode)
         spent = time.monotonic() - began
@@ -270,7 +270,7 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         if learning:
             tuned = outcome["result"]
             progress_text(f"learning {learn_mode} from {tuned.text}")
-            outcome["learned"] = learn(fit_run, fit_references[0], held_out_run, fit_references[1], table,
+            outcome["learned"] = learn(run, fit_references[0], held_out_run, fit_references[1], table,
                                        tuned.params, learn_mode, measure=measure,
                                        time_budget=max(time_budget - (time.monotonic() - began), 0.0),
                                        check_interrupt=check_interrupted)
