@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..fewstep.tuner import AUTO, SOLVER_CHOICES
-from ..fewstep.tuner_learn import LEARN_CHOICES, LEARN_SCHEDULE
-from .tuning import MAX_CANDIDATES, MEASURE_SIZE, tune_on_model
+from ..fewstep.tuner import AUTO, REFERENCE_STEPS, SOLVER_CHOICES
+from ..fewstep.tuner_learn import LEARN_CHOICES, LEARN_REFERENCE_STEPS, LEARN_SCHEDULE
+from .tuning import LEARN_SHARE, MAX_CANDIDATES, MEASURE_SIZE, tune_on_model
 
 NFE_RANGE = (2, 50)
 PROBE_RANGE = (1, 128)
@@ -62,7 +62,7 @@ class FewStepScheduleTuner:
             "time_budget": ("FLOAT", {"default": 120.0, "min": TIME_BUDGET_RANGE[0], "max": TIME_BUDGET_RANGE[1],
                                       "step": 1.0, "tooltip": (
                 "Seconds the search may take, reference included; it returns the best schedule so far when "
-                "time is up (or earlier when it has converged). The 40-step reference and the starting "
+                f"time is up (or earlier when it has converged). The {REFERENCE_STEPS}-step reference and the starting "
                 "schedule always run in full, so a budget shorter than they take is exceeded.")}),
         }, "optional": {
             "vae": ("VAE", {"tooltip": (
@@ -72,11 +72,12 @@ class FewStepScheduleTuner:
             "learn": (list(LEARN_CHOICES), {"default": LEARN_SCHEDULE, "tooltip": (
                 "schedule: tune the schedule (and solver, end) only. schedule+weights: then fit, from that schedule, "
                 "the DPM++ solver's weights on each step's current and two earlier predictions; +model time: also "
-                "the time the network is told at each step. Uses 60 % of the time budget for the schedule, the rest "
-                "for the fit (which first solves a finer 100-step reference on the probes and on probe_seeds more "
-                "noises); judged on those noises, not used for tuning, and the schedule alone is "
-                "returned (with the reason in the console) if the learned numbers are not better there. `params` "
-                "then carries weights= and model_time=, which Few-Step KSampler reproduces.")}),
+                f"the time the network is told at each step. Uses {round(100 * LEARN_SHARE)} % of the time budget for "
+                f"the schedule, the rest for the fit (which first solves a finer {LEARN_REFERENCE_STEPS}-step "
+                "reference on the probes and on probe_seeds more noises); judged on those noises, not used for "
+                "tuning, and the schedule alone is returned (with the reason in the console) if the learned numbers "
+                "are not better there. `params` then carries weights= and model_time=, which Few-Step KSampler "
+                "reproduces.")}),
         }}
 
     @classmethod

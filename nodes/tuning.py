@@ -270,7 +270,8 @@ def tune_on_model(model, positive, negative, cfg: float, latent: torch.Tensor, s
         if learning:
             tuned = outcome["result"]
             progress_text(f"learning {learn_mode} from {tuned.text}")
-            outcome["learned"] = learn(run, fit_references[0], held_out_run, fit_references[1], table,
+            fit_reference, held_out_reference = (r.to(x.device) for r in fit_references)  # cached: as the search's
+            outcome["learned"] = learn(run, fit_reference, held_out_run, held_out_reference, table,
                                        tuned.params, learn_mode, measure=measure,
                                        time_budget=max(time_budget - (time.monotonic() - began), 0.0),
                                        check_interrupt=check_interrupted)
